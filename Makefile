@@ -1,0 +1,47 @@
+# The README's two commands: `make serve` and `make test`. Both set up what is missing
+# (a virtual environment with the project and its test extras, Graphviz's `dot`, Neovim)
+# and are safe to run again.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.opgraph-installed
+SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo)
+APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+
+.PHONY: setup system-deps test lint serve bench clean
+
+setup: system-deps $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || { $(APT_GET) update -qq && $(APT_GET) install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	command -v nvim >/dev/null 2>&1 || missing="$$missing neovim"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing; \
+	fi
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+serve: setup
+	$(VENV)/bin/opgraph serve
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

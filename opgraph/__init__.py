@@ -1,0 +1,78 @@
+"""opgraph: a scalar autograd engine whose ops are plugins, and a service for looking inside it.
+
+Start with `Value` (micrograd's API), `Graph` (nodes with ids, as the server holds them),
+`draw_dot`, `gradcheck`; write ops with `OpDef` and `hookimpl` (see `opgraph.hookspecs`).
+"""
+
+from opgraph.draw import draw_dot
+from opgraph.engine import (
+    Value,
+    apply,
+    backward,
+    lookup_op,
+    set_source_tracking,
+    topological_order,
+    track_source,
+)
+from opgraph.errors import (
+    ArityError,
+    AttributeSpecError,
+    ForwardError,
+    GradRuleError,
+    GraphError,
+    GraphLimitError,
+    GraphMismatchError,
+    InputTypeError,
+    NodeNotFoundError,
+    NotALeafError,
+    OpDefError,
+    OpgraphError,
+    OpgraphPluginWarning,
+    PluginConflictError,
+    PluginError,
+    RuleError,
+    UnknownOpError,
+)
+from opgraph.gradcheck import check_op, gradcheck
+from opgraph.graph import Graph
+from opgraph.hookspecs import hookimpl
+from opgraph.opdef import OpDef
+from opgraph.registry import build_registry, default_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArityError",
+    "AttributeSpecError",
+    "ForwardError",
+    "GradRuleError",
+    "Graph",
+    "GraphError",
+    "GraphLimitError",
+    "GraphMismatchError",
+    "InputTypeError",
+    "NodeNotFoundError",
+    "NotALeafError",
+    "OpDef",
+    "OpDefError",
+    "OpgraphError",
+    "OpgraphPluginWarning",
+    "PluginConflictError",
+    "PluginError",
+    "RuleError",
+    "UnknownOpError",
+    "Value",
+    "__version__",
+    "apply",
+    "backward",
+    "build_registry",
+    "check_op",
+    "default_registry",
+    "draw_dot",
+    "gradcheck",
+    "hookimpl",
+    "lookup_op",
+    "set_source_tracking",
+    "topological_order",
+    "track_source",
+]

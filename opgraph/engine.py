@@ -1,0 +1,549 @@
+"""The engine: `Value`, applying ops, and the forward and backward passes.
+
+The engine has no arithmetic of its own. Every op, ``+`` included, is an `OpDef` looked up by
+name in the op table that the plugins filled (see `opgraph.registry`). A node stores its inputs
+as a tuple and a reference to its op; there are no per-node closures, so a graph holds no
+reference cycles and the cyclic garbage collector has nothing to chase.
+
+Gradient semantics (documented in the README): ``root.backward()`` *adds* d root / d node to the
+``grad`` of every node the root depends on, the root included. A fresh graph starts at zero, so
+after one call every ``grad`` is exactly the derivative. Call ``root.zero_grad()`` (or
+``Graph.zero_grad()``, ``Module.zero_grad()``) before a second call if you want fresh numbers
+rather than a sum; calling it twice on the same graph gives exactly twice the gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from opgraph.errors import (
+    ArityError,
+    AttributeSpecError,
+    ForwardError,
+    GradRuleError,
+    GraphMismatchError,
+    InputTypeError,
+    UnknownOpError,
+)
+from opgraph.opdef import OpDef
+
+if TYPE_CHECKING:
+    from opgraph.graph import Graph
+
+SourceLocation = tuple[str, int]
+
+# --- the op table, cached from the default registry ----------------------------------------------
+
+_ops: dict[str, OpDef] | None = None
+
+
+def _table() -> dict[str, OpDef]:
+    global _ops
+    if _ops is None:
+        from opgraph.registry import default_registry
+
+        _ops = default_registry()._ops
+    return _ops
+
+
+def _reset_op_cache() -> None:
+    global _ops
+    _ops = None
+
+
+def lookup_op(name: str) -> OpDef:
+    """The installed op named ``name``; raises `UnknownOpError` with suggestions."""
+    try:
+        return _table()[name]
+    except (KeyError, TypeError):
+        raise UnknownOpError(name, _table()) from None
+
+
+# --- source locations ----------------------------------------------------------------------------
+
+_track_source = False
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_location() -> SourceLocation | None:
+    """File and line of the innermost frame outside the opgraph package."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PACKAGE_DIR):
+            return (filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+@contextmanager
+def track_source(enabled: bool = True) -> Iterator[None]:
+    """Record the file and line that created each node while inside this block.
+
+    Off by default because walking the stack costs about a microsecond per node; the Neovim
+    client and ``Client.publish`` use these locations to put values beside the code.
+    """
+    global _track_source
+    previous, _track_source = _track_source, enabled
+    try:
+        yield
+    finally:
+        _track_source = previous
+
+
+def set_source_tracking(enabled: bool) -> bool:
+    """Switch source-location recording on or off for the whole process; returns the old state."""
+    global _track_source
+    previous, _track_source = _track_source, bool(enabled)
+    return previous
+
+
+# --- Value ---------------------------------------------------------------------------------------
+
+
+def _check_data(data: Any, where: str) -> float | int:
+    if type(data) is float or type(data) is int:
+        return data
+    if isinstance(data, bool) or not isinstance(data, numbers.Real):
+        raise InputTypeError(f"{where}: expected a real number, got {type(data).__name__} {data!r}")
+    return float(data)
+
+
+class Value:
+    """A scalar in an expression graph, as in micrograd.
+
+    ``data`` is the number, ``grad`` the derivative of the last ``backward()`` root with respect
+    to it, ``label`` a name for people. ``_prev`` is the set of input values and ``_op`` the
+    op's symbol, so code written for micrograd (``trace``, ``draw_dot``) works unchanged.
+    """
+
+    __slots__ = ("_attrs", "_graph", "_id", "_inputs", "_loc", "_opdef", "data", "grad", "label")
+
+    def __init__(self, data: float, label: str = "") -> None:
+        self.data = _check_data(data, "Value(data)")
+        self.grad = 0.0
+        self.label = label
+        self._inputs: tuple[Value, ...] = ()
+        self._opdef: OpDef | None = None
+        self._attrs: dict[str, Any] | None = None
+        self._graph: Graph | None = None
+        self._id: int | None = None
+        self._loc: SourceLocation | None = _caller_location() if _track_source else None
+
+    def __repr__(self) -> str:
+        return f"Value(data={self.data})"
+
+    # micrograd's names
+    @property
+    def _prev(self) -> set[Value]:
+        """The set of input values (the same objects on every call)."""
+        return set(self._inputs)
+
+    @property
+    def _op(self) -> str:
+        """The op's symbol (``'+'``, ``'*'``, ``'tanh'``), ``''`` for a leaf."""
+        op = self._opdef
+        return "" if op is None else op.format_symbol(self._attrs)
+
+    # opgraph's own read-only views
+    @property
+    def op(self) -> str | None:
+        """The name of the op that computed this value, None for a leaf."""
+        return None if self._opdef is None else self._opdef.name
+
+    @property
+    def inputs(self) -> tuple[Value, ...]:
+        """The input values, in the op's argument order."""
+        return self._inputs
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The op's constant attributes (``{'exponent': 2}``), empty for most ops."""
+        return dict(self._attrs or {})
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for a value no op computed."""
+        return self._opdef is None
+
+    @property
+    def id(self) -> int | None:
+        """The node id in its `Graph`, None when the value belongs to none."""
+        return self._id
+
+    @property
+    def graph(self) -> Graph | None:
+        """The `Graph` this value belongs to, if any."""
+        return self._graph
+
+    @property
+    def source(self) -> SourceLocation | None:
+        """``(file, line)`` of the code that created this value, when it was recorded."""
+        return self._loc
+
+    # arithmetic: each operator is an op looked up by name
+    def __add__(self, other: Value | float) -> Value:
+        return _binary(_table()["add"], self, _operand(other, "+"))
+
+    def __radd__(self, other: float) -> Value:
+        return _binary(_table()["add"], _operand(other, "+"), self)
+
+    def __sub__(self, other: Value | float) -> Value:
+        return _binary(_table()["sub"], self, _operand(other, "-"))
+
+    def __rsub__(self, other: float) -> Value:
+        return _binary(_table()["sub"], _operand(other, "-"), self)
+
+    def __mul__(self, other: Value | float) -> Value:
+        return _binary(_table()["mul"], self, _operand(other, "*"))
+
+    def __rmul__(self, other: float) -> Value:
+        return _binary(_table()["mul"], _operand(other, "*"), self)
+
+    def __truediv__(self, other: Value | float) -> Value:
+        return _binary(_table()["div"], self, _operand(other, "/"))
+
+    def __rtruediv__(self, other: float) -> Value:
+        return _binary(_table()["div"], _operand(other, "/"), self)
+
+    def __pow__(self, other: Value | float) -> Value:
+        if isinstance(other, Value):
+            return _binary(_table()["pow"], self, other)
+        exponent = _check_data(other, "Value ** exponent")
+        return _unary(_table()["pow_const"], self, {"exponent": exponent})
+
+    def __rpow__(self, other: float) -> Value:
+        return _binary(_table()["pow"], _operand(other, "**"), self)
+
+    def __neg__(self) -> Value:
+        return _unary(_table()["neg"], self, None)
+
+    def __pos__(self) -> Value:
+        return self
+
+    # the default unary ops as methods; any other installed op is reached through __getattr__
+    def tanh(self) -> Value:
+        """tanh of this value."""
+        return _unary(_table()["tanh"], self, None)
+
+    def exp(self) -> Value:
+        """e to the power of this value."""
+        return _unary(_table()["exp"], self, None)
+
+    def log(self) -> Value:
+        """Natural logarithm of this value."""
+        return _unary(_table()["log"], self, None)
+
+    def relu(self) -> Value:
+        """max(0, this value)."""
+        return _unary(_table()["relu"], self, None)
+
+    def sigmoid(self) -> Value:
+        """1 / (1 + e^-x) of this value."""
+        return _unary(_table()["sigmoid"], self, None)
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: plugin ops become methods (x.softplus()).
+        if not name.startswith("_"):
+            op = _table().get(name)
+            if op is not None:
+                def method(*others: Value | float, **attrs: Any) -> Value:
+                    return apply(op.name, self, *others, **attrs)
+
+                method.__doc__ = op.doc
+                method.__name__ = name
+                return method
+        raise AttributeError(f"'Value' object has no attribute {name!r}")
+
+    def backward(self) -> None:
+        """Add d self / d node to ``grad`` of every node this value depends on (itself too)."""
+        backward(self)
+
+    def zero_grad(self) -> None:
+        """Set ``grad`` to 0 on this value and every node it depends on."""
+        for node in topological_order(self):
+            node.grad = 0.0
+
+
+def _operand(other: Any, symbol: str) -> Value:
+    if isinstance(other, Value):
+        return other
+    return Value(_check_data(other, f"operand of {symbol!r}"))
+
+
+# --- applying ops --------------------------------------------------------------------------------
+
+
+def describe(value: Value) -> str:
+    """How error messages name a node: its label and/or id, and its data."""
+    parts = []
+    if value.label:
+        parts.append(repr(value.label))
+    if value._id is not None:
+        parts.append(f"id {value._id}")
+    name = " ".join(parts) if parts else "unlabelled value"
+    return f"{name} (data {value.data!r})"
+
+
+def _describe_inputs(inputs: Sequence[Value]) -> str:
+    return ", ".join(describe(v) for v in inputs)
+
+
+def _forward_failed(op: OpDef, inputs: Sequence[Value], exc: BaseException) -> ForwardError:
+    return ForwardError(
+        f"op {op.name!r} failed on {_describe_inputs(inputs)}: forward rule raised "
+        f"{type(exc).__name__}: {exc}",
+        op=op.name, node=_describe_inputs(inputs), cause=exc,
+    )
+
+
+def _coerce_output(out: Any, op: OpDef, inputs: Sequence[Value]) -> float | int:
+    if type(out) is int or (isinstance(out, numbers.Real) and not isinstance(out, bool)):
+        return out if type(out) is int else float(out)
+    raise ForwardError(
+        f"op {op.name!r} on {_describe_inputs(inputs)}: forward rule returned "
+        f"{type(out).__name__} {out!r}, not a real number",
+        op=op.name, node=_describe_inputs(inputs),
+    )
+
+
+def _owner(inputs: Sequence[Value], op: OpDef) -> Graph | None:
+    """The graph the new node joins: the one its inputs belong to, if any."""
+    owner = None
+    for v in inputs:
+        g = v._graph
+        if g is not None:
+            if owner is None:
+                owner = g
+            elif g is not owner:
+                raise GraphMismatchError(
+                    f"op {op.name!r}: inputs belong to different graphs "
+                    f"({owner.name!r} and {g.name!r}); {_describe_inputs(inputs)}"
+                )
+    if owner is not None:
+        owner._reserve(1)
+    return owner
+
+
+def _finish(node: Value, owner: Graph | None) -> Value:
+    """Attach a node to its graph (adopting free inputs) once its output is known to be good."""
+    if owner is not None:
+        owner._adopt_inputs(node._inputs)
+        owner._register(node)
+    return node
+
+
+def _new_node(data, op: OpDef, inputs: tuple[Value, ...], attrs) -> Value:
+    node = object.__new__(Value)
+    node.data = data
+    node.grad = 0.0
+    node.label = ""
+    node._inputs = inputs
+    node._opdef = op
+    node._attrs = attrs
+    node._graph = None
+    node._id = None
+    node._loc = _caller_location() if _track_source else None
+    return node
+
+
+def _binary(op: OpDef, a: Value, b: Value) -> Value:
+    owner = _owner((a, b), op) if (a._graph is not None or b._graph is not None) else None
+    try:
+        out = op.forward(a.data, b.data)
+    except Exception as exc:
+        raise _forward_failed(op, (a, b), exc) from exc
+    if type(out) is not float:
+        out = _coerce_output(out, op, (a, b))
+    node = _new_node(out, op, (a, b), None)
+    return node if owner is None else _finish(node, owner)
+
+
+def _unary(op: OpDef, a: Value, attrs: dict[str, Any] | None) -> Value:
+    owner = _owner((a,), op) if a._graph is not None else None
+    try:
+        out = op.forward(a.data, **attrs) if attrs else op.forward(a.data)
+    except Exception as exc:
+        raise _forward_failed(op, (a,), exc) from exc
+    if type(out) is not float:
+        out = _coerce_output(out, op, (a,))
+    node = _new_node(out, op, (a,), attrs)
+    return node if owner is None else _finish(node, owner)
+
+
+def check_attrs(op: OpDef, attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """Check that ``attrs`` are exactly the op's attributes, with scalar values."""
+    given, wanted = set(attrs), set(op.attrs)
+    if given != wanted:
+        extra, missing = sorted(given - wanted), sorted(wanted - given)
+        detail = "; ".join(
+            part for part in (
+                f"unexpected {extra}" if extra else "",
+                f"missing {missing}" if missing else "",
+            ) if part
+        )
+        raise AttributeSpecError(
+            f"op {op.name!r} takes attributes {sorted(wanted) or 'none'}: {detail}"
+        )
+    for key, value in attrs.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise AttributeSpecError(
+                f"op {op.name!r}: attribute {key!r} must be a number or a string, "
+                f"got {type(value).__name__} {value!r}"
+            )
+    return dict(attrs) or None
+
+
+def apply_op(op: OpDef, inputs: Sequence[Value], attrs: dict[str, Any] | None = None) -> Value:
+    """Apply the op definition ``op`` to ``inputs`` (all `Value`)."""
+    if len(inputs) != op.arity:
+        raise ArityError(
+            f"op {op.name!r} takes {op.arity} input{'s' * (op.arity != 1)}, got {len(inputs)}"
+            + (f": {_describe_inputs(inputs)}" if inputs else "")
+        )
+    attrs = check_attrs(op, attrs or {})
+    inputs = tuple(inputs)
+    owner = _owner(inputs, op)
+    datas = [v.data for v in inputs]
+    try:
+        out = op.forward(*datas, **attrs) if attrs else op.forward(*datas)
+    except Exception as exc:
+        raise _forward_failed(op, inputs, exc) from exc
+    if type(out) is not float:
+        out = _coerce_output(out, op, inputs)
+    node = _new_node(out, op, inputs, attrs)
+    return node if owner is None else _finish(node, owner)
+
+
+def apply(name: str, *inputs: Value | float, **attrs: Any) -> Value:
+    """Apply the installed op ``name`` to ``inputs`` (Values or numbers), with its attributes.
+
+    >>> apply("tanh", Value(0.5))          # same as Value(0.5).tanh()
+    >>> apply("pow_const", x, exponent=3)  # same as x ** 3
+    """
+    op = lookup_op(name)
+    values = [
+        v if isinstance(v, Value) else Value(_check_data(v, f"input {i} of op {name!r}"))
+        for i, v in enumerate(inputs)
+    ]
+    return apply_op(op, values, attrs)
+
+
+# --- passes --------------------------------------------------------------------------------------
+
+
+def topological_order(root: Value) -> list[Value]:
+    """Every node ``root`` depends on, inputs before the nodes that use them; no recursion."""
+    order: list[Value] = []
+    seen = {root}
+    stack = [root]
+    push, pop, emit, mark = stack.append, stack.pop, order.append, seen.add
+    while stack:
+        node = stack[-1]
+        for child in node._inputs:
+            if child not in seen:
+                mark(child)
+                push(child)
+                break
+        else:
+            pop()
+            emit(node)
+    return order
+
+
+def backward_over(order: Sequence[Value], root: Value) -> None:
+    """Backward pass over ``order`` (a topological order ending at ``root``).
+
+    Adds d root / d node to every node's ``grad``. On a failing gradient rule every ``grad`` is
+    left as it was and `GradRuleError` names the op and the node.
+    """
+    saved = [node.grad for node in order]
+    for node in order:
+        node.grad = 0.0
+    root.grad = 1.0
+    node = root
+    try:
+        for node in reversed(order):
+            op = node._opdef
+            if op is None:
+                continue
+            inputs = node._inputs
+            g = node.grad
+            if node._attrs:
+                local = op.grad(*[v.data for v in inputs], node.data, **node._attrs)
+                for v, d in zip(inputs, local, strict=True):
+                    v.grad += g * d
+            elif len(inputs) == 2:
+                a, b = inputs
+                da, db = op.grad(a.data, b.data, node.data)
+                a.grad += g * da
+                b.grad += g * db
+            elif len(inputs) == 1:
+                (a,) = inputs
+                (da,) = op.grad(a.data, node.data)
+                a.grad += g * da
+            else:
+                local = op.grad(*[v.data for v in inputs], node.data)
+                for v, d in zip(inputs, local, strict=True):
+                    v.grad += g * d
+    except Exception as exc:
+        for n, s in zip(order, saved, strict=True):
+            n.grad = s
+        raise _grad_failed(node, exc) from exc
+    if any(saved):
+        for n, s in zip(order, saved, strict=True):
+            n.grad += s
+
+
+def _grad_failed(node: Value, exc: BaseException) -> GradRuleError:
+    op = node._opdef
+    name = op.name if op else "?"
+    cause = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ValueError | TypeError) and op is not None:
+        cause += f" (a gradient rule returns one number per input, here {op.arity})"
+    where = f"node {describe(node)} over {_describe_inputs(node._inputs)}"
+    return GradRuleError(f"op {name!r} gradient rule failed at {where}: {cause}",
+                         op=name, node=describe(node), cause=exc)
+
+
+def backward(root: Value) -> None:
+    """Add d root / d node to ``grad`` of every node ``root`` depends on. Iterative."""
+    backward_over(topological_order(root), root)
+
+
+def recompute(order: Iterable[Value]) -> None:
+    """Forward pass: recompute every non-leaf node of ``order`` from its inputs, in order."""
+    for node in order:
+        op = node._opdef
+        if op is None:
+            continue
+        inputs = node._inputs
+        try:
+            out = op.forward(*[v.data for v in inputs], **(node._attrs or {}))
+        except Exception as exc:
+            raise _forward_failed(op, inputs, exc) from exc
+        if type(out) is not float:
+            out = _coerce_output(out, op, inputs)
+        node.data = out
+
+
+def evaluate(order: Sequence[Value], overrides: dict[Value, float]) -> dict[Value, float]:
+    """Data of every node of ``order`` with some leaves' data replaced; changes no node."""
+    values: dict[Value, float] = {}
+    for node in order:
+        op = node._opdef
+        if op is None:
+            values[node] = overrides.get(node, node.data)
+            continue
+        args = [values[v] for v in node._inputs]
+        try:
+            values[node] = op.forward(*args, **(node._attrs or {}))
+        except Exception:
+            values[node] = math.nan
+    return values

@@ -1,0 +1,226 @@
+"""`Graph`: an expression graph held explicitly, its nodes addressed by stable integer ids.
+
+A Graph is a second view of the same engine, not a second engine: its nodes are ordinary
+`Value` objects (with ``id`` and ``graph`` set), built by the same op application and
+differentiated by the same backward pass. Ids are given in creation order, and a node's inputs
+always exist before it, so id order is a topological order. Arithmetic on a graph's values adds
+the results to that graph, so ``x = g.leaf(2.0); y = x * x`` grows ``g``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from opgraph import engine
+from opgraph.engine import SourceLocation, Value, _check_data
+from opgraph.errors import (
+    GraphError,
+    GraphLimitError,
+    GraphMismatchError,
+    NodeNotFoundError,
+    NotALeafError,
+)
+
+
+class Graph:
+    """A named expression graph with integer node ids, mutable leaves and a version counter."""
+
+    def __init__(self, name: str = "", *, max_nodes: int | None = None) -> None:
+        if not isinstance(name, str):
+            raise GraphError(f"graph name must be a string, got {type(name).__name__}")
+        self.name = name
+        self.max_nodes = max_nodes
+        self.nodes: list[Value] = []
+        self.version = 0
+
+    def __repr__(self) -> str:
+        return f"Graph(name={self.name!r}, nodes={len(self.nodes)}, version={self.version})"
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Value]:
+        return iter(self.nodes)
+
+    def __getitem__(self, node_id: int) -> Value:
+        return self.node(node_id)
+
+    # --- building ----------------------------------------------------------------------------
+
+    def _reserve(self, count: int) -> None:
+        if self.max_nodes is not None and len(self.nodes) + count > self.max_nodes:
+            raise GraphLimitError(
+                f"graph {self.name!r} holds {len(self.nodes)} nodes; adding {count} would pass "
+                f"its limit of {self.max_nodes}"
+            )
+
+    def _register(self, value: Value) -> None:
+        value._graph = self
+        value._id = len(self.nodes)
+        self.nodes.append(value)
+        self.version += 1
+
+    def _adopt_inputs(self, inputs: Sequence[Value]) -> None:
+        """Bring free values (and what they depend on) into this graph before a node uses them."""
+        for value in inputs:
+            if value._graph is None:
+                self.adopt(value)
+
+    def adopt(self, root: Value) -> Value:
+        """Add ``root`` and every free value it depends on to this graph; returns ``root``."""
+        order = engine.topological_order(root)
+        fresh = []
+        for value in order:
+            if value._graph is None:
+                fresh.append(value)
+            elif value._graph is not self:
+                raise GraphMismatchError(
+                    f"{engine.describe(value)} belongs to graph {value._graph.name!r}, "
+                    f"not {self.name!r}"
+                )
+        self._reserve(len(fresh))
+        for value in fresh:
+            self._register(value)
+        return root
+
+    @classmethod
+    def capture(cls, root: Value, name: str = "", **options: Any) -> Graph:
+        """A new graph holding ``root`` and everything it depends on (the values themselves)."""
+        graph = cls(name, **options)
+        graph.adopt(root)
+        return graph
+
+    def leaf(self, data: float, label: str = "", *, source: SourceLocation | None = None) -> Value:
+        """A new leaf holding ``data``."""
+        self._reserve(1)
+        value = Value(_check_data(data, f"graph {self.name!r} leaf data"), label=_label(label))
+        if source is not None:
+            value._loc = _source(source)
+        self._register(value)
+        return value
+
+    def apply(
+        self,
+        op: str,
+        inputs: Sequence[int | Value],
+        attrs: Mapping[str, Any] | None = None,
+        *,
+        label: str = "",
+        source: SourceLocation | None = None,
+    ) -> Value:
+        """A new node: the installed op ``op`` over ``inputs`` (node ids or this graph's values)."""
+        opdef = engine.lookup_op(op)
+        values = [self._resolve(i, f"input {n} of op {op!r}") for n, i in enumerate(inputs)]
+        self._reserve(1)
+        node = engine.apply_op(opdef, values, dict(attrs or {}))  # joins this graph
+        node.label = _label(label)
+        if source is not None:
+            node._loc = _source(source)
+        return node
+
+    def _resolve(self, ref: int | Value, where: str) -> Value:
+        if isinstance(ref, Value):
+            if ref._graph is not self:
+                raise GraphMismatchError(f"{where}: {engine.describe(ref)} is not in graph "
+                                         f"{self.name!r}")
+            return ref
+        return self.node(ref)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def node(self, node_id: int) -> Value:
+        """The node with id ``node_id``."""
+        if type(node_id) is not int:
+            raise NodeNotFoundError(f"graph {self.name!r}: node id must be an int, got "
+                                    f"{type(node_id).__name__} {node_id!r}")
+        if not 0 <= node_id < len(self.nodes):
+            raise NodeNotFoundError(f"graph {self.name!r} has no node {node_id} "
+                                    f"(ids are 0..{len(self.nodes) - 1})")
+        return self.nodes[node_id]
+
+    @property
+    def leaves(self) -> list[Value]:
+        """Nodes no op computed, in id order."""
+        return [v for v in self.nodes if v._opdef is None]
+
+    @property
+    def outputs(self) -> list[Value]:
+        """Nodes that no other node uses, in id order."""
+        used = {id(i) for v in self.nodes for i in v._inputs}
+        return [v for v in self.nodes if id(v) not in used]
+
+    def find(self, label: str) -> list[Value]:
+        """Nodes with this label, in id order."""
+        return [v for v in self.nodes if v.label == label]
+
+    # --- changing and recomputing -------------------------------------------------------------
+
+    def set(self, node_id: int, data: float) -> list[int]:
+        """Change leaf ``node_id`` to ``data`` and recompute what depends on it.
+
+        Returns the ids of the nodes whose data was recomputed. If a downstream op fails on the
+        new value, nothing changes and the op's error is raised.
+        """
+        leaf = self.node(node_id)
+        if leaf._opdef is not None:
+            raise NotALeafError(f"graph {self.name!r}: node {node_id} is computed by op "
+                                f"{leaf._opdef.name!r}; only leaves can be set")
+        data = _check_data(data, f"graph {self.name!r} node {node_id} data")
+        dirty = {id(leaf)}
+        affected = [leaf]
+        for value in self.nodes[node_id + 1:]:
+            if any(id(i) in dirty for i in value._inputs):
+                dirty.add(id(value))
+                affected.append(value)
+        old = [v.data for v in affected]
+        leaf.data = data
+        try:
+            engine.recompute(affected[1:])
+        except Exception:
+            for value, before in zip(affected, old, strict=True):
+                value.data = before
+            raise
+        self.version += 1
+        return [v._id for v in affected]  # type: ignore[misc]
+
+    def forward(self) -> None:
+        """Recompute every computed node from the leaves."""
+        old = [v.data for v in self.nodes]
+        try:
+            engine.recompute(self.nodes)
+        except Exception:
+            for value, before in zip(self.nodes, old, strict=True):
+                value.data = before
+            raise
+        self.version += 1
+
+    def backward(self, root: int | Value) -> list[Value]:
+        """Zero every gradient, then backpropagate from ``root``; returns the nodes it reached."""
+        node = self._resolve(root, "backward root")
+        self.zero_grad()
+        order = engine.topological_order(node)
+        engine.backward_over(order, node)
+        self.version += 1
+        return order
+
+    def zero_grad(self) -> None:
+        """Set every node's ``grad`` to 0."""
+        for value in self.nodes:
+            value.grad = 0.0
+
+
+def _label(label: object) -> str:
+    if not isinstance(label, str):
+        raise GraphError(f"label must be a string, got {type(label).__name__} {label!r}")
+    return label
+
+
+def _source(source: object) -> SourceLocation:
+    try:
+        path, line = source  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise GraphError(f"source must be (file, line), got {source!r}") from None
+    if not isinstance(path, str) or type(line) is not int or line < 0:
+        raise GraphError(f"source must be (file: str, line: int), got {source!r}")
+    return (path, line)

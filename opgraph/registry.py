@@ -1,0 +1,173 @@
+"""The op table: built once from the plugin manager, then read on every applied op.
+
+`make_plugin_manager()` is the factory (specs added, entry points loaded, each failure isolated
+and reported by plugin name); `Registry` turns the plugins' hook results into a name -> OpDef
+table. `default_registry()` builds the process-wide one on first use, never at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import pluggy
+
+from opgraph import hookspecs
+from opgraph.errors import (
+    OpDefError,
+    OpgraphPluginWarning,
+    PluginConflictError,
+    UnknownOpError,
+)
+from opgraph.opdef import OpDef
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """A plugin that failed to load, or delivered something unusable."""
+
+    plugin: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r}: {self.message}"
+
+
+def make_plugin_manager(
+    plugins: Iterable[tuple[str, object]] = (),
+    *,
+    entry_points: bool = True,
+) -> tuple[pluggy.PluginManager, list[PluginProblem]]:
+    """Build a plugin manager with opgraph's hook specs and the given plugins.
+
+    ``plugins`` are extra ``(name, plugin)`` pairs registered directly (tests, embedding);
+    with ``entry_points`` every plugin in the entry-point group ``opgraph`` is loaded. A plugin
+    that fails to import is skipped and returned as a :class:`PluginProblem`.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    problems: list[PluginProblem] = []
+    candidates: list[tuple[str, object]] = list(plugins)
+    if entry_points:
+        for ep in sorted(
+            importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP),
+            key=lambda ep: ep.name,
+        ):
+            try:
+                candidates.append((ep.name, ep.load()))
+            except Exception as exc:  # a broken plugin must not take the others down
+                problems.append(
+                    PluginProblem(ep.name, f"failed to import {ep.value!r}: {_describe(exc)}")
+                )
+    for name, plugin in candidates:
+        if pm.get_plugin(name) is not None or pm.is_registered(plugin):
+            continue  # the same module listed twice (e.g. an editable and a regular install)
+        try:
+            pm.register(plugin, name=name)
+        except Exception as exc:
+            problems.append(PluginProblem(name, f"failed to register: {_describe(exc)}"))
+    return pm, problems
+
+
+class Registry:
+    """The op table: every installed op by name, with the plugin that delivered it."""
+
+    def __init__(self, pm: pluggy.PluginManager, problems: Iterable[PluginProblem] = ()):
+        self.plugin_manager = pm
+        self.problems: list[PluginProblem] = list(problems)
+        self._ops: dict[str, OpDef] = {}
+        for impl in pm.hook.opgraph_register_ops.get_hookimpls():
+            self._add_from(impl.plugin_name, impl.function)
+        for problem in self.problems:
+            warnings.warn(str(problem), OpgraphPluginWarning, stacklevel=3)
+
+    def _add_from(self, plugin: str, hook) -> None:
+        # Each plugin's hook is called on its own so that one failure is pinned to its plugin.
+        try:
+            delivered = list(hook() or ())
+        except Exception as exc:
+            self.problems.append(PluginProblem(plugin, f"opgraph_register_ops failed: "
+                                                       f"{_describe(exc)}"))
+            return
+        accepted: list[OpDef] = []
+        for item in delivered:
+            if not isinstance(item, OpDef):
+                self.problems.append(PluginProblem(
+                    plugin, f"opgraph_register_ops returned {type(item).__name__} {item!r}, "
+                            "not an OpDef; its ops were left out"))
+                return
+            try:
+                accepted.append(dataclasses.replace(item, plugin=plugin))
+            except OpDefError as exc:
+                self.problems.append(PluginProblem(plugin, str(exc)))
+                return
+        for op in accepted:
+            if op.name in self._ops:
+                raise PluginConflictError(op.name, self._ops[op.name].plugin, plugin)
+            self._ops[op.name] = op
+
+    def __getitem__(self, name: str) -> OpDef:
+        try:
+            return self._ops[name]
+        except (KeyError, TypeError):
+            raise UnknownOpError(name, self._ops) from None
+
+    def get(self, name: str) -> OpDef | None:
+        """The op named ``name``, or None."""
+        return self._ops.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def __iter__(self) -> Iterator[OpDef]:
+        return iter(sorted(self._ops.values(), key=lambda op: op.name))
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def names(self) -> list[str]:
+        """Every op name, sorted."""
+        return sorted(self._ops)
+
+    def diagnostics_hooks(self) -> list[tuple[str, object]]:
+        """``(plugin name, hook function)`` for every ``opgraph_diagnostics`` implementation."""
+        return [
+            (impl.plugin_name, impl.function)
+            for impl in self.plugin_manager.hook.opgraph_diagnostics.get_hookimpls()
+        ]
+
+
+def build_registry(
+    plugins: Iterable[tuple[str, object]] = (), *, entry_points: bool = True
+) -> Registry:
+    """A fresh registry from installed entry points and/or the given ``(name, plugin)`` pairs."""
+    pm, problems = make_plugin_manager(plugins, entry_points=entry_points)
+    return Registry(pm, problems)
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry, built from installed plugins on first use."""
+    global _default
+    if _default is None:
+        _default = build_registry()
+    return _default
+
+
+def set_default_registry(registry: Registry | None) -> Registry | None:
+    """Replace the process-wide registry (None: rebuild on next use); returns the old one."""
+    global _default
+    old, _default = _default, registry
+    from opgraph import engine  # the engine caches the table; tell it
+
+    engine._reset_op_cache()
+    return old
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

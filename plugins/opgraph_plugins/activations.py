@@ -1,0 +1,55 @@
+"""Activation ops: tanh, sigmoid, relu."""
+
+from __future__ import annotations
+
+import math
+
+from opgraph import OpDef, hookimpl
+
+
+def _tanh(x):
+    # micrograd's formula, (e^2x - 1) / (e^2x + 1), so results match it to the last bit (the
+    # seed's neuron gives 0.7071067811865476); expm1 near 0 where that formula loses digits,
+    # and the limit past 20, where e^2x would overflow and tanh is 1.0 in double precision.
+    if x > 20.0:
+        return 1.0
+    if x < -20.0:
+        return -1.0
+    if -0.5 < x < 0.5:
+        e = math.expm1(2.0 * x)
+        return e / (e + 2.0)
+    e = math.exp(2.0 * x)
+    return (e - 1.0) / (e + 1.0)
+
+
+def _tanh_grad(x, out):
+    return (1.0 - out * out,)
+
+
+def _sigmoid(x):
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)  # never overflows for x < 0
+    return e / (1.0 + e)
+
+
+def _sigmoid_grad(x, out):
+    return (out * (1.0 - out),)
+
+
+def _relu(x):
+    return x if x > 0 else 0.0
+
+
+def _relu_grad(x, out):
+    return (1.0 if out > 0 else 0.0,)
+
+
+@hookimpl
+def opgraph_register_ops():
+    """tanh, sigmoid and relu, numerically stable at any input."""
+    return [
+        OpDef("tanh", 1, _tanh, _tanh_grad, doc="hyperbolic tangent"),
+        OpDef("sigmoid", 1, _sigmoid, _sigmoid_grad, doc="1 / (1 + e ** -x)"),
+        OpDef("relu", 1, _relu, _relu_grad, doc="max(0, x)"),
+    ]

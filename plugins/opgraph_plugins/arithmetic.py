@@ -1,0 +1,94 @@
+"""Arithmetic ops: add, sub, mul, div, neg, pow (value exponent) and pow_const (constant one)."""
+
+from __future__ import annotations
+
+import math
+
+from opgraph import OpDef, hookimpl
+
+
+def _add(a, b):
+    return a + b
+
+
+def _add_grad(a, b, out):
+    return (1.0, 1.0)
+
+
+def _sub(a, b):
+    return a - b
+
+
+def _sub_grad(a, b, out):
+    return (1.0, -1.0)
+
+
+def _mul(a, b):
+    return a * b
+
+
+def _mul_grad(a, b, out):
+    return (b, a)
+
+
+def _div(a, b):
+    return a / b
+
+
+def _div_grad(a, b, out):
+    return (1.0 / b, -out / b)
+
+
+def _neg(a):
+    return -a
+
+
+def _neg_grad(a, out):
+    return (-1.0,)
+
+
+def _pow(x, y):
+    out = x**y
+    if isinstance(out, complex):
+        raise ValueError(f"negative base {x!r} to the non-integer power {y!r}")
+    return out
+
+
+def _pow_grad(x, y, out):
+    # d/dy x**y = x**y * log(x): defined for x > 0, and 0 where the output is 0.
+    if out == 0:
+        dy = 0.0
+    elif x > 0:
+        dy = out * math.log(x)
+    else:
+        dy = math.nan
+    return (y * x ** (y - 1), dy)
+
+
+def _pow_const(x, exponent):
+    out = x**exponent
+    if isinstance(out, complex):
+        raise ValueError(f"negative base {x!r} to the non-integer power {exponent!r}")
+    return out
+
+
+def _pow_const_grad(x, out, exponent):
+    return (exponent * x ** (exponent - 1),)
+
+
+@hookimpl
+def opgraph_register_ops():
+    """The arithmetic ops behind ``+ - * / **`` and unary minus."""
+    return [
+        OpDef("add", 2, _add, _add_grad, symbol="+", doc="a + b"),
+        OpDef("sub", 2, _sub, _sub_grad, symbol="-", doc="a - b"),
+        OpDef("mul", 2, _mul, _mul_grad, symbol="*", doc="a * b"),
+        OpDef("div", 2, _div, _div_grad, symbol="/", doc="a / b",
+              domain=((-3.0, 3.0), (0.5, 3.0))),
+        OpDef("neg", 1, _neg, _neg_grad, symbol="neg", doc="-a"),
+        OpDef("pow", 2, _pow, _pow_grad, symbol="**", doc="x ** y, with y a value",
+              domain=((0.2, 3.0), (-2.0, 2.0))),
+        OpDef("pow_const", 1, _pow_const, _pow_const_grad, symbol="**{exponent}",
+              doc="x ** exponent, with a constant exponent", attrs=("exponent",),
+              domain=((0.2, 3.0),), sample_attrs={"exponent": 2.5}),
+    ]
