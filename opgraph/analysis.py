@@ -1,0 +1,225 @@
+"""Graph analysis with networkx: order, depth, width, critical path, influence, dominators.
+
+`analyze(target)` takes a `Graph` or a root `Value` and returns an `AnalysisReport` that turns
+into plain data with ``to_dict()`` (and so into JSON or msgpack). Node ids are the graph's ids;
+for a bare `Value` they are positions in its topological order (see `snapshot`).
+
+The networkx graph is built only when an analysis asks for it and cached on the `Graph` while
+its structure is unchanged (graphs only grow, so the node count is the cache key): the forward
+and backward passes never pay for it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from opgraph import engine
+from opgraph.engine import Value
+from opgraph.errors import InputTypeError, NodeNotFoundError
+from opgraph.graph import Graph
+
+
+def snapshot(root: Value, name: str = "") -> Graph:
+    """A new `Graph` holding copies of ``root`` and what it depends on, ids in topological order.
+
+    The copies share data, grad, label, op, attributes and source, but the original values are
+    left alone (they do not join the graph, unlike `Graph.capture`). Nothing is recomputed.
+    """
+    graph = Graph(name)
+    copies: dict[Value, Value] = {}
+    for value in engine.topological_order(root):
+        copy = engine._new_node(
+            value.data, value._opdef, tuple(copies[i] for i in value._inputs), value._attrs
+        )
+        copy.grad, copy.label, copy._loc = value.grad, value.label, value._loc
+        copies[value] = copy
+        graph._register(copy)
+    graph.version = 0
+    return graph
+
+
+def as_graph(target: object) -> Graph:
+    """``target`` itself if it is a `Graph`, a `snapshot` if it is a `Value`."""
+    if isinstance(target, Graph):
+        return target
+    if isinstance(target, Value):
+        if target._graph is not None:
+            return target._graph
+        return snapshot(target)
+    raise InputTypeError(f"expected a Graph or a Value, got {type(target).__name__}")
+
+
+def to_networkx(graph: Graph) -> nx.DiGraph:
+    """A DiGraph with an edge input -> node per use; node attributes ``op`` and ``label``.
+
+    Cached on ``graph`` until a node is added. Edges carry ``count`` (2 for ``a * a``).
+    """
+    cached = getattr(graph, "_nx_cache", None)
+    if cached is not None and cached[0] == len(graph.nodes):
+        return cached[1]
+    g = nx.DiGraph()
+    for value in graph.nodes:
+        g.add_node(value._id, op=value.op, label=value.label)
+    for value in graph.nodes:
+        for inp in value._inputs:
+            if g.has_edge(inp._id, value._id):
+                g.edges[inp._id, value._id]["count"] += 1
+            else:
+                g.add_edge(inp._id, value._id, count=1)
+    graph._nx_cache = (len(graph.nodes), g)  # type: ignore[attr-defined]
+    return g
+
+
+@dataclass
+class AnalysisReport:
+    """What `analyze` found. Every field is plain data; ``to_dict()`` gives a JSON-able dict."""
+
+    nodes: int
+    edges: int
+    root: int | None
+    leaves: list[int]
+    outputs: list[int]
+    ops: dict[str, int]
+    depth: int
+    widths: list[int]
+    critical_path: list[int]
+    max_fan_in: dict[str, int] | None
+    max_fan_out: dict[str, int] | None
+    unused: list[int]
+    dominators: list[int]
+    cycles: list[list[int]] = field(default_factory=list)
+    influences: dict[str, list[int]] = field(default_factory=dict)
+    affects: dict[str, list[int]] = field(default_factory=dict)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def width(self) -> int:
+        """The widest topological generation."""
+        return max(self.widths, default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: lists, dicts, ints and strings only."""
+        data = asdict(self)
+        data["width"] = self.width
+        return data
+
+
+def _root_of(graph: Graph, root: int | Value | None) -> int | None:
+    if root is None:
+        outputs = graph.outputs
+        return outputs[-1]._id if outputs else None
+    if isinstance(root, Value):
+        if root._graph is not graph:
+            raise NodeNotFoundError(f"{engine.describe(root)} is not in graph {graph.name!r}")
+        return root._id
+    return graph.node(root)._id
+
+
+def gradient_dominators(g: nx.DiGraph, root: int, leaves: list[int]) -> list[int]:
+    """Nodes other than ``root`` that every path from every leaf to ``root`` passes through.
+
+    Gradients flow from the root back to the leaves; these are the nodes all of it goes through.
+    """
+    reverse = g.reverse(copy=False)
+    idom = nx.immediate_dominators(reverse, root)
+    common: set[int] | None = None
+    for leaf in leaves:
+        if leaf not in idom:
+            continue  # the leaf does not reach the root
+        chain = set()
+        node = leaf
+        while node != root:
+            node = idom[node]
+            chain.add(node)
+        chain.discard(root)
+        common = chain if common is None else common & chain
+    return sorted(common or ())
+
+
+def analyze(
+    target: Graph | Value,
+    *,
+    root: int | Value | None = None,
+    node: int | None = None,
+    leaf: int | None = None,
+    diagnostics: bool = True,
+) -> AnalysisReport:
+    """Analyse a graph (or the graph under a root `Value`).
+
+    ``root`` is the output whose ancestry defines unused nodes and dominators (default: the last
+    output). ``node`` adds which leaves influence that node; ``leaf`` adds which nodes that leaf
+    affects. With ``diagnostics`` the plugins' diagnostics are included.
+    """
+    graph = as_graph(target)
+    if isinstance(target, Value) and root is None and target._graph is not None:
+        root = target
+    g = to_networkx(graph)
+    root_id = _root_of(graph, root)
+    leaves = [v._id for v in graph.nodes if v._opdef is None]
+    outputs = [v._id for v in graph.outputs]
+    acyclic = nx.is_directed_acyclic_graph(g)
+    if acyclic:
+        generations = [len(gen) for gen in nx.topological_generations(g)]
+        critical = nx.dag_longest_path(g) if g.number_of_nodes() else []
+    else:
+        generations, critical = [], []
+    in_deg = max(g.in_degree(), key=lambda item: item[1], default=None)
+    out_deg = max(g.out_degree(), key=lambda item: item[1], default=None)
+    report = AnalysisReport(
+        nodes=g.number_of_nodes(),
+        edges=sum(c for _, _, c in g.edges(data="count")),
+        root=root_id,
+        leaves=leaves,
+        outputs=outputs,
+        ops=dict(sorted(Counter(v.op for v in graph.nodes if v.op).items())),
+        depth=len(generations),
+        widths=generations,
+        critical_path=critical,
+        max_fan_in={"node": in_deg[0], "count": in_deg[1]} if in_deg else None,
+        max_fan_out={"node": out_deg[0], "count": out_deg[1]} if out_deg else None,
+        unused=[],
+        dominators=[],
+        cycles=[] if acyclic else [list(map(int, c)) for c in _some_cycles(g)],
+    )
+    if root_id is not None:
+        ancestors = nx.ancestors(g, root_id) | {root_id}
+        report.unused = sorted(n for n in g.nodes if n not in ancestors)
+        if acyclic:
+            report.dominators = gradient_dominators(g, root_id, leaves)
+    if node is not None:
+        graph.node(node)
+        report.influences = {
+            str(node): sorted(n for n in nx.ancestors(g, node) if g.in_degree(n) == 0)
+        }
+    if leaf is not None:
+        graph.node(leaf)
+        report.affects = {str(leaf): sorted(nx.descendants(g, leaf))}
+    if diagnostics:
+        from opgraph.diagnostics import run_diagnostics
+
+        report.diagnostics = [d.to_dict() for d in run_diagnostics(graph).diagnostics]
+    return report
+
+
+def _some_cycles(g: nx.DiGraph, limit: int = 10) -> list[list[int]]:
+    cycles = []
+    for cycle in nx.simple_cycles(g):
+        cycles.append(cycle)
+        if len(cycles) >= limit:
+            break
+    return cycles
+
+
+def neighbourhood(graph: Graph, center: int, depth: int = 2) -> list[Value]:
+    """Nodes within ``depth`` edges of ``center`` in either direction, in id order."""
+    graph.node(center)
+    if type(depth) is not int or depth < 0:
+        raise ValueError(f"depth must be a non-negative int, got {depth!r}")
+    g = to_networkx(graph)
+    near = nx.single_source_shortest_path_length(g.to_undirected(as_view=True), center,
+                                                 cutoff=depth)
+    return [graph.nodes[i] for i in sorted(near)]

@@ -1,0 +1,75 @@
+"""Diagnostics: warnings about a graph, delivered by plugins in the language-server shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from opgraph.errors import OpgraphError
+from opgraph.registry import PluginProblem, Registry, default_registry
+
+SEVERITIES = ("error", "warning", "info", "hint")
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding: a stable ``code``, a ``severity``, the ``node`` id (or None) and a message."""
+
+    code: str
+    severity: str
+    node: int | None
+    message: str
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise OpgraphError(
+                f"diagnostic {self.code!r}: severity must be one of {SEVERITIES}, "
+                f"got {self.severity!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON and the wire."""
+        return {"code": self.code, "severity": self.severity, "node": self.node,
+                "message": self.message, "plugin": self.plugin}
+
+
+@dataclass
+class DiagnosticsResult:
+    """The diagnostics of a graph, and the plugins that failed to produce theirs."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    problems: list[PluginProblem] = field(default_factory=list)
+
+
+def run_diagnostics(graph: Any, registry: Registry | None = None) -> DiagnosticsResult:
+    """Run every ``opgraph_diagnostics`` hook on ``graph`` (a `Graph` or a root `Value`).
+
+    A plugin that raises, or returns something that is not a `Diagnostic`, is reported in
+    ``problems`` by name; the others still run. Results are sorted by node, then code.
+    """
+    from opgraph.analysis import as_graph
+
+    graph = as_graph(graph)
+    registry = registry or default_registry()
+    result = DiagnosticsResult()
+    for plugin, hook in registry.diagnostics_hooks():
+        try:
+            found = list(hook(graph=graph) or ())
+        except Exception as exc:
+            result.problems.append(
+                PluginProblem(plugin, f"opgraph_diagnostics failed: {type(exc).__name__}: {exc}")
+            )
+            continue
+        for item in found:
+            if not isinstance(item, Diagnostic):
+                result.problems.append(PluginProblem(
+                    plugin, f"opgraph_diagnostics returned {type(item).__name__}, "
+                            "not a Diagnostic"))
+                break
+            result.diagnostics.append(
+                item if item.plugin else Diagnostic(item.code, item.severity, item.node,
+                                                    item.message, plugin)
+            )
+    result.diagnostics.sort(key=lambda d: (-1 if d.node is None else d.node, d.code))
+    return result
