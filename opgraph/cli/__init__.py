@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from opgraph.cli import files, ops
+from opgraph.cli import files, ops, serve
 
 app = typer.Typer(
     help="opgraph: a scalar autograd engine with plugin ops, and a server to look inside it.",
@@ -16,6 +16,8 @@ app.add_typer(ops.app, name="ops")
 app.command()(files.analyze)
 app.command()(files.render)
 app.command()(files.gradcheck)
+app.command()(serve.serve)
+app.command()(serve.call)
 
 
 @app.command()

@@ -1,0 +1,391 @@
+"""`Client` (blocking) and `AsyncClient` (asyncio) for the opgraph server.
+
+Both speak MessagePack-RPC through the same I/O-free protocol object the server uses, connect
+to ``tcp://host:port``, ``unix:///path``, or spawn ``opgraph serve --stdio`` and talk over its
+pipes, raise typed `ServerError` subclasses, and hand server notifications to a callback (and,
+for the async client, to an async iterator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from opgraph_server.protocol import (
+    NEED_DATA,
+    ConnectionClosed,
+    Notification,
+    Request,
+    Response,
+    RpcProtocol,
+)
+from opgraph_server.server import parse_url
+
+from opgraph_client.errors import ClientError, ConnectionLost, from_wire
+from opgraph_client.remote import RemoteGraph, local_document
+
+NotificationHandler = Callable[[str, list[Any]], None]
+DEFAULT_URL = "tcp://127.0.0.1:7450"
+STDIO_COMMAND = (sys.executable, "-m", "opgraph", "serve", "--stdio", "--no-demo")
+
+
+def _options(args: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
+    return [*args, options] if options else list(args)
+
+
+class _Pipes:
+    """A spawned server's stdin/stdout with a socket-like recv/sendall."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.process = subprocess.Popen(list(command), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=None)
+
+    def sendall(self, data: bytes) -> None:
+        try:
+            self.process.stdin.write(data)  # type: ignore[union-attr]
+            self.process.stdin.flush()  # type: ignore[union-attr]
+        except (BrokenPipeError, ValueError) as exc:
+            raise ConnectionLost("the server process closed its input") from exc
+
+    def recv(self, size: int) -> bytes:
+        return os.read(self.process.stdout.fileno(), size)  # type: ignore[union-attr]
+
+    def settimeout(self, timeout: float | None) -> None:
+        pass  # pipes block; the timeout is enforced by the reader thread's join
+
+    def close(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Client:
+    """A blocking client. ``with Client("tcp://127.0.0.1:7450") as c: c.call("graph.list")``.
+
+    ``on_notification(method, params)`` is called for server notifications that arrive while
+    waiting for a reply or in `poll`. ``initialize`` runs on connect (with ``token``).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float | None = 60.0,
+        on_notification: NotificationHandler | None = None,
+        structured_errors: bool = True,
+        initialize: bool = True,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.on_notification = on_notification
+        self.notifications: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
+        self._protocol = RpcProtocol()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._conn: Any = self._open(url)
+        self.server_info: dict[str, Any] = {}
+        if initialize:
+            options: dict[str, Any] = {"client": {"name": "opgraph-python"}}
+            if token is not None:
+                options["token"] = token
+            if structured_errors:
+                options["errors"] = "structured"
+            self.server_info = self.call("initialize", options)
+
+    @classmethod
+    def spawn(cls, command: Sequence[str] = STDIO_COMMAND, **kwargs: Any) -> Client:
+        """Start ``opgraph serve --stdio`` as a child process and talk to it over its pipes."""
+        return cls(_SpawnURL(command), **kwargs)  # type: ignore[arg-type]
+
+    def _open(self, url: Any) -> Any:
+        if isinstance(url, _SpawnURL):
+            return _Pipes(url.command)
+        address = parse_url(url)
+        try:
+            if address.scheme == "tcp":
+                sock = socket.create_connection((address.host, address.port),
+                                                timeout=self.timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.timeout)
+                sock.connect(address.path)
+        except OSError as exc:
+            raise ClientError(f"cannot connect to {url}: {exc.strerror or exc}") from None
+        return sock
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (or stop the spawned server)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- calls --------------------------------------------------------------------------
+
+    def call(self, method: str, *args: Any, **options: Any) -> Any:
+        """Call ``method`` with positional ``args`` and an options map; return its result."""
+        with self._lock:
+            if self._conn is None:
+                raise ClientError("the client is closed")
+            msgid = next(self._ids) % 2**32
+            self._write(self._protocol.send(Request(msgid, method, _options(args, options))))
+            while True:
+                event = self._read_event()
+                if isinstance(event, Response) and event.msgid == msgid:
+                    if event.error is not None:
+                        raise from_wire(event.error)
+                    return event.result
+
+    def notify(self, method: str, *args: Any) -> None:
+        """Send a notification (no reply)."""
+        with self._lock:
+            self._write(self._protocol.send(Notification(method, list(args))))
+
+    def poll(self, timeout: float = 0.0) -> list[tuple[str, list[Any]]]:
+        """Read notifications that arrive within ``timeout`` seconds; return them."""
+        got: list[tuple[str, list[Any]]] = []
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise ClientError("the client is closed")
+            if isinstance(conn, socket.socket):
+                conn.settimeout(timeout if timeout > 0 else 0.000001)
+            try:
+                while True:
+                    event = self._read_event(block=False)
+                    if event is None:
+                        break
+            except (TimeoutError, BlockingIOError):
+                pass
+            finally:
+                if isinstance(conn, socket.socket):
+                    conn.settimeout(self.timeout)
+        while not self.notifications.empty():
+            got.append(self.notifications.get())
+        return got
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._conn.sendall(data)
+        except OSError as exc:
+            raise ConnectionLost(f"lost the connection to {self.url}: {exc}") from None
+
+    def _read_event(self, block: bool = True) -> Any:
+        while True:
+            event = self._protocol.next_event()
+            if event is not NEED_DATA:
+                if isinstance(event, ConnectionClosed):
+                    raise ConnectionLost(f"{self.url} closed the connection")
+                if isinstance(event, Notification):
+                    self._deliver(event)
+                    if not block:
+                        return event
+                    continue
+                return event
+            try:
+                data = self._conn.recv(256 * 1024)
+            except TimeoutError:
+                if block:
+                    raise ClientError(f"no answer from {self.url} within {self.timeout} s") \
+                        from None
+                raise
+            except OSError as exc:
+                raise ConnectionLost(f"lost the connection to {self.url}: {exc}") from None
+            self._protocol.receive_data(data)
+
+    def _deliver(self, event: Notification) -> None:
+        self.notifications.put((event.method, event.params))
+        if self.on_notification is not None:
+            self.on_notification(event.method, event.params)
+
+    # --- conveniences -------------------------------------------------------------------
+
+    def graph(self, name: str) -> RemoteGraph:
+        """A handle on the server's graph ``name`` (which need not exist yet)."""
+        return RemoteGraph(self, name)
+
+    def create_graph(self, name: str, *, replace: bool = False) -> RemoteGraph:
+        """Create graph ``name`` on the server and return a handle on it."""
+        self.call("graph.create", name, replace=replace)
+        return RemoteGraph(self, name)
+
+    def publish(self, name: str, root: Any) -> dict[str, Any]:
+        """Send the local graph under ``root`` (a `opgraph.Value`) as graph ``name``.
+
+        Replaces any graph of that name; subscribers see a new version. Source locations
+        recorded with ``opgraph.track_source()`` travel with the nodes.
+        """
+        return self.call("graph.publish", name, local_document(root))
+
+
+class _SpawnURL:
+    def __init__(self, command: Sequence[str]) -> None:
+        self.command = list(command)
+
+    def __str__(self) -> str:
+        return "stdio:" + " ".join(self.command)
+
+
+class AsyncClient:
+    """An asyncio client: ``client = await AsyncClient.connect(url)``; ``await client.call(...)``.
+
+    Requests may be in flight together; replies are matched by msgid. Notifications go to
+    ``on_notification`` and to `notifications()`, an async iterator.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 url: str, on_notification: NotificationHandler | None = None,
+                 process: asyncio.subprocess.Process | None = None) -> None:
+        self.url = url
+        self.on_notification = on_notification
+        self.server_info: dict[str, Any] = {}
+        self._reader, self._writer, self._process = reader, writer, process
+        self._protocol = RpcProtocol()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._queue: asyncio.Queue[tuple[str, list[Any]] | None] = asyncio.Queue()
+        self._closed = False
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @classmethod
+    async def connect(cls, url: str = DEFAULT_URL, *, token: str | None = None,
+                      on_notification: NotificationHandler | None = None,
+                      structured_errors: bool = True, initialize: bool = True) -> AsyncClient:
+        """Connect to ``url`` and (by default) initialize."""
+        address = parse_url(url)
+        try:
+            if address.scheme == "tcp":
+                reader, writer = await asyncio.open_connection(address.host, address.port)
+            else:
+                reader, writer = await asyncio.open_unix_connection(address.path)
+        except OSError as exc:
+            raise ClientError(f"cannot connect to {url}: {exc.strerror or exc}") from None
+        client = cls(reader, writer, url, on_notification)
+        if initialize:
+            await client._initialize(token, structured_errors)
+        return client
+
+    @classmethod
+    async def spawn(cls, command: Sequence[str] = STDIO_COMMAND, *,
+                    on_notification: NotificationHandler | None = None,
+                    **kwargs: Any) -> AsyncClient:
+        """Start ``opgraph serve --stdio`` and talk to it over its pipes."""
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        writer = process.stdin
+        client = cls(process.stdout, writer, "stdio", on_notification, process)  # type: ignore[arg-type]
+        await client._initialize(kwargs.get("token"), kwargs.get("structured_errors", True))
+        return client
+
+    async def _initialize(self, token: str | None, structured: bool) -> None:
+        options: dict[str, Any] = {"client": {"name": "opgraph-python-async"}}
+        if token is not None:
+            options["token"] = token
+        if structured:
+            options["errors"] = "structured"
+        self.server_info = await self.call("initialize", options)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection (and stop a spawned server)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        if self._process is not None:
+            try:
+                await asyncio.wait_for(self._process.wait(), 5)
+            except TimeoutError:
+                self._process.kill()
+                await self._process.wait()
+
+    async def call(self, method: str, *args: Any, **options: Any) -> Any:
+        """Call ``method``; return its result or raise its typed `ServerError`."""
+        if self._closed:
+            raise ClientError("the client is closed")
+        msgid = next(self._ids) % 2**32
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[msgid] = future
+        try:
+            self._writer.write(self._protocol.send(Request(msgid, method,
+                                                           _options(args, options))))
+            await self._writer.drain()
+            return await future
+        finally:
+            self._waiting.pop(msgid, None)
+
+    async def notifications(self) -> AsyncIterator[tuple[str, list[Any]]]:
+        """Server notifications as ``(method, params)``, until the connection closes."""
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            yield item
+
+    async def _read_loop(self) -> None:
+        error: BaseException = ConnectionLost(f"{self.url} closed the connection")
+        try:
+            while True:
+                data = await self._reader.read(256 * 1024)
+                self._protocol.receive_data(data)
+                for event in self._protocol.events():
+                    if isinstance(event, ConnectionClosed):
+                        return
+                    if isinstance(event, Response):
+                        future = self._waiting.get(event.msgid)
+                        if future is not None and not future.done():
+                            if event.error is not None:
+                                future.set_exception(from_wire(event.error))
+                            else:
+                                future.set_result(event.result)
+                    elif isinstance(event, Notification):
+                        self._queue.put_nowait((event.method, event.params))
+                        if self.on_notification is not None:
+                            self.on_notification(event.method, event.params)
+        except asyncio.CancelledError:
+            error = ClientError("the client is closed")
+            raise
+        except Exception as exc:
+            error = ConnectionLost(f"lost the connection to {self.url}: {exc}")
+        finally:
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(error)
+            self._queue.put_nowait(None)
+
+    def graph(self, name: str) -> RemoteGraph:
+        """A handle on graph ``name`` whose methods return awaitables."""
+        return RemoteGraph(self, name)
+
+    async def publish(self, name: str, root: Any) -> dict[str, Any]:
+        """Send the local graph under ``root`` as graph ``name`` (see `Client.publish`)."""
+        return await self.call("graph.publish", name, local_document(root))

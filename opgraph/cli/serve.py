@@ -1,0 +1,105 @@
+"""``opgraph serve`` and ``opgraph call``: run the server, or call it from the shell."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from opgraph.cli.common import fail, friendly_errors, print_json
+
+DEFAULT_URL = "tcp://127.0.0.1:7450"
+
+
+def serve(
+    listen: list[str] = typer.Option(
+        [], "--listen", "-l", help="Address to listen on, repeatable: tcp://HOST:PORT or "
+        f"unix:///PATH. Default: {DEFAULT_URL}."),
+    stdio: bool = typer.Option(False, help="Serve one client on stdin/stdout (for editors)."),
+    token: str = typer.Option(None, envvar="OPGRAPH_TOKEN",
+                              help="Require this token in initialize."),
+    demo: bool = typer.Option(True, help="Load the seed's neuron as graph 'demo'."),
+    max_message_mb: float = typer.Option(64, min=0.001, help="Largest message, in MiB."),
+    max_nodes: int = typer.Option(2_000_000, min=1, help="Nodes per graph."),
+    max_graphs: int = typer.Option(1_000, min=1, help="Graphs on the server."),
+    max_connections: int = typer.Option(256, min=1, help="Clients at once."),
+    request_timeout: float = typer.Option(60.0, min=0.001, help="Seconds per request."),
+    max_queued_mb: float = typer.Option(32, min=0.001,
+                                        help="Unread output (MiB) before a client is dropped."),
+    log_level: str = typer.Option("info", help="debug, info, warning or error (to stderr)."),
+) -> None:
+    """Run the graph server (MessagePack-RPC), with the seed's neuron as graph 'demo'."""
+    import asyncio
+    import logging
+    import sys
+
+    from opgraph_server.limits import Limits, MiB
+    from opgraph_server.server import parse_url
+    from opgraph_server.server import serve as run
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if stdio and listen:
+        raise typer.BadParameter("--stdio serves stdin/stdout; do not also give --listen")
+    urls = listen or [DEFAULT_URL]
+    for url in urls:
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--listen") from None
+    limits = Limits(
+        max_message_bytes=int(max_message_mb * MiB), max_nodes=max_nodes,
+        max_graphs=max_graphs, max_connections=max_connections,
+        request_timeout=request_timeout, max_queued_output=int(max_queued_mb * MiB),
+    )
+
+    def ready(addresses: list[str]) -> None:
+        where = ", ".join(addresses)
+        graphs = " with graph 'demo'" if demo else ""
+        typer.echo(f"opgraph server listening on {where}{graphs} (Ctrl-C stops it)", err=True)
+
+    try:
+        asyncio.run(run(urls, stdio=stdio, limits=limits, token=token, demo=demo, ready=ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise fail(f"cannot listen: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+@friendly_errors
+def call(
+    url: str = typer.Argument(..., help="The server: tcp://HOST:PORT or unix:///PATH."),
+    method: str = typer.Argument(..., help="The method, e.g. graph.list or node.get."),
+    args: list[str] = typer.Argument(None, help="Arguments, each as JSON (strings may be bare)."),
+    token: str = typer.Option(None, envvar="OPGRAPH_TOKEN", help="The server's token."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for the answer."),
+) -> None:
+    """Call any RPC method and print its result as JSON; errors go to stderr with exit 1.
+
+    Example: opgraph call tcp://127.0.0.1:7450 node.get demo '[0, 9]'
+    """
+    from opgraph_client import Client, ServerError
+
+    params = [_json_arg(a, i) for i, a in enumerate(args or [])]
+    try:
+        with Client(url, token=token, timeout=timeout) as client:
+            result = client.call(method, *params)
+    except ServerError as exc:
+        raise fail(str(exc)) from None
+    if isinstance(result, bytes):
+        result = {"bytes": len(result)}
+    print_json(result)
+
+
+def _json_arg(text: str, index: int):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        if text[:1] in "[{\"" or text in ("true", "false", "null"):
+            raise typer.BadParameter(f"argument {index + 1} is not valid JSON: {text!r}") from None
+        return text  # a bare word: a string, so `call URL graph.info demo` works

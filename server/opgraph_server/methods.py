@@ -1,0 +1,713 @@
+"""The RPC methods: argument checking, then the opgraph API, then plain-data results.
+
+Each method is an ``async`` function ``(call, *args, **options)`` registered with `method`,
+which records its required arguments and the option names it accepts. `Dispatcher.dispatch`
+splits ``params`` (arguments by position, then one optional map of options), checks them, and
+runs the method under the graph's lock. Long reads (analysis, pictures, gradcheck, export) run
+in a worker thread, so one client's big analysis does not stall another's small queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import opgraph
+from opgraph import engine
+from opgraph.errors import (
+    ArityError,
+    AttributeSpecError,
+    ForwardError,
+    GradRuleError,
+    GraphLimitError,
+    GraphMismatchError,
+    InputTypeError,
+    NodeNotFoundError,
+    NotALeafError,
+    OpgraphError,
+    UnknownOpError,
+)
+from opgraph.graph import Graph
+from opgraph_server.errors import RpcError
+from opgraph_server.store import Entry
+
+if TYPE_CHECKING:
+    from opgraph_server.server import Server, Session
+
+PROTOCOL_VERSION = 1
+MAX_NAME_LENGTH = 200
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's name, handler, required arguments and accepted options."""
+
+    name: str
+    handler: Handler
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    options: frozenset[str]
+    before_initialize: bool = False
+    any_option: bool = False
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def method(
+    name: str,
+    required: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
+    *,
+    before_initialize: bool = False,
+    any_option: bool = False,
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as RPC method ``name``."""
+
+    def register(handler: Handler) -> Handler:
+        METHODS[name] = MethodSpec(name, handler, required, optional, frozenset(options),
+                                   before_initialize, any_option)
+        return handler
+
+    return register
+
+
+@dataclass
+class Call:
+    """What a method handler gets: the server, the calling session, and the method's name."""
+
+    server: Server
+    session: Session
+    method: str
+
+    def invalid(self, message: str) -> RpcError:
+        """An invalid_params error that names this method."""
+        return RpcError("invalid_params", f"{self.method}: {message}")
+
+    def entry(self, name: Any) -> Entry:
+        """The named graph, or an unknown_graph error listing close names."""
+        name = self.text(name, "graph")
+        entry = self.server.graphs.get(name)
+        if entry is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self.server.graphs), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RpcError("unknown_graph", f"no graph named {name!r}{hint}")
+        return entry
+
+    def text(self, value: Any, what: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
+        """A string argument."""
+        if not isinstance(value, str):
+            raise self.invalid(f"{what} must be a string, got {_kind(value)}")
+        if len(value) > max_length:
+            raise self.invalid(f"{what} is longer than {max_length} characters")
+        return value
+
+    def integer(self, value: Any, what: str) -> int:
+        """An integer argument."""
+        if type(value) is not int:
+            raise self.invalid(f"{what} must be an integer, got {_kind(value)}")
+        return value
+
+    def number(self, value: Any, what: str) -> float:
+        """A real-number argument (int or float)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.invalid(f"{what} must be a number, got {_kind(value)}")
+        return value
+
+    def ids(self, value: Any, what: str = "ids") -> list[int]:
+        """One node id or a list of them."""
+        if type(value) is int:
+            return [value]
+        if not isinstance(value, list) or not all(type(i) is int for i in value):
+            raise self.invalid(f"{what} must be a node id or a list of node ids, got "
+                               f"{_kind(value)}")
+        return value
+
+    async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking work in a worker thread, so the event loop keeps answering others."""
+        return await asyncio.to_thread(func, *args)
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def node_record(value: engine.Value) -> dict[str, Any]:
+    """A node as plain data: what ``node.get`` returns for each id."""
+    return {
+        "id": value._id,
+        "op": value.op,
+        "symbol": value._op,
+        "inputs": [i._id for i in value._inputs],
+        "attrs": value.attrs,
+        "data": value.data,
+        "grad": value.grad,
+        "label": value.label,
+        "source": list(value._loc) if value._loc else None,
+    }
+
+
+def translate(exc: BaseException) -> RpcError:
+    """The RPC error for an exception from opgraph (anything else: internal_error)."""
+    if isinstance(exc, RpcError):
+        return exc
+    from opgraph.errors import GraphFileError
+
+    try:
+        from opgraph.expr import ExpressionError
+    except ImportError:  # pragma: no cover
+        ExpressionError = ()  # type: ignore[assignment]
+    table: list[tuple[Any, str]] = [
+        (UnknownOpError, "unknown_op"),
+        (NodeNotFoundError, "unknown_node"),
+        (NotALeafError, "not_a_leaf"),
+        (GraphLimitError, "limit_exceeded"),
+        (ForwardError, "op_failed"),
+        (GradRuleError, "op_failed"),
+        (GraphFileError, "bad_file"),
+        (ExpressionError, "bad_expression"),
+        (ArityError, "invalid_params"),
+        (AttributeSpecError, "invalid_params"),
+        (InputTypeError, "invalid_params"),
+        (GraphMismatchError, "invalid_params"),
+        (OpgraphError, "invalid_params"),
+    ]
+    for kind, name in table:
+        if kind and isinstance(exc, kind):
+            return RpcError(name, str(exc))
+    return RpcError("internal_error", f"{type(exc).__name__}: {exc}")
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+
+@method("initialize", options=("token", "client", "errors", "neovim"), before_initialize=True)
+async def initialize(call: Call, token: Any = None, client: Any = None, errors: Any = None,
+                     neovim: Any = False) -> dict[str, Any]:
+    """Handshake: check the token, note the client, return versions, methods, ops and limits."""
+    server, session = call.server, call.session
+    if server.token is not None and not server.check_token(token):
+        raise RpcError("unauthorized", "initialize: missing or wrong token")
+    if errors not in (None, "default", "structured"):
+        raise call.invalid(f"errors must be 'default' or 'structured', got {_kind(errors)}")
+    if client is not None and not isinstance(client, str | dict):
+        raise call.invalid(f"client must be a name or a map, got {_kind(client)}")
+    session.initialized = True
+    session.structured_errors = errors == "structured"
+    session.client = client
+    name = client.get("name") if isinstance(client, dict) else client
+    session.neovim = bool(neovim) or name in ("nvim", "neovim")
+    return {
+        "name": "opgraph",
+        "version": opgraph.__version__,
+        "protocol": PROTOCOL_VERSION,
+        "methods": sorted(METHODS),
+        "notifications": ["graph.changed", "graph.diagnostics", "graph.dropped"],
+        "ops": _op_catalogue(),
+        "limits": server.limits.to_dict(),
+    }
+
+
+@method("shutdown")
+async def shutdown(call: Call) -> None:
+    """End the session: the reply is sent, then the connection is closed."""
+    call.session.closing = True
+
+
+def _op_catalogue() -> list[dict[str, Any]]:
+    return [
+        {"name": op.name, "arity": op.arity, "symbol": op.symbol, "doc": op.doc,
+         "plugin": op.plugin, "attrs": list(op.attrs)}
+        for op in opgraph.default_registry()
+    ]
+
+
+@method("ops.list")
+async def ops_list(call: Call) -> list[dict[str, Any]]:
+    """The op catalogue."""
+    return _op_catalogue()
+
+
+# --- graphs ---------------------------------------------------------------------------------
+
+
+def _graph_summary(entry: Entry) -> dict[str, Any]:
+    graph = entry.graph
+    return {"name": graph.name, "nodes": len(graph.nodes), "version": graph.version,
+            "subscribers": len(entry.subscribers)}
+
+
+@method("graph.create", ("name",), options=("replace",))
+async def graph_create(call: Call, name: Any, replace: Any = False) -> dict[str, Any]:
+    """A new, empty named graph."""
+    name = call.text(name, "name")
+    if not name:
+        raise call.invalid("name must not be empty")
+    old = call.server.graphs.get(name)
+    if old is not None and not replace:
+        raise RpcError("graph_exists", f"a graph named {name!r} exists (pass replace: true)")
+    graph = Graph(name, max_nodes=call.server.limits.max_nodes)
+    if old is not None:
+        async with old.lock.write():
+            graph.version = old.graph.version + 1
+            old.graph = graph
+            call.server.changed(old)
+        return _graph_summary(old)
+    entry = call.server.add_graph(graph)
+    return _graph_summary(entry)
+
+
+@method("graph.list")
+async def graph_list(call: Call) -> list[dict[str, Any]]:
+    """Every graph: name, node count, version, subscriber count."""
+    return [_graph_summary(e) for e in sorted(call.server.graphs.values(), key=lambda e: e.name)]
+
+
+@method("graph.info", ("graph",))
+async def graph_info(call: Call, graph: Any) -> dict[str, Any]:
+    """A graph's size, version, leaves and outputs."""
+    entry = call.entry(graph)
+    async with entry.lock.read():
+        g = entry.graph
+        return {**_graph_summary(entry), "leaves": [v._id for v in g.leaves],
+                "outputs": [v._id for v in g.outputs]}
+
+
+@method("graph.drop", ("graph",))
+async def graph_drop(call: Call, graph: Any) -> dict[str, Any]:
+    """Delete a graph; its subscribers get ``graph.dropped``."""
+    entry = call.entry(graph)
+    async with entry.lock.write():
+        call.server.drop_graph(entry)
+    return {"graph": entry.name, "dropped": True}
+
+
+@method("graph.export", ("graph",), options=("format",))
+async def graph_export(call: Call, graph: Any, format: Any = "document") -> Any:
+    """The graph in the file format: a map (default), or ``msgpack`` bytes, or ``json`` text."""
+    from opgraph import fileformat
+
+    entry = call.entry(graph)
+    if format not in ("document", "msgpack", "json"):
+        raise call.invalid(f"format must be 'document', 'msgpack' or 'json', got {_kind(format)}")
+    async with entry.lock.read():
+        if format == "document":
+            return await call.in_thread(fileformat.to_document, entry.graph)
+        if format == "json":
+            return await call.in_thread(fileformat.to_json, entry.graph)
+        return await call.in_thread(fileformat.dumps, entry.graph)
+
+
+@method("graph.import", ("graph", "data"), options=("replace",))
+async def graph_import(call: Call, graph: Any, data: Any, replace: Any = False) -> dict[str, Any]:
+    """Create (or with ``replace``, replace) a graph from the file format: a map or bytes."""
+    return await _import(call, graph, data, bool(replace))
+
+
+@method("graph.publish", ("graph", "data"))
+async def graph_publish(call: Call, graph: Any, data: Any) -> dict[str, Any]:
+    """Create or replace a graph from a document (a client's local graph, with its sources).
+
+    Subscribers see a new version, as for any other change.
+    """
+    return await _import(call, graph, data, True)
+
+
+async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, Any]:
+    from opgraph import fileformat
+
+    name = call.text(name, "graph")
+    if not name:
+        raise call.invalid("graph name must not be empty")
+    old = call.server.graphs.get(name)
+    if old is not None and not replace:
+        raise RpcError("graph_exists", f"a graph named {name!r} exists (pass replace: true)")
+    if isinstance(data, bytes):
+        loader = fileformat.loads
+    elif isinstance(data, dict):
+        loader = fileformat.from_document
+    else:
+        raise call.invalid(f"data must be a graph document (map) or msgpack bytes, got "
+                           f"{_kind(data)}")
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    limit = call.server.limits.max_nodes
+    if isinstance(nodes, list) and len(nodes) > limit:
+        raise RpcError("limit_exceeded", f"the graph has {len(nodes)} nodes; the limit is {limit}")
+    graph = await call.in_thread(loader, data)
+    if len(graph.nodes) > limit:
+        raise RpcError("limit_exceeded",
+                       f"the graph has {len(graph.nodes)} nodes; the limit is {limit}")
+    graph.name = name
+    graph.max_nodes = limit
+    if old is not None:
+        async with old.lock.write():
+            graph.version = max(graph.version, old.graph.version + 1)
+            old.graph = graph
+            call.server.changed(old)
+        return _graph_summary(old)
+    return _graph_summary(call.server.add_graph(graph))
+
+
+# --- nodes ----------------------------------------------------------------------------------
+
+
+def _source_option(call: Call, source: Any) -> tuple[str, int] | None:
+    if source is None:
+        return None
+    if (not isinstance(source, list | tuple) or len(source) != 2
+            or not isinstance(source[0], str) or type(source[1]) is not int):
+        raise call.invalid(f"source must be [file, line], got {_kind(source)}")
+    return (source[0], source[1])
+
+
+@method("node.leaf", ("graph", "data"), options=("label", "source"))
+async def node_leaf(call: Call, graph: Any, data: Any, label: Any = "",
+                    source: Any = None) -> dict[str, Any]:
+    """A new leaf; returns its id and the graph's version."""
+    entry = call.entry(graph)
+    data = call.number(data, "data")
+    label = call.text(label, "label", max_length=10_000)
+    where = _source_option(call, source)
+    async with entry.lock.write():
+        node = entry.graph.leaf(data, label, source=where)
+        call.server.changed(entry)
+        return {"id": node._id, "data": node.data, "version": entry.graph.version}
+
+
+@method("node.apply", ("graph", "op", "inputs"), options=("label", "source"), any_option=True)
+async def node_apply(call: Call, graph: Any, op: Any, inputs: Any, label: Any = "",
+                     source: Any = None, **attrs: Any) -> dict[str, Any]:
+    """A new node from an op over node ids; other options are the op's attributes."""
+    entry = call.entry(graph)
+    op = call.text(op, "op")
+    ids = call.ids(inputs, "inputs")
+    label = call.text(label, "label", max_length=10_000)
+    where = _source_option(call, source)
+    async with entry.lock.write():
+        node = entry.graph.apply(op, ids, attrs, label=label, source=where)
+        call.server.changed(entry)
+        return {"id": node._id, "data": node.data, "version": entry.graph.version}
+
+
+@method("node.set", ("graph", "id", "data"))
+async def node_set(call: Call, graph: Any, id: Any, data: Any) -> dict[str, Any]:
+    """Change a leaf's data; what depends on it is recomputed."""
+    entry = call.entry(graph)
+    node_id = call.integer(id, "id")
+    data = call.number(data, "data")
+    async with entry.lock.write():
+        changed = entry.graph.set(node_id, data)
+        call.server.changed(entry)
+        return {"id": node_id, "changed": changed, "version": entry.graph.version}
+
+
+@method("node.get", ("graph", "ids"))
+async def node_get(call: Call, graph: Any, ids: Any) -> dict[str, Any]:
+    """Id, op, inputs, data, grad, label and source of each node."""
+    entry = call.entry(graph)
+    wanted = call.ids(ids)
+    async with entry.lock.read():
+        g = entry.graph
+        return {"version": g.version, "nodes": [node_record(g.node(i)) for i in wanted]}
+
+
+@method("graph.nodes", ("graph",), options=("start", "count"))
+async def graph_nodes(call: Call, graph: Any, start: Any = 0, count: Any = 1000) -> dict[str, Any]:
+    """A page of node records in id order (``start``, ``count``), for clients that show a graph."""
+    entry = call.entry(graph)
+    start = call.integer(start, "start")
+    count = call.integer(count, "count")
+    if start < 0 or not 0 <= count <= 100_000:
+        raise call.invalid("start must be >= 0 and count within 0..100000")
+    async with entry.lock.read():
+        g = entry.graph
+        return {"version": g.version, "total": len(g.nodes),
+                "nodes": [node_record(v) for v in g.nodes[start:start + count]]}
+
+
+@method("graph.batch", ("graph", "steps"))
+async def graph_batch(call: Call, graph: Any, steps: Any) -> dict[str, Any]:
+    """Many leaf/apply steps in one request, all or nothing.
+
+    A step is ``{"leaf": data, "label"?, "source"?}`` or ``{"op": name, "inputs": [...],
+    "label"?, "source"?, "attrs"?}``; an input is a node id, or ``"$k"`` for the node made by
+    step ``k`` of this batch. Returns the new ids in step order.
+    """
+    entry = call.entry(graph)
+    if not isinstance(steps, list):
+        raise call.invalid(f"steps must be a list, got {_kind(steps)}")
+    limit = call.server.limits.max_nodes
+    if len(entry.graph.nodes) + len(steps) > limit:
+        raise RpcError("limit_exceeded", f"{len(steps)} steps would take graph "
+                                         f"{entry.name!r} over its limit of {limit} nodes")
+    async with entry.lock.write():
+        g = entry.graph
+        mark = g.checkpoint()
+        try:
+            ids = _run_steps(call, g, steps)
+        except BaseException:
+            g.rollback(mark)
+            raise
+        call.server.changed(entry)
+        return {"ids": ids, "version": g.version}
+
+
+def _run_steps(call: Call, g: Graph, steps: list[Any]) -> list[int]:
+    made: list[int] = []
+    for k, step in enumerate(steps):
+        where = f"step {k}"
+        if not isinstance(step, dict):
+            raise call.invalid(f"{where} must be a map, got {_kind(step)}")
+        label = call.text(step.get("label", ""), f"{where} label", max_length=10_000)
+        source = _source_option(call, step.get("source"))
+        try:
+            if "leaf" in step:
+                node = g.leaf(call.number(step["leaf"], f"{where} leaf"), label, source=source)
+            elif "op" in step:
+                raw = step.get("inputs")
+                if not isinstance(raw, list):
+                    raise call.invalid(f"{where} inputs must be a list, got {_kind(raw)}")
+                inputs = [_step_ref(call, r, made, f"{where} input {n}")
+                          for n, r in enumerate(raw)]
+                attrs = step.get("attrs") or {}
+                if not isinstance(attrs, dict):
+                    raise call.invalid(f"{where} attrs must be a map")
+                node = g.apply(call.text(step["op"], f"{where} op"), inputs, attrs,
+                               label=label, source=source)
+            else:
+                raise call.invalid(f"{where} needs a 'leaf' or an 'op' key")
+        except RpcError:
+            raise
+        except OpgraphError as exc:
+            error = translate(exc)
+            raise RpcError(error.name, f"graph.batch {where}: {error.message}") from exc
+        made.append(node._id)  # type: ignore[arg-type]
+    return made
+
+
+def _step_ref(call: Call, ref: Any, made: list[int], where: str) -> int:
+    if type(ref) is int:
+        return ref
+    if isinstance(ref, str) and ref.startswith("$") and ref[1:].isdigit():
+        k = int(ref[1:])
+        if k < len(made):
+            return made[k]
+        raise call.invalid(f"{where}: {ref!r} refers to a step that is not before it")
+    raise call.invalid(f"{where} must be a node id or '$k', got {_kind(ref)}")
+
+
+@method("graph.eval", ("graph", "expression"), ("bindings",), options=("label",))
+async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = None,
+                     label: Any = "") -> dict[str, Any]:
+    """Parse an expression into nodes (registered ops only; never Python's eval)."""
+    from opgraph import expr
+
+    entry = call.entry(graph)
+    expression = call.text(expression, "expression", max_length=expr.MAX_LENGTH)
+    bindings = {} if bindings is None else bindings
+    if not isinstance(bindings, dict) or not all(isinstance(k, str) for k in bindings):
+        raise call.invalid(f"bindings must be a map of names, got {_kind(bindings)}")
+    label = call.text(label, "label", max_length=10_000)
+    async with entry.lock.write():
+        g = entry.graph
+        mark = g.checkpoint()
+        try:
+            resolved = _bindings(call, g, expression, bindings)
+            root, leaves = expr.build(expression, resolved, graph=g)
+            if label:
+                root.label = label
+        except BaseException:
+            g.rollback(mark)
+            raise
+        call.server.changed(entry)
+        return {"root": root._id, "data": root.data,
+                "leaves": {k: v._id for k, v in leaves.items()}, "version": g.version}
+
+
+def _bindings(call: Call, g: Graph, expression: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers become new leaves; ``{"id": n}`` is an existing node; unbound names are looked
+    up by label in the graph."""
+    from opgraph import expr
+
+    resolved: dict[str, Any] = {}
+    for name, value in given.items():
+        if isinstance(value, dict) and set(value) == {"id"}:
+            resolved[name] = g.node(call.integer(value["id"], f"binding {name!r} id"))
+        else:
+            resolved[name] = call.number(value, f"binding {name!r}")
+    for name in expr.parse(expression).names:
+        if name not in resolved:
+            found = g.find(name)
+            if len(found) == 1:
+                resolved[name] = found[0]
+    return resolved
+
+
+# --- gradients ------------------------------------------------------------------------------
+
+
+@method("graph.backward", ("graph", "root"))
+async def graph_backward(call: Call, graph: Any, root: Any) -> dict[str, Any]:
+    """Zero the graph's gradients, then backpropagate from ``root``."""
+    entry = call.entry(graph)
+    root = call.integer(root, "root")
+    async with entry.lock.write():
+        reached = entry.graph.backward(root)
+        call.server.changed(entry)
+        return {"root": root, "reached": len(reached), "version": entry.graph.version}
+
+
+@method("graph.grads", ("graph", "root", "ids"))
+async def graph_grads(call: Call, graph: Any, root: Any, ids: Any) -> dict[str, Any]:
+    """Backpropagate from ``root`` and return the gradient of each of ``ids``."""
+    entry = call.entry(graph)
+    root = call.integer(root, "root")
+    wanted = call.ids(ids)
+    async with entry.lock.write():
+        g = entry.graph
+        for i in wanted:
+            g.node(i)
+        g.backward(root)
+        call.server.changed(entry)
+        return {"root": root, "grads": {str(i): g.nodes[i].grad for i in wanted},
+                "version": g.version}
+
+
+@method("graph.gradcheck", ("graph", "root"), options=("eps",))
+async def graph_gradcheck(call: Call, graph: Any, root: Any, eps: Any = 1e-6) -> dict[str, Any]:
+    """Analytic gradients of ``root`` against central finite differences, per leaf."""
+    entry = call.entry(graph)
+    root = call.integer(root, "root")
+    eps = call.number(eps, "eps")
+    if not 0 < eps < 1:
+        raise call.invalid("eps must be within (0, 1)")
+    async with entry.lock.read():
+        node = entry.graph.node(root)
+        leaves = sum(1 for v in engine.topological_order(node) if v.is_leaf)
+        limit = call.server.limits.max_gradcheck_leaves
+        if leaves > limit:
+            raise RpcError("limit_exceeded", f"root {root} depends on {leaves} leaves; "
+                                             f"gradcheck checks at most {limit}")
+        report = await call.in_thread(lambda: opgraph.gradcheck(node, eps=eps))
+        return {"ok": report.ok, "root": root, "version": entry.graph.version,
+                "leaves": [_finite(leaf.__dict__) for leaf in report.leaves],
+                "bad_ops": [_finite(b.__dict__) for b in report.bad_ops]}
+
+
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in record.items()}
+
+
+# --- analysis and pictures ------------------------------------------------------------------
+
+
+@method("graph.analyze", ("graph",), options=("root", "node", "leaf", "diagnostics"))
+async def graph_analyze(call: Call, graph: Any, root: Any = None, node: Any = None,
+                        leaf: Any = None, diagnostics: Any = True) -> dict[str, Any]:
+    """networkx analyses: size, depth, widths, critical path, dominators, influence, ops."""
+    from opgraph.analysis import analyze
+
+    entry = call.entry(graph)
+    for value, what in ((root, "root"), (node, "node"), (leaf, "leaf")):
+        if value is not None:
+            call.integer(value, what)
+    async with entry.lock.read():
+        report = await call.in_thread(lambda: analyze(
+            entry.graph, root=root, node=node, leaf=leaf, diagnostics=bool(diagnostics)))
+        return {**report.to_dict(), "version": entry.graph.version}
+
+
+@method("graph.diagnostics", ("graph",))
+async def graph_diagnostics(call: Call, graph: Any) -> dict[str, Any]:
+    """Diagnostics from the plugins: code, severity, node, message."""
+    from opgraph.diagnostics import run_diagnostics
+
+    entry = call.entry(graph)
+    async with entry.lock.read():
+        result = await call.in_thread(run_diagnostics, entry.graph)
+        return {"version": entry.graph.version,
+                "diagnostics": [d.to_dict() for d in result.diagnostics],
+                "problems": [str(p) for p in result.problems]}
+
+
+@method("graph.render", ("graph",), options=("format", "around", "depth", "rankdir",
+                                             "max_nodes", "diagnostics"))
+async def graph_render(call: Call, graph: Any, format: Any = "svg", around: Any = None,
+                       depth: Any = 2, rankdir: Any = "LR", max_nodes: Any = None,
+                       diagnostics: Any = True) -> dict[str, Any]:
+    """The graph drawn by graphviz: SVG or DOT text, or PNG bytes; whole or around a node."""
+    from opgraph.render import render
+
+    entry = call.entry(graph)
+    if format not in ("svg", "dot", "png"):
+        raise call.invalid(f"format must be 'svg', 'dot' or 'png', got {_kind(format)}")
+    if around is not None:
+        call.integer(around, "around")
+    depth = call.integer(depth, "depth")
+    if not 0 <= depth <= 50:
+        raise call.invalid("depth must be within 0..50")
+    if rankdir not in ("LR", "RL", "TB", "BT"):
+        raise call.invalid(f"rankdir must be LR, RL, TB or BT, got {_kind(rankdir)}")
+    cap = call.server.limits.max_render_nodes
+    limit = cap if max_nodes is None else min(call.integer(max_nodes, "max_nodes"), cap)
+    async with entry.lock.read():
+        picture = await call.in_thread(lambda: render(
+            entry.graph, format=format, around=around, depth=depth, rankdir=rankdir,
+            max_nodes=limit, diagnostics=bool(diagnostics)))
+        data: Any = picture if format == "png" else picture.decode()
+        return {"format": format, "data": data, "version": entry.graph.version}
+
+
+# --- subscriptions --------------------------------------------------------------------------
+
+
+@method("graph.subscribe", ("graph",))
+async def graph_subscribe(call: Call, graph: Any) -> dict[str, Any]:
+    """Get ``graph.changed`` and ``graph.diagnostics`` notifications for this graph."""
+    entry = call.entry(graph)
+    entry.subscribers.add(call.session)
+    call.session.subscriptions.add(entry.name)
+    return {"graph": entry.name, "version": entry.graph.version}
+
+
+@method("graph.unsubscribe", ("graph",))
+async def graph_unsubscribe(call: Call, graph: Any) -> dict[str, Any]:
+    """Stop this graph's notifications."""
+    entry = call.entry(graph)
+    entry.subscribers.discard(call.session)
+    call.session.subscriptions.discard(entry.name)
+    return {"graph": entry.name, "version": entry.graph.version}
+
+
+def split_params(spec: MethodSpec, params: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Positional arguments and options from ``params``, checked against ``spec``."""
+    args = list(params)
+    options: dict[str, Any] = {}
+    most = len(spec.required) + len(spec.optional)
+    # A trailing map past every positional slot is the options map.
+    takes_options = bool(spec.options) or spec.any_option
+    if takes_options and len(args) > most and isinstance(args[-1], dict):
+        options = args.pop()
+    if len(args) < len(spec.required) or len(args) > most:
+        wanted = ", ".join(spec.required + tuple(f"[{o}]" for o in spec.optional))
+        raise RpcError("invalid_params",
+                       f"{spec.name} takes ({wanted}{', [options]' if spec.options else ''}); "
+                       f"got {len(params)} parameter{'s' * (len(params) != 1)}")
+    if not all(isinstance(k, str) for k in options):
+        raise RpcError("invalid_params", f"{spec.name}: option names must be strings")
+    unknown = sorted(set(options) - spec.options)
+    if unknown and not spec.any_option:
+        allowed = ", ".join(sorted(spec.options)) or "none"
+        raise RpcError("invalid_params",
+                       f"{spec.name}: unknown option{'s' * (len(unknown) > 1)} {unknown}; "
+                       f"allowed: {allowed}")
+    return args, options
+

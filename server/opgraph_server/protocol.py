@@ -1,0 +1,483 @@
+"""MessagePack-RPC with no I/O, in the manner of h11: bytes in, events out; events in, bytes out.
+
+Use one `RpcProtocol` per connection::
+
+    proto = RpcProtocol()
+    proto.receive_data(chunk)          # b"" means the peer closed its side
+    for event in proto.events():       # Request, Response, Notification, Rejected, ConnectionClosed
+        ...
+    writer.write(proto.send(Response(msgid, None, result)))
+
+Wire shapes (msgpack-rpc): request ``[0, msgid, method, params]``, response
+``[1, msgid, error, result]``, notification ``[2, method, params]``. ``msgid`` is an integer in
+0 .. 2**32-1 (0 included), ``method`` a str or bin (bin is decoded as UTF-8; pynvim sends bin),
+``params`` an array. Strings decode to `str`, bin to `bytes`; map keys must be str or bin
+(``strict_map_key``: other keys are a parse error, which also rules out hash flooding with
+crafted integer keys). Ext types arrive as `msgpack.ExtType` / `msgpack.Timestamp`.
+
+Hardening. Bytes go first through a scanner (`msgpack.Unpacker.skip`, which builds nothing), and
+a message is decoded only once it is complete, so a header that claims 2**31 items or a 4 GiB
+string allocates nothing: it just waits for bytes that never come (the transport needs an idle
+timeout; `RpcProtocol.pending_bytes` says whether a message is half-read). A message longer than
+``max_message_size`` bytes, nesting deeper than msgpack's stack (1024), bytes that are not
+MessagePack and messages of the wrong shape raise `RemoteProtocolError`; the object is then dead
+(`receive_data` and `next_event` raise `LocalProtocolError`) but `send` still works, so the
+transport can send `RemoteProtocolError.response` (when the msgid could be read) and close.
+A well-formed request whose params nest deeper than ``max_depth`` is not fatal: it comes out as
+a `Rejected` event to answer with ``limit_exceeded``, and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import msgpack
+
+from opgraph_server.errors import RpcError, render_error
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MAX_MSGID",
+    "NEED_DATA",
+    "ConnectionClosed",
+    "Event",
+    "LocalProtocolError",
+    "Notification",
+    "ProtocolError",
+    "Rejected",
+    "RemoteProtocolError",
+    "Request",
+    "Response",
+    "RpcProtocol",
+    "Sentinel",
+    "split_params",
+]
+
+DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
+"""Default limit on the size of one received message, in bytes (64 MiB)."""
+DEFAULT_MAX_DEPTH: Final = 32
+"""Default limit on the nesting of params, counting the params array itself as 1."""
+MAX_MSGID: Final = 2**32 - 1
+"""The largest msgid; ids are unsigned 32-bit integers and 0 is a valid id."""
+
+
+class Sentinel(enum.Enum):
+    """Sentinel values returned by `RpcProtocol.next_event`."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA: Final = Sentinel.NEED_DATA
+"""Returned by `RpcProtocol.next_event` when no complete message is buffered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """``[0, msgid, method, params]``: a call that expects a `Response` with the same msgid."""
+
+    msgid: int
+    method: str
+    params: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """``[1, msgid, error, result]``: ``error`` is None on success, else ``result`` is None."""
+
+    msgid: int
+    error: Any = None
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """``[2, method, params]``: a call that gets no response."""
+
+    method: str
+    params: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A well-formed request (``msgid`` set) or notification (``msgid`` None) refused here.
+
+    Today only for params nested deeper than ``max_depth`` (``limit_exceeded``). The
+    connection stays usable: answer a request with `response`, drop a notification.
+    """
+
+    msgid: int | None
+    method: str
+    error: RpcError
+
+    def response(self, structured: bool = False) -> Response | None:
+        """The error response to send, or None for a notification."""
+        if self.msgid is None:
+            return None
+        return Response(self.msgid, render_error(self.error, structured), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer closed its side (``receive_data(b"")``) between two messages."""
+
+
+Event = Request | Response | Notification | Rejected | ConnectionClosed
+"""Everything `RpcProtocol.next_event` can return besides `NEED_DATA`."""
+
+
+class ProtocolError(Exception):
+    """Base of the two protocol errors."""
+
+
+class LocalProtocolError(ProtocolError):
+    """Our side misused the protocol: sent an invalid event, fed a dead or closed connection."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that are not MessagePack-RPC; the connection must be closed.
+
+    ``error`` says why (``parse_error``, ``invalid_request`` or ``limit_exceeded``); ``msgid``
+    is the id of the offending request when it could be read, else None.
+    """
+
+    def __init__(self, error: RpcError, msgid: int | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.msgid = msgid
+
+    def response(self, structured: bool = False) -> Response | None:
+        """A best-effort error response to send before closing, or None when no msgid is known.
+
+        (Answering with a made-up id could be taken as the answer to another request.)
+        """
+        if self.msgid is None:
+            return None
+        return Response(self.msgid, render_error(self.error, structured), None)
+
+
+class RpcProtocol:
+    """The state of one MessagePack-RPC connection, either side, with no I/O.
+
+    ``max_message_size`` bounds one received message in bytes. ``max_depth`` bounds the nesting
+    of received params (None: only msgpack's own limit of 1024 applies). Feed bytes with
+    `receive_data`, then call `next_event` (or iterate `events`) until `NEED_DATA`; turn events
+    into bytes with `send`. Bytes are buffered until `next_event` drains them, so drain after
+    every `receive_data`. Decoded memory is a few times the message size for ordinary data; a
+    message made only of empty arrays can cost ~60 bytes per byte, so lower
+    ``max_message_size`` when serving untrusted peers.
+    """
+
+    def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_depth: int | None = DEFAULT_MAX_DEPTH) -> None:
+        if max_message_size < 1:
+            raise ValueError("max_message_size must be at least 1")
+        if max_depth is not None and max_depth < 1:
+            raise ValueError("max_depth must be at least 1 or None")
+        self.max_message_size = max_message_size
+        self.max_depth = max_depth
+        # The scanner only finds where messages end (skip() builds no objects); a message is
+        # decoded from _buf once complete. It is fed lazily from _buf so that it never holds
+        # more than max_message_size bytes of an unfinished message.
+        self._scanner: msgpack.Unpacker | None = msgpack.Unpacker(
+            max_buffer_size=max_message_size)
+        self._buf = bytearray()
+        self._start = 0  # index in _buf of the first byte not yet returned as an event
+        self._fed = 0  # index in _buf of the first byte not yet fed to the scanner
+        self._base = 0  # stream offset of _buf[0] (the scanner's tell() counts from 0)
+        self._eof = False
+        self._failed = False
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received but not yet returned as events; > 0 after draining means mid-message."""
+        return len(self._buf) - self._start
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes received from the peer; ``b""`` means the peer closed its side (EOF)."""
+        if self._failed:
+            raise LocalProtocolError(
+                "receive_data after a RemoteProtocolError: close the connection")
+        if self._eof:
+            raise LocalProtocolError("receive_data after EOF")
+        if not data:
+            self._eof = True
+            return
+        if self._start:
+            del self._buf[:self._start]
+            self._fed -= self._start
+            self._base += self._start
+            self._start = 0
+        self._buf += data
+
+    def next_event(self) -> Event | Literal[Sentinel.NEED_DATA]:
+        """The next received event, or `NEED_DATA`; `ConnectionClosed` (again and again) after EOF.
+
+        Raises `RemoteProtocolError` on bad input, after which this object is dead for receiving.
+        """
+        if self._failed:
+            raise LocalProtocolError(
+                "next_event after a RemoteProtocolError: close the connection")
+        try:
+            return self._next_event()
+        except RemoteProtocolError:
+            self._failed = True
+            self._scanner = None
+            self._buf = bytearray()
+            self._start = self._fed = 0
+            raise
+
+    def events(self) -> Iterator[Event]:
+        """`next_event` until `NEED_DATA` (not yielded) or `ConnectionClosed` (yielded, last)."""
+        while True:
+            event = self.next_event()
+            if event is NEED_DATA:
+                return
+            yield event
+            if type(event) is ConnectionClosed:
+                return
+
+    def send(self, event: Request | Response | Notification) -> bytes:
+        """The bytes for ``event``; raises `LocalProtocolError` if it is invalid or not encodable.
+
+        Works also after a `RemoteProtocolError`, to send the best-effort error response.
+        """
+        kind = type(event)
+        if kind is Request:
+            _check_out_msgid(event.msgid)
+            _check_out_call(event.method, event.params)
+            obj: list[Any] = [0, event.msgid, event.method, event.params]
+        elif kind is Response:
+            _check_out_msgid(event.msgid)
+            if event.error is not None and event.result is not None:
+                raise LocalProtocolError("a response has an error or a result, not both")
+            if isinstance(event.error, BaseException):
+                raise LocalProtocolError("render the error first (render_error) before sending")
+            obj = [1, event.msgid, event.error, event.result]
+        elif kind is Notification:
+            _check_out_call(event.method, event.params)
+            obj = [2, event.method, event.params]
+        else:
+            raise LocalProtocolError(f"cannot send a {kind.__name__}")
+        try:
+            return self._packer.pack(obj)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LocalProtocolError(f"cannot encode {kind.__name__}: {exc}") from exc
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _next_event(self) -> Event | Literal[Sentinel.NEED_DATA]:
+        scanner = self._scanner
+        assert scanner is not None
+        while True:
+            try:
+                scanner.skip()
+            except msgpack.OutOfData:
+                if self._feed_scanner():
+                    continue
+                break
+            except (ValueError, msgpack.UnpackException) as exc:  # FormatError, StackError
+                raise RemoteProtocolError(RpcError("parse_error", _msgpack_problem(exc))) from exc
+            end = scanner.tell() - self._base
+            raw = self._buf[self._start:end]
+            self._start = end
+            return self._decode(raw)
+        if not self._eof:
+            return NEED_DATA
+        if self.pending_bytes:
+            raise RemoteProtocolError(RpcError(
+                "parse_error", f"connection closed in the middle of a message "
+                f"({self.pending_bytes} bytes of it received)"))
+        return ConnectionClosed()
+
+    def _feed_scanner(self) -> bool:
+        """Feed the scanner what it may take of _buf; False when there is nothing to feed."""
+        unfed = len(self._buf) - self._fed
+        if not unfed:
+            return False
+        room = self.max_message_size - (self._fed - self._start)
+        if room <= 0:
+            raise RemoteProtocolError(RpcError(
+                "limit_exceeded", f"message longer than {self.max_message_size} bytes",
+                {"limit": "max_message_size", "max": self.max_message_size}))
+        n = min(unfed, room)
+        assert self._scanner is not None
+        self._scanner.feed(self._buf[self._fed:self._fed + n])
+        self._fed += n
+        return True
+
+    def _decode(self, raw: bytearray) -> Event:
+        try:
+            msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        except (ValueError, msgpack.UnpackException) as exc:  # UnicodeDecodeError, map keys
+            raise RemoteProtocolError(RpcError("parse_error", _msgpack_problem(exc))) from exc
+        event = _parse_message(msg)
+        if (self.max_depth is not None and len(raw) > self.max_depth
+                and type(event) is not Response and _deeper_than(event.params, self.max_depth)):
+            msgid = event.msgid if type(event) is Request else None
+            return Rejected(msgid, event.method, RpcError(
+                "limit_exceeded", f"{event.method}: params nested deeper than "
+                f"{self.max_depth} levels", {"limit": "max_depth", "max": self.max_depth}))
+        return event
+
+
+def _msgpack_problem(exc: Exception) -> str:
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, msgpack.StackError):
+        detail = "nested deeper than 1024 levels"
+    return f"not valid MessagePack ({detail})"
+
+
+def _describe(obj: Any) -> str:
+    """A short, safe description of received data for error messages."""
+    if isinstance(obj, list):
+        return f"an array of {len(obj)}"
+    if isinstance(obj, dict):
+        return f"a map of {len(obj)}"
+    text = repr(obj)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _invalid(message: str, msgid: int | None = None) -> RemoteProtocolError:
+    return RemoteProtocolError(RpcError("invalid_request", message), msgid)
+
+
+def _msgid(obj: Any) -> int | None:
+    return obj if type(obj) is int and 0 <= obj <= MAX_MSGID else None
+
+
+def _parse_message(msg: Any) -> Request | Response | Notification:
+    """Check the shape of a decoded message and build its event."""
+    if type(msg) is not list or not msg:
+        raise _invalid(f"a message must be a non-empty array, got {_describe(msg)}")
+    tag = msg[0]
+    if type(tag) is not int or tag not in (0, 1, 2):
+        raise _invalid(f"unknown message type {_describe(tag)}; expected 0 (request), "
+                       "1 (response) or 2 (notification)")
+    if tag == 2:
+        if len(msg) != 3:
+            raise _invalid(f"a notification must be [2, method, params], got {len(msg)} items")
+        return Notification(_method(msg[1], None), _params(msg[2], None))
+    msgid = _msgid(msg[1]) if len(msg) > 1 else None
+    if tag == 0 and len(msg) != 4:
+        raise _invalid(f"a request must be [0, msgid, method, params], got {len(msg)} items",
+                       msgid)
+    if tag == 1 and len(msg) != 4:
+        raise _invalid(f"a response must be [1, msgid, error, result], got {len(msg)} items")
+    if msgid is None:
+        raise _invalid(f"msgid must be an integer in 0..{MAX_MSGID}, got {_describe(msg[1])}")
+    if tag == 1:
+        return Response(msgid, msg[2], msg[3])
+    return Request(msgid, _method(msg[2], msgid), _params(msg[3], msgid))
+
+
+def _method(obj: Any, msgid: int | None) -> str:
+    if type(obj) is str:
+        return obj
+    if type(obj) is bytes:
+        try:
+            return obj.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _invalid(f"method name is not UTF-8: {_describe(obj)}", msgid) from None
+    raise _invalid(f"method must be a string, got {_describe(obj)}", msgid)
+
+
+def _params(obj: Any, msgid: int | None) -> list[Any]:
+    if type(obj) is not list:
+        raise _invalid(f"params must be an array, got {_describe(obj)}", msgid)
+    return obj
+
+
+_CONTAINERS: Final = frozenset((list, dict))
+
+
+def _deeper_than(root: list[Any], limit: int) -> bool:
+    """Whether arrays and maps nest more than ``limit`` levels, ``root`` being level 1."""
+    level: list[Any] = [root]
+    for _ in range(limit):
+        below: list[Any] = []
+        for container in level:
+            items = container.values() if type(container) is dict else container
+            if not _CONTAINERS.isdisjoint(map(type, items)):  # C-speed test for the common case
+                below += [item for item in items if type(item) in _CONTAINERS]
+        if not below:
+            return False
+        level = below
+    return True
+
+
+# -- sending ------------------------------------------------------------------------------------
+
+def _check_out_msgid(msgid: Any) -> None:
+    if _msgid(msgid) is None:
+        raise LocalProtocolError(f"msgid must be an int in 0..{MAX_MSGID}, got {msgid!r}")
+
+
+def _check_out_call(method: Any, params: Any) -> None:
+    if type(method) is not str:
+        raise LocalProtocolError(f"method must be a str, got {type(method).__name__}")
+    if not isinstance(params, list | tuple):
+        raise LocalProtocolError(f"params must be a list, got {type(params).__name__}")
+
+
+# -- params convention ----------------------------------------------------------------------------
+
+def split_params(method: str, params: Sequence[Any], required: Sequence[str],
+                 optional: Sequence[str] = (), *,
+                 options: Collection[str] | bool = True) -> tuple[list[Any], dict[str, Any]]:
+    """Split ``params`` into positional arguments and the trailing options map.
+
+    The convention: the ``required`` arguments by position, then the ``optional`` ones (None
+    when absent), then at most one map of options, recognised only past every positional slot.
+    ``options``: True accepts any option names, False no options map, a collection only those
+    names. Returns ``(args, opts)``: ``args`` has ``len(required) + len(optional)`` items and
+    ``opts`` is ``{}`` when absent; nil or an empty array in the options place also mean no
+    options (Neovim sends an empty Lua table ``{}`` as an empty array). Bin option names are
+    decoded as UTF-8. Raises `RpcError` ``invalid_params`` naming the method and the argument.
+    """
+    least, most = len(required), len(required) + len(optional)
+    names = [*required, *(f"[{name}]" for name in optional)]
+    if options is not False:
+        names.append("[options]")
+    signature = f"{method}({', '.join(names)})"
+    if len(params) < least:
+        missing = required[len(params)]
+        raise RpcError("invalid_params", f"{method}: missing argument '{missing}'; "
+                       f"expected {signature}", {"method": method, "argument": missing})
+    if len(params) > most + (options is not False):
+        raise RpcError("invalid_params", f"{method}: too many arguments ({len(params)}); "
+                       f"expected {signature}", {"method": method})
+    args = list(params[:most])
+    args += [None] * (most - len(args))
+    if len(params) <= most:
+        return args, {}
+    raw = params[most]
+    if raw is None or raw == []:
+        return args, {}
+    if not isinstance(raw, dict):
+        raise RpcError("invalid_params", f"{method}: options must be a map, got "
+                       f"{_describe(raw)}", {"method": method, "argument": "options"})
+    opts: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key
+        if isinstance(key, bytes):
+            try:
+                name = key.decode("utf-8")
+            except UnicodeDecodeError:
+                name = None
+        if not isinstance(name, str):
+            raise RpcError("invalid_params", f"{method}: option names must be strings, got "
+                           f"{_describe(key)}", {"method": method, "argument": "options"})
+        if options is not True and name not in options:
+            close = difflib.get_close_matches(name, list(options), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else (
+                f"; known: {', '.join(sorted(options))}" if options else "")
+            raise RpcError("invalid_params", f"{method}: unknown option '{name}'{hint}",
+                           {"method": method, "argument": name})
+        opts[name] = value
+    return args, opts
