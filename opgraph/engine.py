@@ -5,11 +5,13 @@ name in the op table that the plugins filled (see `opgraph.registry`). A node st
 as a tuple and a reference to its op; there are no per-node closures, so a graph holds no
 reference cycles and the cyclic garbage collector has nothing to chase.
 
-Gradient semantics (documented in the README): ``root.backward()`` *adds* d root / d node to the
-``grad`` of every node the root depends on, the root included. A fresh graph starts at zero, so
-after one call every ``grad`` is exactly the derivative. Call ``root.zero_grad()`` (or
-``Graph.zero_grad()``, ``Module.zero_grad()``) before a second call if you want fresh numbers
-rather than a sum; calling it twice on the same graph gives exactly twice the gradients.
+Gradient semantics (documented in the README), as in PyTorch: ``root.backward()`` sets the
+``grad`` of every computed node under ``root`` to d root / d node (the root's own to 1), and
+*adds* d root / d leaf to the ``grad`` of every leaf. A fresh graph starts at zero, so after one
+call every ``grad`` is exactly the derivative. A second call adds again at the leaves (twice
+the gradient) while computed nodes keep exactly the derivative, so micrograd's trap (stale
+interior gradients fed back into the pass) cannot happen. Reset with ``root.zero_grad()``,
+``Graph.zero_grad()`` or ``Module.zero_grad()``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import numbers
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -40,28 +42,73 @@ SourceLocation = tuple[str, int]
 
 # --- the op table, cached from the default registry ----------------------------------------------
 
-_ops: dict[str, OpDef] | None = None
+class _OpTable(dict):
+    """The installed ops by name, filled from the default registry on first use.
+
+    A plain dict underneath, so ``_OPS["add"]`` on the hot path is one C-level lookup.
+    """
+
+    loaded = False
+
+    def load(self) -> _OpTable:
+        if not self.loaded:
+            from opgraph.registry import default_registry
+
+            self.update(default_registry()._ops)
+            self.loaded = True
+            _add_op_methods(self)
+        return self
+
+    def __missing__(self, name: str) -> OpDef:
+        if not self.loaded:
+            return self.load()[name]
+        raise UnknownOpError(name, self)
+
+
+_OPS = _OpTable()
 
 
 def _table() -> dict[str, OpDef]:
-    global _ops
-    if _ops is None:
-        from opgraph.registry import default_registry
-
-        _ops = default_registry()._ops
-    return _ops
+    return _OPS.load()
 
 
 def _reset_op_cache() -> None:
-    global _ops
-    _ops = None
+    _OPS.clear()
+    _OPS.loaded = False
+    for name in _added_methods:
+        delattr(Value, name)
+    _added_methods.clear()
+
+
+_added_methods: list[str] = []
+
+
+def _add_op_methods(ops: dict[str, OpDef]) -> None:
+    """Give `Value` a method per installed op it lacks: ``x.softplus()``, ``x.atan2(y)``.
+
+    (Methods on the class rather than a ``__getattr__`` hook, which would slow every
+    attribute access of every node.)
+    """
+    for name, op in ops.items():
+        if hasattr(Value, name):
+            continue
+
+        def method(self: Value, *others: Value | float, _name: str = name,
+                   **attrs: Any) -> Value:
+            return apply(_name, self, *others, **attrs)
+
+        method.__name__ = name
+        method.__qualname__ = f"Value.{name}"
+        method.__doc__ = op.doc or f"op {name!r} from plugin {op.plugin!r}"
+        setattr(Value, name, method)
+        _added_methods.append(name)
 
 
 def lookup_op(name: str) -> OpDef:
     """The installed op named ``name``; raises `UnknownOpError` with suggestions."""
     try:
-        return _table()[name]
-    except (KeyError, TypeError):
+        return _OPS[name]
+    except TypeError:  # an unhashable name
         raise UnknownOpError(name, _table()) from None
 
 
@@ -77,6 +124,8 @@ def _caller_location() -> SourceLocation | None:
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith(_PACKAGE_DIR):
+            if not os.path.isabs(filename) and not filename.startswith("<"):
+                filename = os.path.abspath(filename)  # editors match sources by full path
             return (filename, frame.f_lineno)
         frame = frame.f_back
     return None
@@ -123,18 +172,27 @@ class Value:
     op's symbol, so code written for micrograd (``trace``, ``draw_dot``) works unchanged.
     """
 
-    __slots__ = ("_attrs", "_graph", "_id", "_inputs", "_loc", "_opdef", "data", "grad", "label")
+    # The four fields every node sets are slots; the rarely set ones are class-level defaults,
+    # stored in a per-instance dict only when set (a labelled or graph-held value). This
+    # halves the stores per created node, the engine's hottest path.
+    __slots__ = ("__dict__", "_inputs", "_opdef", "data", "grad")
+    label: str = ""
+    _attrs: dict[str, Any] | None = None
+    _graph: Graph | None = None
+    _id: int | None = None
+    _loc: SourceLocation | None = None
 
     def __init__(self, data: float, label: str = "") -> None:
-        self.data = _check_data(data, "Value(data)")
+        if not _OPS.loaded:
+            _OPS.load()  # so that plugin ops are methods (x.softplus()) from the first value on
+        self.data = data if type(data) is float else _check_data(data, "Value(data)")
         self.grad = 0.0
-        self.label = label
         self._inputs: tuple[Value, ...] = ()
         self._opdef: OpDef | None = None
-        self._attrs: dict[str, Any] | None = None
-        self._graph: Graph | None = None
-        self._id: int | None = None
-        self._loc: SourceLocation | None = _caller_location() if _track_source else None
+        if label:
+            self.label = label
+        if _track_source:
+            self._loc = _caller_location()
 
     def __repr__(self) -> str:
         return f"Value(data={self.data})"
@@ -187,82 +245,19 @@ class Value:
         """``(file, line)`` of the code that created this value, when it was recorded."""
         return self._loc
 
-    # arithmetic: each operator is an op looked up by name
-    def __add__(self, other: Value | float) -> Value:
-        return _binary(_table()["add"], self, _operand(other, "+"))
-
-    def __radd__(self, other: float) -> Value:
-        return _binary(_table()["add"], _operand(other, "+"), self)
-
-    def __sub__(self, other: Value | float) -> Value:
-        return _binary(_table()["sub"], self, _operand(other, "-"))
-
-    def __rsub__(self, other: float) -> Value:
-        return _binary(_table()["sub"], _operand(other, "-"), self)
-
-    def __mul__(self, other: Value | float) -> Value:
-        return _binary(_table()["mul"], self, _operand(other, "*"))
-
-    def __rmul__(self, other: float) -> Value:
-        return _binary(_table()["mul"], _operand(other, "*"), self)
-
-    def __truediv__(self, other: Value | float) -> Value:
-        return _binary(_table()["div"], self, _operand(other, "/"))
-
-    def __rtruediv__(self, other: float) -> Value:
-        return _binary(_table()["div"], _operand(other, "/"), self)
-
+    # arithmetic: each operator is an op looked up by name (methods made below the class)
     def __pow__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
-            return _binary(_table()["pow"], self, other)
+            return _binary(_OPS["pow"], self, other)
         exponent = _check_data(other, "Value ** exponent")
-        return _unary(_table()["pow_const"], self, {"exponent": exponent})
-
-    def __rpow__(self, other: float) -> Value:
-        return _binary(_table()["pow"], _operand(other, "**"), self)
-
-    def __neg__(self) -> Value:
-        return _unary(_table()["neg"], self, None)
+        return _unary(_OPS["pow_const"], self, {"exponent": exponent})
 
     def __pos__(self) -> Value:
         return self
 
-    # the default unary ops as methods; any other installed op is reached through __getattr__
-    def tanh(self) -> Value:
-        """tanh of this value."""
-        return _unary(_table()["tanh"], self, None)
-
-    def exp(self) -> Value:
-        """e to the power of this value."""
-        return _unary(_table()["exp"], self, None)
-
-    def log(self) -> Value:
-        """Natural logarithm of this value."""
-        return _unary(_table()["log"], self, None)
-
-    def relu(self) -> Value:
-        """max(0, this value)."""
-        return _unary(_table()["relu"], self, None)
-
-    def sigmoid(self) -> Value:
-        """1 / (1 + e^-x) of this value."""
-        return _unary(_table()["sigmoid"], self, None)
-
-    def __getattr__(self, name: str):
-        # Only reached when normal lookup fails: plugin ops become methods (x.softplus()).
-        if not name.startswith("_"):
-            op = _table().get(name)
-            if op is not None:
-                def method(*others: Value | float, **attrs: Any) -> Value:
-                    return apply(op.name, self, *others, **attrs)
-
-                method.__doc__ = op.doc
-                method.__name__ = name
-                return method
-        raise AttributeError(f"'Value' object has no attribute {name!r}")
-
     def backward(self) -> None:
-        """Add d self / d node to ``grad`` of every node this value depends on (itself too)."""
+        """Backpropagate: every computed node's ``grad`` becomes d self / d node, and every leaf's
+        ``grad`` grows by d self / d leaf (leaves accumulate; see `zero_grad`)."""
         backward(self)
 
     def zero_grad(self) -> None:
@@ -275,6 +270,64 @@ def _operand(other: Any, symbol: str) -> Value:
     if isinstance(other, Value):
         return other
     return Value(_check_data(other, f"operand of {symbol!r}"))
+
+
+def _binary_operator(name: str, symbol: str, reflected: bool) -> Callable[[Value, Any], Value]:
+    """``Value.__add__`` and friends: the op ``name`` over self and other (swapped if reflected).
+
+    The node is made here rather than through a helper: one call less on the hottest path.
+    """
+
+    def operator(self: Value, other: Value | float) -> Value:
+        if type(other) is not Value:
+            other = _operand(other, symbol)
+        if reflected:
+            a, b = other, self
+        else:
+            a, b = self, other
+        op = _OPS[name]
+        owner = _owner((a, b), op) if (a._graph is not None or b._graph is not None) else None
+        try:
+            out = op.forward(a.data, b.data)
+        except Exception as exc:
+            raise _forward_failed(op, (a, b), exc) from exc
+        if type(out) is not float:
+            out = _coerce_output(out, op, (a, b))
+        node = _new(Value)
+        node.data = out
+        node.grad = 0.0
+        node._inputs = (a, b)
+        node._opdef = op
+        if _track_source:
+            node._loc = _caller_location()
+        return node if owner is None else _finish(node, owner)
+
+    operator.__name__ = f"__{'r' * reflected}{name}__"
+    operator.__doc__ = f"other {symbol} self" if reflected else f"self {symbol} other"
+    return operator
+
+
+def _unary_method(name: str, doc: str) -> Callable[[Value], Value]:
+    """``Value.tanh`` and friends: the one-input op ``name`` over self."""
+
+    def method(self: Value) -> Value:
+        return _unary(_OPS[name], self, None)
+
+    method.__name__ = name
+    method.__doc__ = doc
+    return method
+
+
+for _dunder, _name, _symbol in (("add", "add", "+"), ("sub", "sub", "-"), ("mul", "mul", "*"),
+                                ("truediv", "div", "/"), ("pow", "pow", "**")):
+    if _dunder != "pow":
+        setattr(Value, f"__{_dunder}__", _binary_operator(_name, _symbol, False))
+    setattr(Value, f"__r{_dunder}__", _binary_operator(_name, _symbol, True))
+for _name, _doc in (("neg", "-self"), ("tanh", "tanh of this value."),
+                    ("exp", "e to the power of this value."),
+                    ("log", "Natural logarithm of this value."), ("relu", "max(0, this value)."),
+                    ("sigmoid", "1 / (1 + e^-x) of this value.")):
+    setattr(Value, "__neg__" if _name == "neg" else _name, _unary_method(_name, _doc))
 
 
 # --- applying ops --------------------------------------------------------------------------------
@@ -339,17 +392,19 @@ def _finish(node: Value, owner: Graph | None) -> Value:
     return node
 
 
+_new = object.__new__
+
+
 def _new_node(data, op: OpDef, inputs: tuple[Value, ...], attrs) -> Value:
-    node = object.__new__(Value)
+    node = _new(Value)
     node.data = data
     node.grad = 0.0
-    node.label = ""
     node._inputs = inputs
     node._opdef = op
-    node._attrs = attrs
-    node._graph = None
-    node._id = None
-    node._loc = _caller_location() if _track_source else None
+    if attrs is not None:
+        node._attrs = attrs
+    if _track_source:
+        node._loc = _caller_location()
     return node
 
 
@@ -361,7 +416,13 @@ def _binary(op: OpDef, a: Value, b: Value) -> Value:
         raise _forward_failed(op, (a, b), exc) from exc
     if type(out) is not float:
         out = _coerce_output(out, op, (a, b))
-    node = _new_node(out, op, (a, b), None)
+    node = _new(Value)  # _new_node, inlined: this is the hottest path
+    node.data = out
+    node.grad = 0.0
+    node._inputs = (a, b)
+    node._opdef = op
+    if _track_source:
+        node._loc = _caller_location()
     return node if owner is None else _finish(node, owner)
 
 
@@ -442,14 +503,14 @@ def topological_order(root: Value) -> list[Value]:
     """Every node ``root`` depends on, inputs before the nodes that use them; no recursion."""
     order: list[Value] = []
     seen = {root}
-    stack = [root]
+    stack = [(root, iter(root._inputs))]
     push, pop, emit, mark = stack.append, stack.pop, order.append, seen.add
     while stack:
-        node = stack[-1]
-        for child in node._inputs:
+        node, inputs = stack[-1]
+        for child in inputs:
             if child not in seen:
                 mark(child)
-                push(child)
+                push((child, iter(child._inputs)))
                 break
         else:
             pop()
@@ -460,13 +521,24 @@ def topological_order(root: Value) -> list[Value]:
 def backward_over(order: Sequence[Value], root: Value) -> None:
     """Backward pass over ``order`` (a topological order ending at ``root``).
 
-    Adds d root / d node to every node's ``grad``. On a failing gradient rule every ``grad`` is
-    left as it was and `GradRuleError` names the op and the node.
+    Sets ``grad`` of every computed node to d root / d node and adds d root / d leaf to the
+    ``grad`` of every leaf (leaves accumulate, as in PyTorch). If a gradient rule fails, every
+    ``grad`` is restored and `GradRuleError` names the op and the node.
     """
-    saved = [node.grad for node in order]
+    saved = [(node, node.grad) for node in order]
     for node in order:
-        node.grad = 0.0
-    root.grad = 1.0
+        if node._opdef is not None:
+            node.grad = 0.0
+    _propagate(order, saved, root)
+
+
+def _propagate(order: Sequence[Value], saved: list[tuple[Value, float]], root: Value) -> None:
+    """The reverse sweep of `backward_over`, computed nodes already zeroed; ``saved`` holds
+    every node's ``grad`` from before, restored if a gradient rule fails."""
+    if root._opdef is None:
+        root.grad += 1.0
+    else:
+        root.grad = 1.0
     node = root
     try:
         for node in reversed(order):
@@ -475,16 +547,16 @@ def backward_over(order: Sequence[Value], root: Value) -> None:
                 continue
             inputs = node._inputs
             g = node.grad
-            if node._attrs:
+            if node._attrs is not None:
                 local = op.grad(*[v.data for v in inputs], node.data, **node._attrs)
                 for v, d in zip(inputs, local, strict=True):
                     v.grad += g * d
-            elif len(inputs) == 2:
+            elif op.arity == 2:
                 a, b = inputs
                 da, db = op.grad(a.data, b.data, node.data)
                 a.grad += g * da
                 b.grad += g * db
-            elif len(inputs) == 1:
+            elif op.arity == 1:
                 (a,) = inputs
                 (da,) = op.grad(a.data, node.data)
                 a.grad += g * da
@@ -493,12 +565,9 @@ def backward_over(order: Sequence[Value], root: Value) -> None:
                 for v, d in zip(inputs, local, strict=True):
                     v.grad += g * d
     except Exception as exc:
-        for n, s in zip(order, saved, strict=True):
-            n.grad = s
+        for value, before in saved:
+            value.grad = before
         raise _grad_failed(node, exc) from exc
-    if any(saved):
-        for n, s in zip(order, saved, strict=True):
-            n.grad += s
 
 
 def _grad_failed(node: Value, exc: BaseException) -> GradRuleError:
@@ -513,8 +582,29 @@ def _grad_failed(node: Value, exc: BaseException) -> GradRuleError:
 
 
 def backward(root: Value) -> None:
-    """Add d root / d node to ``grad`` of every node ``root`` depends on. Iterative."""
-    backward_over(topological_order(root), root)
+    """Backpropagate from ``root``: computed nodes get d root / d node, leaves add it. Iterative.
+
+    `topological_order` and the zeroing of `backward_over` fused into one walk.
+    """
+    order: list[Value] = []
+    saved: list[tuple[Value, float]] = []
+    seen = {root}
+    stack = [(root, iter(root._inputs))]
+    push, pop, emit, mark, keep = stack.append, stack.pop, order.append, seen.add, saved.append
+    while stack:
+        node, inputs = stack[-1]
+        for child in inputs:
+            if child not in seen:
+                mark(child)
+                push((child, iter(child._inputs)))
+                break
+        else:
+            pop()
+            emit(node)
+            keep((node, node.grad))
+            if node._opdef is not None:
+                node.grad = 0.0
+    _propagate(order, saved, root)
 
 
 def recompute(order: Iterable[Value]) -> None:

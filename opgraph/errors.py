@@ -114,3 +114,19 @@ class PluginConflictError(PluginError):
 
 class OpgraphPluginWarning(UserWarning):
     """A plugin failed to load or delivered something unusable; the others still work."""
+
+
+# --- graph files ---------------------------------------------------------------------------------
+
+
+class GraphFileError(OpgraphError, ValueError):
+    """A graph file or document that cannot be read, or a graph that cannot be written as one.
+
+    The message names the problem and where it is. Attributes: ``node`` (the id of the node at
+    fault, or None) and ``field`` (the field at fault, such as ``'inputs'``, or None).
+    """
+
+    def __init__(self, message: str, *, node: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.node = node
+        self.field = field

@@ -62,23 +62,36 @@ class Graph:
         self.version += 1
 
     def _adopt_inputs(self, inputs: Sequence[Value]) -> None:
-        """Bring free values (and what they depend on) into this graph before a node uses them."""
-        for value in inputs:
-            if value._graph is None:
-                self.adopt(value)
+        """Bring free values (and what they depend on) into this graph before a node uses them.
+
+        Room is reserved for the node itself too, which the caller registers next.
+        """
+        fresh = self._fresh([v for v in inputs if v._graph is None])
+        self._reserve(len(fresh) + 1)
+        for value in fresh:
+            self._register(value)
+
+    def _fresh(self, roots: Sequence[Value]) -> list[Value]:
+        """Values ``roots`` depend on that belong to no graph yet, inputs first, each once."""
+        fresh: list[Value] = []
+        seen: set[Value] = set()
+        for root in roots:
+            for value in engine.topological_order(root):
+                if value in seen:
+                    continue
+                seen.add(value)
+                if value._graph is None:
+                    fresh.append(value)
+                elif value._graph is not self:
+                    raise GraphMismatchError(
+                        f"{engine.describe(value)} belongs to graph {value._graph.name!r}, "
+                        f"not {self.name!r}"
+                    )
+        return fresh
 
     def adopt(self, root: Value) -> Value:
         """Add ``root`` and every free value it depends on to this graph; returns ``root``."""
-        order = engine.topological_order(root)
-        fresh = []
-        for value in order:
-            if value._graph is None:
-                fresh.append(value)
-            elif value._graph is not self:
-                raise GraphMismatchError(
-                    f"{engine.describe(value)} belongs to graph {value._graph.name!r}, "
-                    f"not {self.name!r}"
-                )
+        fresh = self._fresh([root])
         self._reserve(len(fresh))
         for value in fresh:
             self._register(value)
@@ -111,12 +124,14 @@ class Graph:
     ) -> Value:
         """A new node: the installed op ``op`` over ``inputs`` (node ids or this graph's values)."""
         opdef = engine.lookup_op(op)
+        label = _label(label)  # checked before the node exists: a failed op adds nothing
+        location = _source(source) if source is not None else None
         values = [self._resolve(i, f"input {n} of op {op!r}") for n, i in enumerate(inputs)]
         self._reserve(1)
         node = engine.apply_op(opdef, values, dict(attrs or {}))  # joins this graph
-        node.label = _label(label)
-        if source is not None:
-            node._loc = _source(source)
+        node.label = label
+        if location is not None:
+            node._loc = location
         return node
 
     def _resolve(self, ref: int | Value, where: str) -> Value:
@@ -203,6 +218,23 @@ class Graph:
         engine.backward_over(order, node)
         self.version += 1
         return order
+
+    def checkpoint(self) -> tuple[int, int]:
+        """A mark to `rollback` to: the node count and version now."""
+        return (len(self.nodes), self.version)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Remove every node added since ``checkpoint()`` returned ``mark``.
+
+        For all-or-nothing batches: valid only while nothing else has used the newer nodes.
+        """
+        count, version = mark
+        for value in self.nodes[count:]:
+            value._graph = None
+            value._id = None
+        del self.nodes[count:]
+        self.version = version
+        self.__dict__.pop("_nx_cache", None)
 
     def zero_grad(self) -> None:
         """Set every node's ``grad`` to 0."""

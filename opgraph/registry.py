@@ -63,8 +63,13 @@ def make_plugin_manager(
                     PluginProblem(ep.name, f"failed to import {ep.value!r}: {_describe(exc)}")
                 )
     for name, plugin in candidates:
-        if pm.get_plugin(name) is not None or pm.is_registered(plugin):
+        if pm.is_registered(plugin):
             continue  # the same module listed twice (e.g. an editable and a regular install)
+        if pm.get_plugin(name) is not None:
+            problems.append(PluginProblem(
+                name, f"another plugin is already registered under this name; "
+                      f"{getattr(plugin, '__name__', plugin)!r} was left out"))
+            continue
         try:
             pm.register(plugin, name=name)
         except Exception as exc:
@@ -166,6 +171,8 @@ def set_default_registry(registry: Registry | None) -> Registry | None:
     from opgraph import engine  # the engine caches the table; tell it
 
     engine._reset_op_cache()
+    if registry is not None:
+        engine._OPS.load()
     return old
 
 

@@ -62,7 +62,8 @@ def _pow_grad(x, y, out):
         dy = out * math.log(x)
     else:
         dy = math.nan
-    return (y * x ** (y - 1), dy)
+    # d/dx x**0 is 0 everywhere; y * x**(y - 1) would divide by zero at x == 0
+    return (0.0 if y == 0 else y * x ** (y - 1), dy)
 
 
 def _pow_const(x, exponent):
@@ -73,6 +74,8 @@ def _pow_const(x, exponent):
 
 
 def _pow_const_grad(x, out, exponent):
+    if exponent == 0:  # a constant: 0 everywhere, where the formula divides by zero at x == 0
+        return (0.0,)
     return (exponent * x ** (exponent - 1),)
 
 

@@ -1,0 +1,161 @@
+"""The benchmark workloads, one engine and one workload per process (see run.py).
+
+    python bench/workloads.py ENGINE WORKLOAD [N]
+
+ENGINE is ``opgraph``, ``micrograd`` or ``compiled``; prints one JSON line with the seconds
+taken and the process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import sys
+import time
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+
+
+def micrograd_value():
+    """micrograd 0.1.0's Value, with the tanh the video adds (the PyPI release has none)."""
+    from micrograd.engine import Value
+
+    if not hasattr(Value, "tanh"):
+        def tanh(self):
+            x = self.data
+            t = (math.exp(2 * x) - 1) / (math.exp(2 * x) + 1)
+            out = Value(t, (self,), "tanh")
+
+            def _backward():
+                self.grad += (1 - t**2) * out.grad
+
+            out._backward = _backward
+            return out
+
+        Value.tanh = tanh
+    return Value
+
+
+def engine(name: str):
+    """(Value, MLP) of an engine."""
+    if name == "micrograd":
+        from micrograd.nn import MLP
+
+        return micrograd_value(), MLP
+    from opgraph import Value
+    from opgraph.nn import MLP
+
+    return Value, MLP
+
+
+def w1(name: str, n: int = 20_000) -> float:
+    """Seed neuron: build tanh(x1*w1 + x2*w2 + b) and backpropagate, n times."""
+    Value, _ = engine(name)
+    start = time.perf_counter()
+    for _ in range(n):
+        x1 = Value(2.0)
+        x2 = Value(0.0)
+        w1 = Value(-3.0)
+        w2 = Value(1.0)
+        b = Value(6.8813735870195432)
+        o = (x1 * w1 + x2 * w2 + b).tanh()
+        o.backward()
+    return time.perf_counter() - start
+
+
+def w2(name: str, n: int = 1000) -> float:
+    """Deep chain: x = tanh(x*w + b), n times with shared w and b; backward."""
+    Value, _ = engine(name)
+    start = time.perf_counter()
+    w, b = Value(0.5), Value(0.1)
+    x = Value(0.3)
+    for _ in range(n):
+        x = (x * w + b).tanh()
+    x.backward()
+    return time.perf_counter() - start
+
+
+def moons_step_parts(name: str):
+    from opgraph.datasets import make_moons
+
+    Value, MLP = engine(name)
+    random.seed(1337)
+    model = MLP(2, [16, 16, 1])
+    X, y = make_moons(100, noise=0.1, seed=0)
+    return Value, model, X, y
+
+
+def w3(name: str, steps: int = 1) -> float:
+    """One moons training step: MLP(2,[16,16,1]) on 100 points, loss, backward, SGD."""
+    Value, model, X, y = moons_step_parts(name)
+    start = time.perf_counter()
+    for _ in range(steps):
+        inputs = [list(map(Value, xrow)) for xrow in X]
+        scores = list(map(model, inputs))
+        losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores, strict=True)]
+        data_loss = sum(losses) * (1.0 / len(losses))
+        reg_loss = 1e-4 * sum(p * p for p in model.parameters())
+        total = data_loss + reg_loss
+        model.zero_grad()
+        total.backward()
+        for p in model.parameters():
+            p.data -= 0.1 * p.grad
+    return (time.perf_counter() - start) / steps
+
+
+def w3_compiled(steps: int = 20) -> float:
+    """The same step with the compiled executor: compiled once, then run ``steps`` times."""
+    from opgraph.compiled import compile_graph
+
+    Value, model, X, y = moons_step_parts("opgraph")
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores, strict=True)]
+    total = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
+    params = model.parameters()
+    compiled = compile_graph(total, leaves=params)
+    compiled.forward()
+    compiled.backward()  # warm up
+    start = time.perf_counter()
+    for _ in range(steps):
+        compiled.forward()
+        compiled.backward()
+        compiled.sgd_step(0.1)
+    return (time.perf_counter() - start) / steps
+
+
+def w4(name: str, n: int = 200_000) -> float:
+    """Wide sum: the sum of n products a_i * b_i, built left to right; backward."""
+    Value, _ = engine(name)
+    rng = random.Random(0)
+    pairs = [(rng.uniform(-1, 1), rng.uniform(-1, 1)) for _ in range(n)]
+    start = time.perf_counter()
+    total = Value(0.0)
+    for a, b in pairs:
+        total = total + Value(a) * Value(b)
+    total.backward()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    engine_name, workload = sys.argv[1], sys.argv[2]
+    arg = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    if engine_name == "micrograd" and workload == "w4":
+        sys.setrecursionlimit(10**7)  # its recursive topological sort needs it for a 200k chain
+    kwargs = {} if arg is None else {"n": arg}
+    try:
+        if engine_name == "compiled":
+            seconds = w3_compiled()
+        else:
+            seconds = {"w1": w1, "w2": w2, "w3": w3, "w4": w4}[workload](engine_name, **kwargs)
+        result = {"seconds": seconds}
+    except RecursionError:
+        result = {"error": "RecursionError"}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
