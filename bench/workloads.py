@@ -114,15 +114,15 @@ def w3_compiled(steps: int = 20) -> float:
     scores = list(map(model, inputs))
     losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores, strict=True)]
     total = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
-    params = model.parameters()
-    compiled = compile_graph(total, leaves=params)
+    compiled = compile_graph(total)
+    params = compiled.indices(model.parameters())
     compiled.forward()
     compiled.backward()  # warm up
     start = time.perf_counter()
     for _ in range(steps):
         compiled.forward()
         compiled.backward()
-        compiled.sgd_step(0.1)
+        compiled.sgd_step(0.1, params)
     return (time.perf_counter() - start) / steps
 
 

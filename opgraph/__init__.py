@@ -20,6 +20,7 @@ from opgraph.errors import (
     ForwardError,
     GradRuleError,
     GraphError,
+    GraphFileError,
     GraphLimitError,
     GraphMismatchError,
     InputTypeError,
@@ -33,6 +34,8 @@ from opgraph.errors import (
     RuleError,
     UnknownOpError,
 )
+from opgraph.expr import ExpressionError
+from opgraph.fileformat import load, save
 from opgraph.gradcheck import check_op, gradcheck
 from opgraph.graph import Graph
 from opgraph.hookspecs import hookimpl
@@ -44,10 +47,12 @@ __version__ = "0.1.0"
 __all__ = [
     "ArityError",
     "AttributeSpecError",
+    "ExpressionError",
     "ForwardError",
     "GradRuleError",
     "Graph",
     "GraphError",
+    "GraphFileError",
     "GraphLimitError",
     "GraphMismatchError",
     "InputTypeError",
@@ -71,7 +76,9 @@ __all__ = [
     "draw_dot",
     "gradcheck",
     "hookimpl",
+    "load",
     "lookup_op",
+    "save",
     "set_source_tracking",
     "topological_order",
     "track_source",

@@ -16,6 +16,7 @@ interior gradients fed back into the pass) cannot happen. Reset with ``root.zero
 
 from __future__ import annotations
 
+import gc
 import math
 import numbers
 import os
@@ -584,8 +585,21 @@ def _grad_failed(node: Value, exc: BaseException) -> GradRuleError:
 def backward(root: Value) -> None:
     """Backpropagate from ``root``: computed nodes get d root / d node, leaves add it. Iterative.
 
-    `topological_order` and the zeroing of `backward_over` fused into one walk.
+    `topological_order` and the zeroing of `backward_over` fused into one walk. Python's cyclic
+    garbage collector is paused meanwhile: the pass makes no reference cycles, but its many
+    small allocations would otherwise set off full collections over the whole graph.
     """
+    if gc.isenabled():
+        gc.disable()
+        try:
+            _backward(root)
+        finally:
+            gc.enable()
+    else:
+        _backward(root)
+
+
+def _backward(root: Value) -> None:
     order: list[Value] = []
     saved: list[tuple[Value, float]] = []
     seen = {root}

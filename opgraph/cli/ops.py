@@ -6,7 +6,8 @@ import typer
 
 from opgraph.cli.common import console, fail, friendly_errors, print_json
 
-app = typer.Typer(help="The installed ops, and checks of their gradient rules.")
+app = typer.Typer(help="The installed ops, and checks of their gradient rules.",
+                  rich_markup_mode=None)
 
 
 def _registry():

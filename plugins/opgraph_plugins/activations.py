@@ -45,11 +45,37 @@ def _relu_grad(x, out):
     return (1.0 if out > 0 else 0.0,)
 
 
+def _np():
+    import numpy  # imported on first use: plain Value arithmetic never needs numpy
+
+    return numpy
+
+
+def _vtanh(x):
+    return _np().tanh(x)
+
+
+def _vsigmoid(x):
+    np = _np()
+    e = np.exp(-np.abs(x))  # never overflows
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _vrelu(x):
+    return _np().maximum(x, 0.0)
+
+
+def _vrelu_grad(x, out):
+    return ((out > 0).astype(float),)
+
+
 @hookimpl
 def opgraph_register_ops():
     """tanh, sigmoid and relu, numerically stable at any input."""
     return [
-        OpDef("tanh", 1, _tanh, _tanh_grad, doc="hyperbolic tangent"),
-        OpDef("sigmoid", 1, _sigmoid, _sigmoid_grad, doc="1 / (1 + e ** -x)"),
-        OpDef("relu", 1, _relu, _relu_grad, doc="max(0, x)"),
+        OpDef("tanh", 1, _tanh, _tanh_grad, doc="hyperbolic tangent",
+              vforward=_vtanh, vgrad=_tanh_grad),
+        OpDef("sigmoid", 1, _sigmoid, _sigmoid_grad, doc="1 / (1 + e ** -x)",
+              vforward=_vsigmoid, vgrad=_sigmoid_grad),
+        OpDef("relu", 1, _relu, _relu_grad, doc="max(0, x)", vforward=_vrelu, vgrad=_vrelu_grad),
     ]

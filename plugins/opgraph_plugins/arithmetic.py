@@ -48,7 +48,7 @@ def _neg_grad(a, out):
 
 
 def _pow(x, y):
-    out = x**y
+    out = float(x) ** y  # floats: an int base must not start a huge exact integer power
     if isinstance(out, complex):
         raise ValueError(f"negative base {x!r} to the non-integer power {y!r}")
     return out
@@ -67,7 +67,7 @@ def _pow_grad(x, y, out):
 
 
 def _pow_const(x, exponent):
-    out = x**exponent
+    out = float(x) ** exponent
     if isinstance(out, complex):
         raise ValueError(f"negative base {x!r} to the non-integer power {exponent!r}")
     return out
@@ -79,19 +79,58 @@ def _pow_const_grad(x, out, exponent):
     return (exponent * x ** (exponent - 1),)
 
 
+# Vectorised kernels for the compiled executor: the same rules over numpy arrays. A gradient
+# may be a plain number where it does not depend on the inputs; it is broadcast.
+
+
+def _np():
+    import numpy  # imported on first use: plain Value arithmetic never needs numpy
+
+    return numpy
+
+
+def _vdiv_grad(a, b, out):
+    return (1.0 / b, -out / b)
+
+
+def _vpow(x, y):
+    return _np().power(x, y)
+
+
+def _vpow_grad(x, y, out):
+    np = _np()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dy = np.where(out == 0, 0.0, out * np.log(np.where(x > 0, x, np.nan)))
+    return (y * np.power(x, y - 1), dy)
+
+
+def _vpow_const(x, exponent):
+    return _np().power(x, exponent)
+
+
+def _vpow_const_grad(x, out, exponent):
+    return (exponent * _np().power(x, exponent - 1),)
+
+
 @hookimpl
 def opgraph_register_ops():
     """The arithmetic ops behind ``+ - * / **`` and unary minus."""
     return [
-        OpDef("add", 2, _add, _add_grad, symbol="+", doc="a + b"),
-        OpDef("sub", 2, _sub, _sub_grad, symbol="-", doc="a - b"),
-        OpDef("mul", 2, _mul, _mul_grad, symbol="*", doc="a * b"),
+        # The scalar rules of add, sub, mul and neg work on arrays unchanged.
+        OpDef("add", 2, _add, _add_grad, symbol="+", doc="a + b",
+              vforward=_add, vgrad=_add_grad),
+        OpDef("sub", 2, _sub, _sub_grad, symbol="-", doc="a - b",
+              vforward=_sub, vgrad=_sub_grad),
+        OpDef("mul", 2, _mul, _mul_grad, symbol="*", doc="a * b",
+              vforward=_mul, vgrad=_mul_grad),
         OpDef("div", 2, _div, _div_grad, symbol="/", doc="a / b",
-              domain=((-3.0, 3.0), (0.5, 3.0))),
-        OpDef("neg", 1, _neg, _neg_grad, symbol="neg", doc="-a"),
+              domain=((-3.0, 3.0), (0.5, 3.0)), vforward=_div, vgrad=_vdiv_grad),
+        OpDef("neg", 1, _neg, _neg_grad, symbol="neg", doc="-a",
+              vforward=_neg, vgrad=_neg_grad),
         OpDef("pow", 2, _pow, _pow_grad, symbol="**", doc="x ** y, with y a value",
-              domain=((0.2, 3.0), (-2.0, 2.0))),
+              domain=((0.2, 3.0), (-2.0, 2.0)), vforward=_vpow, vgrad=_vpow_grad),
         OpDef("pow_const", 1, _pow_const, _pow_const_grad, symbol="**{exponent}",
               doc="x ** exponent, with a constant exponent", attrs=("exponent",),
-              domain=((0.2, 3.0),), sample_attrs={"exponent": 2.5}),
+              domain=((0.2, 3.0),), sample_attrs={"exponent": 2.5},
+              vforward=_vpow_const, vgrad=_vpow_const_grad),
     ]

@@ -30,11 +30,35 @@ def _log_grad(x, out):
     return (math.inf if x == 0 else 1.0 / x,)
 
 
+def _np():
+    import numpy  # imported on first use: plain Value arithmetic never needs numpy
+
+    return numpy
+
+
+def _vexp(x):
+    np = _np()
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
+def _vlog(x):
+    np = _np()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(x)
+
+
+def _vlog_grad(x, out):
+    np = _np()
+    with np.errstate(divide="ignore"):
+        return (1.0 / x,)
+
+
 @hookimpl
 def opgraph_register_ops():
     """exp and log."""
     return [
-        OpDef("exp", 1, _exp, _exp_grad, doc="e ** x"),
+        OpDef("exp", 1, _exp, _exp_grad, doc="e ** x", vforward=_vexp, vgrad=_exp_grad),
         OpDef("log", 1, _log, _log_grad, doc="natural logarithm of x (x >= 0)",
-              domain=((0.1, 5.0),)),
+              domain=((0.1, 5.0),), vforward=_vlog, vgrad=_vlog_grad),
     ]

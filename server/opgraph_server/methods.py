@@ -160,11 +160,7 @@ def translate(exc: BaseException) -> RpcError:
     if isinstance(exc, RpcError):
         return exc
     from opgraph.errors import GraphFileError
-
-    try:
-        from opgraph.expr import ExpressionError
-    except ImportError:  # pragma: no cover
-        ExpressionError = ()  # type: ignore[assignment]
+    from opgraph.expr import ExpressionError
     table: list[tuple[Any, str]] = [
         (UnknownOpError, "unknown_op"),
         (NodeNotFoundError, "unknown_node"),
@@ -181,7 +177,7 @@ def translate(exc: BaseException) -> RpcError:
         (OpgraphError, "invalid_params"),
     ]
     for kind, name in table:
-        if kind and isinstance(exc, kind):
+        if isinstance(exc, kind):
             return RpcError(name, str(exc))
     return RpcError("internal_error", f"{type(exc).__name__}: {exc}")
 
@@ -512,7 +508,7 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
 
     entry = call.entry(graph)
     expression = call.text(expression, "expression", max_length=expr.MAX_LENGTH)
-    bindings = {} if bindings is None else bindings
+    bindings = {} if bindings in (None, []) else bindings  # Neovim sends {} as []
     if not isinstance(bindings, dict) or not all(isinstance(k, str) for k in bindings):
         raise call.invalid(f"bindings must be a map of names, got {_kind(bindings)}")
     label = call.text(label, "label", max_length=10_000)
@@ -685,29 +681,4 @@ async def graph_unsubscribe(call: Call, graph: Any) -> dict[str, Any]:
     entry.subscribers.discard(call.session)
     call.session.subscriptions.discard(entry.name)
     return {"graph": entry.name, "version": entry.graph.version}
-
-
-def split_params(spec: MethodSpec, params: list[Any]) -> tuple[list[Any], dict[str, Any]]:
-    """Positional arguments and options from ``params``, checked against ``spec``."""
-    args = list(params)
-    options: dict[str, Any] = {}
-    most = len(spec.required) + len(spec.optional)
-    # A trailing map past every positional slot is the options map.
-    takes_options = bool(spec.options) or spec.any_option
-    if takes_options and len(args) > most and isinstance(args[-1], dict):
-        options = args.pop()
-    if len(args) < len(spec.required) or len(args) > most:
-        wanted = ", ".join(spec.required + tuple(f"[{o}]" for o in spec.optional))
-        raise RpcError("invalid_params",
-                       f"{spec.name} takes ({wanted}{', [options]' if spec.options else ''}); "
-                       f"got {len(params)} parameter{'s' * (len(params) != 1)}")
-    if not all(isinstance(k, str) for k in options):
-        raise RpcError("invalid_params", f"{spec.name}: option names must be strings")
-    unknown = sorted(set(options) - spec.options)
-    if unknown and not spec.any_option:
-        allowed = ", ".join(sorted(spec.options)) or "none"
-        raise RpcError("invalid_params",
-                       f"{spec.name}: unknown option{'s' * (len(unknown) > 1)} {unknown}; "
-                       f"allowed: {allowed}")
-    return args, options
 

@@ -1,0 +1,91 @@
+"""Benchmarks against micrograd, side by side in one run: ``make bench`` (or python bench/run.py).
+
+Each measurement runs in a fresh process (so one engine's garbage never slows the other),
+``--repeat`` times; the table shows medians, the spread (min-max) and the ratio
+micrograd / opgraph (above 1: opgraph is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# (row label, workload, argument, engines)
+ROWS = [
+    ("W1 seed neuron x20,000", "w1", None, ("micrograd", "opgraph")),
+    ("W2 deep chain N=1,000", "w2", 1_000, ("micrograd", "opgraph")),
+    ("W2 deep chain N=100,000", "w2", 100_000, ("micrograd", "opgraph")),
+    ("W2 deep chain N=1,000,000", "w2", 1_000_000, ("micrograd", "opgraph")),
+    ("W3 moons step (eager)", "w3", None, ("micrograd", "opgraph")),
+    ("W3 moons step (compiled)", "w3", None, ("micrograd", "compiled")),
+    ("W4 wide sum of 200,000 products", "w4", None, ("micrograd", "opgraph")),
+]
+
+
+def measure(engine: str, workload: str, arg: int | None, repeat: int) -> dict:
+    """Median seconds, spread and peak memory of ``repeat`` fresh-process runs."""
+    runs = []
+    for _ in range(repeat):
+        cmd = [sys.executable, str(HERE / "workloads.py"), engine, workload]
+        if arg is not None:
+            cmd.append(str(arg))
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if "error" in runs[-1]:
+            return {"error": runs[-1]["error"], "rss": runs[-1]["peak_rss_mb"]}
+    seconds = [r["seconds"] for r in runs]
+    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),
+            "rss": max(r["peak_rss_mb"] for r in runs)}
+
+
+def fmt_time(result: dict) -> str:
+    if "error" in result:
+        return f"fails: {result['error']}"
+    m = result["median"]
+    unit, scale = ("ms", 1e3) if m < 1 else ("s", 1)
+    return (f"{m * scale:.3g} {unit} ({result['min'] * scale:.3g}-"
+            f"{result['max'] * scale:.3g})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per cell")
+    parser.add_argument("--only", help="run only rows whose label contains this text")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, {platform.platform()}")
+    print("times: median of", args.repeat, "fresh-process runs (min-max); ratio = "
+          "micrograd / opgraph; memory: peak RSS of the process, MB\n")
+    header = f"{'workload':34} {'micrograd 0.1.0':>26} {'opgraph':>26} {'ratio':>7} {'RSS':>13}"
+    print(header)
+    print("-" * len(header))
+    results = []
+    for label, workload, arg, (ref, ours) in ROWS:
+        if args.only and args.only not in label:
+            continue
+        a = measure(ref, workload, arg, args.repeat)
+        b = measure(ours, workload, arg, args.repeat)
+        ratio = (f"{a['median'] / b['median']:.1f}x" if "median" in a and "median" in b
+                 else "-")
+        rss = f"{a['rss']:.0f}/{b['rss']:.0f}"
+        print(f"{label:34} {fmt_time(a):>26} {fmt_time(b):>26} {ratio:>7} {rss:>13}",
+              flush=True)
+        results.append({"workload": label, "micrograd": a, "opgraph": b, "engine": ours})
+    print("\nmicrograd runs at Python's default recursion limit, except W4, which needs "
+          "sys.setrecursionlimit(10**7) for its recursive topological sort.")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The compiled executor: a graph of fixed structure re-run with new leaf values, in numpy.
+
+Training loops rebuild the same graph every step only to change a few numbers. `compile_graph`
+takes the graph once: networkx gives its topological generations (nodes whose inputs are all
+in earlier generations), the nodes of each generation are grouped by op, and each group runs as
+one call of the op's vectorised kernel (`OpDef.vforward` / `OpDef.vgrad`) over numpy arrays of
+all node values. An op without kernels runs its scalar rules node by node, so plugin ops work
+too, only slower. Results equal the eager engine's to rounding (the tests hold them to 1e-12).
+
+    compiled = compile_graph(loss)
+    for step in range(100):
+        compiled.forward()
+        compiled.backward()
+        compiled.sgd_step(0.1, model.parameters())
+    compiled.write_back()   # data and grad back into the Value objects
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from opgraph import engine
+from opgraph.engine import Value
+from opgraph.errors import GraphMismatchError, InputTypeError
+from opgraph.opdef import OpDef
+
+
+@dataclass
+class _Group:
+    """Nodes of one generation computed by one op with the same attributes."""
+
+    op: OpDef
+    attrs: dict[str, Any]
+    out: np.ndarray  # positions of the nodes
+    ins: list[np.ndarray]  # positions of each input slot, aligned with ``out``
+    unique: list[bool]  # whether each input slot's positions are free of repeats
+
+    @property
+    def vectorised(self) -> bool:
+        return self.op.vforward is not None and self.op.vgrad is not None
+
+
+class CompiledGraph:
+    """The graph under ``root``, compiled; see `compile_graph`."""
+
+    def __init__(self, root: Value) -> None:
+        if not isinstance(root, Value):
+            raise InputTypeError(f"compile_graph: expected a Value, got {type(root).__name__}")
+        self.root = root
+        self.nodes: list[Value] = engine.topological_order(root)
+        self.position = {node: i for i, node in enumerate(self.nodes)}
+        self.values = np.array([float(v.data) for v in self.nodes], dtype=np.float64)
+        self.grads = np.zeros(len(self.nodes), dtype=np.float64)
+        self.groups: list[_Group] = self._group()
+        self._root_index = self.position[root]
+
+    def _group(self) -> list[_Group]:
+        g = nx.DiGraph()
+        g.add_nodes_from(range(len(self.nodes)))
+        position = self.position
+        g.add_edges_from(
+            (position[i], position[v]) for v in self.nodes for i in v._inputs
+        )
+        groups: list[_Group] = []
+        for generation in nx.topological_generations(g):
+            by_op: dict[tuple[int, tuple], list[int]] = {}
+            for index in sorted(generation):
+                node = self.nodes[index]
+                if node._opdef is None:
+                    continue
+                attrs = tuple(sorted((node._attrs or {}).items()))
+                by_op.setdefault((id(node._opdef), attrs), []).append(index)
+            for members in by_op.values():
+                first = self.nodes[members[0]]
+                ins = [np.array([position[self.nodes[m]._inputs[k]] for m in members],
+                                dtype=np.intp) for k in range(first._opdef.arity)]
+                groups.append(_Group(
+                    op=first._opdef, attrs=dict(first._attrs or {}),
+                    out=np.array(members, dtype=np.intp), ins=ins,
+                    unique=[len(np.unique(i)) == len(i) for i in ins],
+                ))
+        return groups
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    # --- leaves ---------------------------------------------------------------------------
+
+    def index(self, value: Value) -> int:
+        """The position of ``value`` in this compiled graph."""
+        try:
+            return self.position[value]
+        except KeyError:
+            raise GraphMismatchError(f"{engine.describe(value)} is not in this compiled graph") \
+                from None
+
+    def indices(self, values: Iterable[Value]) -> np.ndarray:
+        """Positions of ``values``, as an index array."""
+        return np.array([self.index(v) for v in values], dtype=np.intp)
+
+    def set(self, leaves: Sequence[Value], data: Sequence[float] | np.ndarray) -> None:
+        """Give ``leaves`` new data (call `forward` next)."""
+        idx = self.indices(leaves)
+        for i in idx:
+            if self.nodes[i]._opdef is not None:
+                raise InputTypeError(f"{engine.describe(self.nodes[i])} is not a leaf")
+        self.values[idx] = np.asarray(data, dtype=np.float64)
+
+    def data(self, value: Value) -> float:
+        """The current data of ``value``."""
+        return float(self.values[self.index(value)])
+
+    def grad(self, value: Value) -> float:
+        """The gradient of the root with respect to ``value`` after `backward`."""
+        return float(self.grads[self.index(value)])
+
+    # --- passes ---------------------------------------------------------------------------
+
+    def forward(self) -> float:
+        """Recompute every node from the leaves; returns the root's data."""
+        values = self.values
+        for group in self.groups:
+            op, attrs = group.op, group.attrs
+            if group.vectorised:
+                values[group.out] = op.vforward(*[values[i] for i in group.ins], **attrs)
+            else:
+                args = [values[i].tolist() for i in group.ins]
+                values[group.out] = [op.forward(*xs, **attrs) for xs in zip(*args, strict=True)]
+        return float(values[self._root_index])
+
+    def backward(self) -> np.ndarray:
+        """Gradients of the root with respect to every node (fresh, not accumulated)."""
+        values, grads = self.values, self.grads
+        grads.fill(0.0)
+        grads[self._root_index] = 1.0
+        for group in reversed(self.groups):
+            op, attrs = group.op, group.attrs
+            g = grads[group.out]
+            ins = [values[i] for i in group.ins]
+            if group.vectorised:
+                local = op.vgrad(*ins, values[group.out], **attrs)
+            else:
+                rows = [op.grad(*xs, out, **attrs) for *xs, out in
+                        zip(*[i.tolist() for i in ins], values[group.out].tolist(),
+                            strict=True)]
+                local = list(zip(*rows, strict=True)) if rows else []
+            for idx, unique, partial in zip(group.ins, group.unique, local, strict=True):
+                contribution = g * partial
+                if unique:
+                    grads[idx] += contribution
+                else:
+                    np.add.at(grads, idx, np.broadcast_to(contribution, idx.shape))
+        return grads
+
+    def sgd_step(self, lr: float, parameters: Iterable[Value] | np.ndarray | None = None) -> None:
+        """``data -= lr * grad`` for ``parameters`` (Values or positions; default every leaf)."""
+        if parameters is None:
+            idx = self._leaf_positions()
+        elif isinstance(parameters, np.ndarray):
+            idx = parameters
+        else:
+            idx = self.indices(parameters)
+        self.values[idx] -= lr * self.grads[idx]
+
+    def _leaf_positions(self) -> np.ndarray:
+        cached = getattr(self, "_leaves", None)
+        if cached is None:
+            cached = self._leaves = np.array(
+                [i for i, v in enumerate(self.nodes) if v._opdef is None], dtype=np.intp)
+        return cached
+
+    def write_back(self) -> None:
+        """Copy data and gradients into the `Value` objects."""
+        for node, data, grad in zip(self.nodes, self.values.tolist(), self.grads.tolist(),
+                                    strict=True):
+            node.data = data
+            node.grad = grad
+
+
+def compile_graph(root: Value) -> CompiledGraph:
+    """Compile the graph under ``root`` for repeated forward and backward passes."""
+    return CompiledGraph(root)
