@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import math
 import numbers
+import operator
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -569,6 +570,29 @@ def _propagate(order: Sequence[Value], saved: list[tuple[Value, float]], root: V
         for value, before in saved:
             value.grad = before
         raise _grad_failed(node, exc) from exc
+    if not _FLOAT_TYPES.issuperset(map(type, map(_grad_of, order))):
+        culprit = _non_number_rule(order)  # the slow path, only when something is off
+        if culprit is not None:
+            for value, before in saved:
+                value.grad = before
+            raise _grad_failed(*culprit)
+
+
+_FLOAT_TYPES = frozenset((float, int))
+_grad_of = operator.attrgetter("grad")
+
+
+def _non_number_rule(order: Sequence[Value]) -> tuple[Value, Exception] | None:
+    """The first node whose gradient rule returns something that is not a real number."""
+    for node in order:
+        op = node._opdef
+        if op is None:
+            continue
+        local = op.grad(*[v.data for v in node._inputs], node.data, **(node._attrs or {}))
+        for d in local:
+            if isinstance(d, bool) or not isinstance(d, numbers.Real):
+                return node, TypeError(f"it returned {type(d).__name__} {d!r}, not a real number")
+    return None
 
 
 def _grad_failed(node: Value, exc: BaseException) -> GradRuleError:

@@ -126,6 +126,12 @@ class Graph:
         opdef = engine.lookup_op(op)
         label = _label(label)  # checked before the node exists: a failed op adds nothing
         location = _source(source) if source is not None else None
+        if not isinstance(inputs, Sequence) or isinstance(inputs, str | bytes):
+            raise GraphError(f"op {op!r}: inputs must be a list of node ids, got "
+                             f"{type(inputs).__name__} {inputs!r}")
+        if attrs is not None and not isinstance(attrs, Mapping):
+            raise GraphError(f"op {op!r}: attributes must be a mapping, got "
+                             f"{type(attrs).__name__} {attrs!r}")
         values = [self._resolve(i, f"input {n} of op {op!r}") for n, i in enumerate(inputs)]
         self._reserve(1)
         node = engine.apply_op(opdef, values, dict(attrs or {}))  # joins this graph

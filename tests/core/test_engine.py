@@ -303,6 +303,21 @@ def test_backward_visits_each_node_once():
     assert nodes[-1] is y and nodes.index(x) < nodes.index(y)
 
 
+def test_topological_order_puts_inputs_first():
+    a = Value(1.0, label="a")
+    b = a * 2
+    c = Value(3.0, label="c")  # a leaf made after a computed node
+    d = (b + c) * (c - a) + b.tanh()
+    e = Value(0.5) + d * d
+    order = opgraph.topological_order(e)
+    position = {id(n): i for i, n in enumerate(order)}
+    assert len(position) == len(order) == 12
+    assert order[-1] is e
+    for n in order:
+        for child in n.inputs:
+            assert position[id(child)] < position[id(n)]
+
+
 def _two_layer():
     x, w, b = Value(0.5, label="x"), Value(-1.2, label="w"), Value(0.3, label="b")
     h = (x * w + b).tanh()
@@ -562,6 +577,21 @@ def test_failing_gradient_rule_leaves_grads_unchanged(install_ops, ops_plugin, n
     assert [n.grad for n in nodes] == before
     if name == "raising":
         assert isinstance(err.cause, RuntimeError) and "kaboom" in str(err)
+
+
+@pytest.mark.parametrize("bad", [complex(2.0, 1.0), [2.0], (2.0,)], ids=["complex", "list",
+                                                                         "tuple"])
+def test_gradient_rule_returning_a_non_number(install_ops, ops_plugin, bad):
+    np = pytest.importorskip("numpy")
+    weird = np.array(bad) if isinstance(bad, list | tuple) else bad
+    install_ops(("odd_grads", ops_plugin(
+        OpDef("oddgrad", 1, lambda x: 2 * x, lambda x, out: (weird,)))))
+    x = Value(1.0, label="x")
+    y = x.oddgrad()
+    with pytest.raises(GradRuleError) as info:
+        y.backward()
+    assert info.value.op == "oddgrad"
+    assert x.grad == 0.0 and type(x.grad) is float
 
 
 # --- source locations -----------------------------------------------------------------------------

@@ -269,7 +269,14 @@ def test_failed_apply_adds_nothing():
         g.apply("pow_const", [0])
     with pytest.raises(ForwardError):
         g.node(0).log()
+    with pytest.raises(GraphError, match="inputs must be a list"):
+        g.apply("neg", 0)
+    with pytest.raises(GraphError, match="inputs must be a list"):
+        g.apply("neg", "0")
+    with pytest.raises(GraphError, match="attributes must be a mapping"):
+        g.apply("pow_const", [0], [("exponent", 2)])
     assert snapshot(g) == before
+    assert g.apply("add", (0, 1)).data == -1.0  # any sequence of ids will do
 
 
 # --- changing leaves and recomputing --------------------------------------------------------------
