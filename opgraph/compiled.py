@@ -26,7 +26,7 @@ import numpy as np
 
 from opgraph import engine
 from opgraph.engine import Value
-from opgraph.errors import GraphMismatchError, InputTypeError
+from opgraph.errors import GraphMismatchError, InputTypeError, NotALeafError
 from opgraph.opdef import OpDef
 
 
@@ -93,6 +93,9 @@ class CompiledGraph:
 
     def index(self, value: Value) -> int:
         """The position of ``value`` in this compiled graph."""
+        if not isinstance(value, Value):
+            raise InputTypeError(f"expected a Value of this compiled graph, got "
+                                 f"{type(value).__name__} {value!r}")
         try:
             return self.position[value]
         except KeyError:
@@ -107,9 +110,18 @@ class CompiledGraph:
         """Give ``leaves`` new data (call `forward` next)."""
         idx = self.indices(leaves)
         for i in idx:
-            if self.nodes[i]._opdef is not None:
-                raise InputTypeError(f"{engine.describe(self.nodes[i])} is not a leaf")
-        self.values[idx] = np.asarray(data, dtype=np.float64)
+            node = self.nodes[i]
+            if node._opdef is not None:
+                raise NotALeafError(f"{engine.describe(node)} is computed by op "
+                                    f"{node._opdef.name!r}; only leaves can be set")
+        try:
+            new = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputTypeError(f"set: expected real numbers, got {data!r}") from None
+        if new.shape != idx.shape:
+            raise ValueError(f"set: {len(idx)} leaves need {len(idx)} numbers, got data of "
+                             f"shape {new.shape}")
+        self.values[idx] = new
 
     def data(self, value: Value) -> float:
         """The current data of ``value``."""

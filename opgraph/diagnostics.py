@@ -51,7 +51,8 @@ def run_diagnostics(graph: Any, registry: Registry | None = None) -> Diagnostics
     from opgraph.analysis import as_graph
 
     graph = as_graph(graph)
-    registry = registry or default_registry()
+    if registry is None:  # not `registry or ...`: a registry with no ops is falsy
+        registry = default_registry()
     result = DiagnosticsResult()
     for plugin, hook in registry.diagnostics_hooks():
         try:

@@ -62,7 +62,8 @@ def draw_dot(
         attrs = {}
         if v in highlight:
             colour, tooltip = highlight[v]
-            attrs = {"color": colour, "style": "filled", "fillcolor": colour, "tooltip": tooltip}
+            # Filled only: an outline in the fill colour would hide the record's field separators.
+            attrs = {"style": "filled", "fillcolor": colour, "tooltip": tooltip}
         dot.node(name=uid, label=record_label(v), shape="record", **attrs)
         if v._opdef is not None:
             dot.node(name=uid + "_op", label=v._op)

@@ -22,7 +22,7 @@ import numbers
 import operator
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -440,8 +440,10 @@ def _unary(op: OpDef, a: Value, attrs: dict[str, Any] | None) -> Value:
     return node if owner is None else _finish(node, owner)
 
 
-def check_attrs(op: OpDef, attrs: dict[str, Any]) -> dict[str, Any] | None:
+def check_attrs(op: OpDef, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
     """Check that ``attrs`` are exactly the op's attributes, with scalar values."""
+    if not attrs and not op.attrs:
+        return None
     given, wanted = set(attrs), set(op.attrs)
     if given != wanted:
         extra, missing = sorted(given - wanted), sorted(wanted - given)
@@ -463,24 +465,39 @@ def check_attrs(op: OpDef, attrs: dict[str, Any]) -> dict[str, Any] | None:
     return dict(attrs) or None
 
 
-def apply_op(op: OpDef, inputs: Sequence[Value], attrs: dict[str, Any] | None = None) -> Value:
-    """Apply the op definition ``op`` to ``inputs`` (all `Value`)."""
+def check_application(
+    op: OpDef, inputs: Sequence[Value], attrs: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Check the number of inputs and the attributes of an application of ``op``.
+
+    Returns the attributes as the engine stores them (None for none).
+    """
     if len(inputs) != op.arity:
         raise ArityError(
             f"op {op.name!r} takes {op.arity} input{'s' * (op.arity != 1)}, got {len(inputs)}"
             + (f": {_describe_inputs(inputs)}" if inputs else "")
         )
-    attrs = check_attrs(op, attrs or {})
-    inputs = tuple(inputs)
-    owner = _owner(inputs, op)
-    datas = [v.data for v in inputs]
+    return check_attrs(op, attrs or {})
+
+
+def compute(op: OpDef, inputs: tuple[Value, ...], attrs: dict[str, Any] | None) -> Value:
+    """A new node: ``op`` over ``inputs``, already checked; joins no graph."""
     try:
-        out = op.forward(*datas, **attrs) if attrs else op.forward(*datas)
+        out = op.forward(*[v.data for v in inputs], **attrs) if attrs else op.forward(
+            *[v.data for v in inputs])
     except Exception as exc:
         raise _forward_failed(op, inputs, exc) from exc
     if type(out) is not float:
         out = _coerce_output(out, op, inputs)
-    node = _new_node(out, op, inputs, attrs)
+    return _new_node(out, op, inputs, attrs)
+
+
+def apply_op(op: OpDef, inputs: Sequence[Value], attrs: Mapping[str, Any] | None = None) -> Value:
+    """Apply the op definition ``op`` to ``inputs`` (all `Value`)."""
+    checked = check_application(op, inputs, attrs)
+    inputs = tuple(inputs)
+    owner = _owner(inputs, op)
+    node = compute(op, inputs, checked)
     return node if owner is None else _finish(node, owner)
 
 
@@ -604,6 +621,23 @@ def _grad_failed(node: Value, exc: BaseException) -> GradRuleError:
     where = f"node {describe(node)} over {_describe_inputs(node._inputs)}"
     return GradRuleError(f"op {name!r} gradient rule failed at {where}: {cause}",
                          op=name, node=describe(node), cause=exc)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector inside the block (if it was running).
+
+    Building or differentiating a big graph makes many objects and no reference cycles; the
+    collector would otherwise run full collections over the whole graph again and again.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def backward(root: Value) -> None:

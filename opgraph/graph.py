@@ -126,27 +126,38 @@ class Graph:
         opdef = engine.lookup_op(op)
         label = _label(label)  # checked before the node exists: a failed op adds nothing
         location = _source(source) if source is not None else None
-        if not isinstance(inputs, Sequence) or isinstance(inputs, str | bytes):
+        if not isinstance(inputs, list | tuple):
             raise GraphError(f"op {op!r}: inputs must be a list of node ids, got "
                              f"{type(inputs).__name__} {inputs!r}")
         if attrs is not None and not isinstance(attrs, Mapping):
             raise GraphError(f"op {op!r}: attributes must be a mapping, got "
                              f"{type(attrs).__name__} {attrs!r}")
-        values = [self._resolve(i, f"input {n} of op {op!r}") for n, i in enumerate(inputs)]
+        values = tuple(self._resolve(i, op, n) for n, i in enumerate(inputs))
+        checked = engine.check_application(opdef, values, attrs)
         self._reserve(1)
-        node = engine.apply_op(opdef, values, dict(attrs or {}))  # joins this graph
-        node.label = label
+        node = engine.compute(opdef, values, checked)
+        self._register(node)
+        if label:
+            node.label = label
         if location is not None:
             node._loc = location
         return node
 
-    def _resolve(self, ref: int | Value, where: str) -> Value:
+    def _resolve(self, ref: int | Value, what: str, index: int | None = None) -> Value:
+        """The node ``ref`` names (an id or one of this graph's values); ``what`` and ``index``
+        say where it was used, for the error message."""
+        if type(ref) is int and 0 <= ref < len(self.nodes):
+            return self.nodes[ref]
+        where = what if index is None else f"input {index} of op {what!r}"
         if isinstance(ref, Value):
             if ref._graph is not self:
                 raise GraphMismatchError(f"{where}: {engine.describe(ref)} is not in graph "
                                          f"{self.name!r}")
             return ref
-        return self.node(ref)
+        try:
+            return self.node(ref)
+        except NodeNotFoundError as exc:
+            raise NodeNotFoundError(f"{where}: {exc}") from None
 
     # --- reading ------------------------------------------------------------------------------
 

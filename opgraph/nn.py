@@ -8,6 +8,7 @@ the same numbers to the last bit.
 
 from __future__ import annotations
 
+import operator
 import random
 from collections.abc import Iterable, Sequence
 
@@ -17,7 +18,25 @@ from opgraph.engine import Value
 def _rng(seed: int | random.Random | None) -> random.Random | None:
     if seed is None or isinstance(seed, random.Random):
         return seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, a random.Random or None, got "
+                        f"{type(seed).__name__} {seed!r}")
     return random.Random(seed)
+
+
+def _size(value: object, what: str) -> int:
+    """``value`` as an int if it is a positive integer, else a TypeError/ValueError naming
+    ``what``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        size = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be a positive int, got {type(value).__name__} "
+                        f"{value!r}") from None
+    if size < 1:
+        raise ValueError(f"{what} must be a positive int, got {size}")
+    return size
 
 
 class Module:
@@ -38,6 +57,7 @@ class Neuron(Module):
 
     def __init__(self, nin: int, nonlin: bool = True,
                  seed: int | random.Random | None = None) -> None:
+        nin = _size(nin, "Neuron: the number of inputs")
         rng = _rng(seed)
         uniform = rng.uniform if rng is not None else random.uniform
         self.w = [Value(uniform(-1, 1)) for _ in range(nin)]
@@ -45,6 +65,8 @@ class Neuron(Module):
         self.nonlin = nonlin
 
     def __call__(self, x: Sequence[Value | float]) -> Value:
+        if len(x) != len(self.w):
+            raise ValueError(f"{self!r} takes {len(self.w)} inputs, got {len(x)}")
         act = self.b
         for wi, xi in zip(self.w, x, strict=True):
             act = act + wi * xi
@@ -63,6 +85,8 @@ class Layer(Module):
 
     def __init__(self, nin: int, nout: int, nonlin: bool = True,
                  seed: int | random.Random | None = None) -> None:
+        nin = _size(nin, "Layer: the number of inputs")
+        nout = _size(nout, "Layer: the number of neurons")
         rng = _rng(seed)
         self.neurons = [Neuron(nin, nonlin, rng) for _ in range(nout)]
 
@@ -87,10 +111,14 @@ class MLP(Module):
 
     def __init__(self, nin: int, nouts: Sequence[int],
                  seed: int | random.Random | None = None) -> None:
-        if nin < 1 or not nouts or any(n < 1 for n in nouts):
-            raise ValueError(f"MLP needs positive sizes, got nin={nin}, nouts={list(nouts)}")
+        if isinstance(nouts, str) or not isinstance(nouts, Sequence):
+            raise TypeError(f"MLP: nouts must be a list of layer sizes, got "
+                            f"{type(nouts).__name__} {nouts!r}")
+        if not nouts:
+            raise ValueError("MLP: nouts must name at least one layer, got []")
+        sizes = [_size(nin, "MLP: the number of inputs"),
+                 *(_size(n, f"MLP: the size of layer {i}") for i, n in enumerate(nouts))]
         rng = _rng(seed)
-        sizes = [nin, *nouts]
         self.layers = [Layer(sizes[i], sizes[i + 1], nonlin=i != len(nouts) - 1, seed=rng)
                        for i in range(len(nouts))]
 

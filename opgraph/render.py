@@ -49,19 +49,47 @@ def _highlights(graph: Graph) -> dict[Value, tuple[str, str]]:
     return marks
 
 
-def summary_dot(graph: Graph, format: str = "svg", rankdir: str = "LR") -> graphviz.Digraph:
-    """One box per (topological generation, op), labelled with its count; edges with counts."""
+def summary_dot(graph: Graph, format: str = "svg", rankdir: str = "LR",
+                max_nodes: int = DEFAULT_MAX_NODES) -> graphviz.Digraph:
+    """One box per (topological generation, op), labelled with its count; edges with counts.
+
+    A leaf is placed in the generation just before its first use (so constants deep in a
+    graph do not all hang off generation 0). When that summary would itself be too big for
+    ``dot`` (more than ``max_nodes`` boxes plus the ranks its edges span, as a deep chain or a
+    value reused at every step gives), it falls back to one box per op.
+    """
     g = to_networkx(graph)
-    group_of: dict[int, tuple[int, str]] = {}
+    gen_of: dict[int, int] = {}
     for gen, members in enumerate(nx.topological_generations(g)):
         for node_id in members:
-            group_of[node_id] = (gen, graph.nodes[node_id].op or "leaf")
+            gen_of[node_id] = gen
+    for node_id in gen_of:
+        if graph.nodes[node_id].op is None and g.out_degree(node_id):
+            gen_of[node_id] = min(gen_of[s] for s in g.successors(node_id)) - 1
+    group_of = {n: (gen_of[n], graph.nodes[n].op or "leaf") for n in gen_of}
     sizes = Counter(group_of.values())
     links = Counter((group_of[a], group_of[b]) for a, b in g.edges)
+    spanned = sum(max(0, abs(b[0] - a[0]) - 1) for a, b in links)
+    by_op = len(sizes) + spanned > max_nodes
     dot = graphviz.Digraph(format="svg" if format == "dot" else format,
                            graph_attr={"rankdir": rankdir, "label": (
-                               f"{graph.name or 'graph'}: {len(graph.nodes)} nodes, "
-                               f"summarised by generation and op"), "labelloc": "t"})
+                               f"{graph.name or 'graph'}: {len(graph.nodes)} nodes, summarised "
+                               f"by {'op' if by_op else 'generation and op'}"),
+                               "labelloc": "t"})
+    if by_op:
+        gens: dict[str, list[int]] = defaultdict(list)
+        for gen, op in sizes:
+            gens[op].append(gen)
+        op_sizes = Counter(op for _, op in group_of.values())
+        op_links = Counter((group_of[a][1], group_of[b][1]) for a, b in g.edges)
+        for op, count in op_sizes.items():
+            lo, hi = min(gens[op]), max(gens[op])
+            where = f"generation {lo}" if lo == hi else f"generations {lo}-{hi}"
+            dot.node(f"op_{op}", label=f"{op} \u00d7{count}\\n{where}",
+                     shape="box" if op == "leaf" else "ellipse")
+        for (a, b), count in op_links.items():
+            dot.edge(f"op_{a}", f"op_{b}", label=str(count) if count > 1 else "")
+        return dot
     names = {group: f"g{group[0]}_{group[1]}" for group in sizes}
     for group, count in sizes.items():
         gen, op = group
@@ -94,7 +122,7 @@ def graph_dot(
                 f"the neighbourhood of node {around} to depth {depth} has {count} nodes, over "
                 f"the drawing limit of {max_nodes}: use a smaller depth"
             )
-        return summary_dot(graph, format, rankdir)
+        return summary_dot(graph, format, rankdir, max_nodes)
     marks = _highlights(graph) if diagnostics else None
     return draw_dot(graph, format, rankdir, nodes=nodes, highlight=marks)
 

@@ -88,6 +88,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from opgraph.errors import RuleError
     from opgraph.expr import ExpressionError, build, parse
     from opgraph.graph import Graph
 
@@ -104,12 +105,22 @@ def plot(
     var = names[0]
     graph = Graph("plot")
     x = graph.leaf(low, var)
-    try:
-        root, _ = build(expression, {**bound, var: x}, graph=graph)
-    except ExpressionError as exc:
-        raise _expression_error(exc) from None
-    xs, ys, dys = [], [], []
     step = (high - low) / (points - 1)
+    root = first_error = None
+    # Build at the first point where the function is defined (log(x) on -5:5 starts at 0.05),
+    # not just at LOW; a failed build leaves the graph as it was.
+    for i in range(points):
+        graph.set(x.id, low + i * step)
+        try:
+            root, _ = build(expression, {**bound, var: x}, graph=graph)
+            break
+        except ExpressionError as exc:
+            first_error = first_error or exc
+            if not isinstance(exc.__cause__, RuleError):
+                break  # not a domain problem: the same at every point
+    if root is None:
+        raise _expression_error(first_error) from None
+    xs, ys, dys = [], [], []
     for i in range(points):
         xv = low + i * step
         try:

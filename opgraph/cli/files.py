@@ -114,10 +114,21 @@ def render(
     graph: str = typer.Option(None, "--graph", help="The graph's name on the server."),
 ) -> None:
     """Draw a graph (or a node's neighbourhood) to SVG, PNG or DOT with graphviz."""
+    from opgraph.draw import FORMATS
     from opgraph.render import format_from_suffix
     from opgraph.render import render as draw
 
-    fmt = format or format_from_suffix(str(output))
+    # Checked before any work: a format or direction that cannot be drawn is bad usage (exit 2).
+    if format is not None and format not in FORMATS:
+        raise typer.BadParameter(f"{format!r} is not one of {', '.join(FORMATS)}",
+                                 param_hint="--format")
+    try:
+        fmt = format or format_from_suffix(str(output))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--output") from None
+    if rankdir not in ("LR", "RL", "TB", "BT"):
+        raise typer.BadParameter(f"{rankdir!r} is not one of LR, RL, TB, BT",
+                                 param_hint="--rankdir")
     g = load_graph(file, connect, graph)
     with progress("drawing") as update:
         update(0, 1)

@@ -67,6 +67,12 @@ def check(
 
     registry = _registry()
     _report_problems(registry)
+    unknown = [name for name in only if name not in registry]
+    if unknown:  # a mistyped --op is bad usage (exit 2), with the registry's suggestion
+        from opgraph.errors import UnknownOpError
+
+        raise typer.BadParameter(str(UnknownOpError(unknown[0], registry.names())),
+                                 param_hint="--op")
     ops = [registry[name] for name in only] if only else list(registry)
     reports = [check_op(op, points=points, seed=seed) for op in ops]
     if json_:

@@ -62,7 +62,7 @@ def _vsigmoid(x):
 
 
 def _vrelu(x):
-    return _np().maximum(x, 0.0)
+    return _np().where(x > 0, x, 0.0)  # as the scalar rule: NaN gives 0
 
 
 def _vrelu_grad(x, out):

@@ -94,22 +94,33 @@ def _vdiv_grad(a, b, out):
 
 
 def _vpow(x, y):
-    return _np().power(x, y)
+    np = _np()
+    with np.errstate(all="ignore"):  # NaN and inf are results here, as in the scalar rule
+        return np.power(x, y)
 
 
 def _vpow_grad(x, y, out):
     np = _np()
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):
+        # As the scalar rule: y * x**(y-1) is 0 where y is 0 (even at x = 0), and d/dy is 0
+        # where the output is 0 and out * log(x) for x > 0.
+        dx = np.where(y == 0, 0.0, y * np.power(x, y - 1))
         dy = np.where(out == 0, 0.0, out * np.log(np.where(x > 0, x, np.nan)))
-    return (y * np.power(x, y - 1), dy)
+    return (dx, dy)
 
 
 def _vpow_const(x, exponent):
-    return _np().power(x, exponent)
+    np = _np()
+    with np.errstate(all="ignore"):
+        return np.power(x, exponent)
 
 
 def _vpow_const_grad(x, out, exponent):
-    return (exponent * _np().power(x, exponent - 1),)
+    np = _np()
+    if exponent == 0:
+        return (0.0,)
+    with np.errstate(all="ignore"):
+        return (exponent * np.power(x, exponent - 1),)
 
 
 @hookimpl

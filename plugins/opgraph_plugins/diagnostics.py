@@ -26,7 +26,8 @@ def _activations(graph):
                 "saturated-tanh", "warning", v.id,
                 f"tanh at {_name(v)} is saturated: output {v.data:.6g}, local gradient "
                 f"{1 - v.data * v.data:.3g}")
-        elif op == "sigmoid" and not SIGMOID_SATURATION < v.data < 1 - SIGMOID_SATURATION:
+        elif op == "sigmoid" and math.isfinite(v.data) and not (
+                SIGMOID_SATURATION < v.data < 1 - SIGMOID_SATURATION):
             yield Diagnostic(
                 "saturated-sigmoid", "warning", v.id,
                 f"sigmoid at {_name(v)} is saturated: output {v.data:.6g}, local gradient "

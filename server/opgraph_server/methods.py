@@ -131,8 +131,26 @@ class Call:
         return value
 
     async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking work in a worker thread, so the event loop keeps answering others."""
-        return await asyncio.to_thread(func, *args)
+        """Run blocking work in a worker thread, so the event loop keeps answering others.
+
+        This is where the request time limit applies: everything else a method does is quick.
+        A thread that runs over is answered with ``limit_exceeded`` and left to finish in the
+        background (its result is dropped).
+        """
+        limit = self.server.limits.request_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await asyncio.to_thread(_without_gc, func, *args)
+        except TimeoutError:
+            raise RpcError("limit_exceeded", f"{self.method} took longer than {limit:g} s") \
+                from None
+
+
+def _without_gc(func: Callable[..., Any], *args: Any) -> Any:
+    """``func(*args)`` with the cyclic garbage collector paused: an analysis of a big graph
+    allocates a lot, and full collections over the graph stall every thread."""
+    with engine.gc_paused():
+        return func(*args)
 
 
 def _kind(value: Any) -> str:
@@ -448,7 +466,8 @@ async def graph_batch(call: Call, graph: Any, steps: Any) -> dict[str, Any]:
         g = entry.graph
         mark = g.checkpoint()
         try:
-            ids = _run_steps(call, g, steps)
+            with engine.gc_paused():
+                ids = _run_steps(call, g, steps)
         except BaseException:
             g.rollback(mark)
             raise
@@ -459,45 +478,51 @@ async def graph_batch(call: Call, graph: Any, steps: Any) -> dict[str, Any]:
 def _run_steps(call: Call, g: Graph, steps: list[Any]) -> list[int]:
     made: list[int] = []
     for k, step in enumerate(steps):
-        where = f"step {k}"
-        if not isinstance(step, dict):
-            raise call.invalid(f"{where} must be a map, got {_kind(step)}")
-        label = call.text(step.get("label", ""), f"{where} label", max_length=10_000)
-        source = _source_option(call, step.get("source"))
+        # Messages are built only on failure: this loop runs once per node of a big batch.
+        if type(step) is not dict:
+            raise call.invalid(f"step {k} must be a map, got {_kind(step)}")
+        label = step.get("label", "")
+        if type(label) is not str:
+            label = call.text(label, f"step {k} label")
+        source = step.get("source")
+        if source is not None:
+            source = _source_option(call, source)
         try:
-            if "leaf" in step:
-                node = g.leaf(call.number(step["leaf"], f"{where} leaf"), label, source=source)
-            elif "op" in step:
+            if "op" in step:
                 raw = step.get("inputs")
-                if not isinstance(raw, list):
-                    raise call.invalid(f"{where} inputs must be a list, got {_kind(raw)}")
-                inputs = [_step_ref(call, r, made, f"{where} input {n}")
+                if type(raw) is not list:
+                    raise call.invalid(f"step {k} inputs must be a list, got {_kind(raw)}")
+                inputs = [r if type(r) is int else _step_ref(call, r, made, k, n)
                           for n, r in enumerate(raw)]
-                attrs = step.get("attrs") or {}
-                if not isinstance(attrs, dict):
-                    raise call.invalid(f"{where} attrs must be a map")
-                node = g.apply(call.text(step["op"], f"{where} op"), inputs, attrs,
-                               label=label, source=source)
+                attrs = step.get("attrs")
+                if attrs is not None and type(attrs) is not dict:
+                    raise call.invalid(f"step {k} attrs must be a map")
+                op = step["op"]
+                if type(op) is not str:
+                    op = call.text(op, f"step {k} op")
+                node = g.apply(op, inputs, attrs, label=label, source=source)
+            elif "leaf" in step:
+                node = g.leaf(call.number(step["leaf"], f"step {k} leaf"), label, source=source)
             else:
-                raise call.invalid(f"{where} needs a 'leaf' or an 'op' key")
+                raise call.invalid(f"step {k} needs a 'leaf' or an 'op' key")
         except RpcError:
             raise
         except OpgraphError as exc:
             error = translate(exc)
-            raise RpcError(error.name, f"graph.batch {where}: {error.message}") from exc
+            raise RpcError(error.name, f"graph.batch step {k}: {error.message}") from exc
         made.append(node._id)  # type: ignore[arg-type]
     return made
 
 
-def _step_ref(call: Call, ref: Any, made: list[int], where: str) -> int:
-    if type(ref) is int:
-        return ref
-    if isinstance(ref, str) and ref.startswith("$") and ref[1:].isdigit():
+def _step_ref(call: Call, ref: Any, made: list[int], step: int, index: int) -> int:
+    """A step's input: a node id, or ``"$k"`` for the node made by step ``k`` of the batch."""
+    if type(ref) is str and ref[:1] == "$" and ref[1:].isdigit():
         k = int(ref[1:])
         if k < len(made):
             return made[k]
-        raise call.invalid(f"{where}: {ref!r} refers to a step that is not before it")
-    raise call.invalid(f"{where} must be a node id or '$k', got {_kind(ref)}")
+        raise call.invalid(f"step {step} input {index}: {ref!r} refers to a step that is "
+                           "not before it")
+    raise call.invalid(f"step {step} input {index} must be a node id or '$k', got {_kind(ref)}")
 
 
 @method("graph.eval", ("graph", "expression"), ("bindings",), options=("label",))

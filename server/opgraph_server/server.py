@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import logging
 import os
+import signal
 import socket
 import stat
 import sys
@@ -24,7 +25,7 @@ from urllib.parse import urlparse
 from opgraph.graph import Graph
 from opgraph_server.errors import RpcError, render_error
 from opgraph_server.limits import Limits
-from opgraph_server.methods import METHODS, Call, split_params, translate
+from opgraph_server.methods import METHODS, Call, translate
 from opgraph_server.protocol import (
     NEED_DATA,
     ConnectionClosed,
@@ -34,6 +35,7 @@ from opgraph_server.protocol import (
     Request,
     Response,
     RpcProtocol,
+    split_params,
 )
 from opgraph_server.store import Entry
 
@@ -98,6 +100,7 @@ class Session:
         self.subscriptions: set[str] = set()
         self.closing = False
         self.closed = False
+        self._out: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<Session {self.peer}>"
@@ -105,7 +108,8 @@ class Session:
     # --- output -------------------------------------------------------------------------
 
     def send(self, event: Response | Notification) -> None:
-        """Queue a message; a client whose unread output passes the limit is disconnected."""
+        """Queue a message. Messages queued in one turn of the event loop go out in one write;
+        a client whose unread output passes the limit is disconnected."""
         if self.closed:
             return
         try:
@@ -117,6 +121,17 @@ class Session:
             else:
                 log.error("dropped an unencodable notification to %s: %s", self.peer, exc)
                 return
+        self._out.append(data)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what `send` queued."""
+        if not self._out or self.closed:
+            self._out.clear()
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
         self.writer.write(data)
         queued = self.writer.transport.get_write_buffer_size()
         if queued > self.server.limits.max_queued_output:
@@ -159,6 +174,7 @@ class Session:
                 if not await self._drain_events():
                     break
             if self.closing and not self.closed:
+                self.flush()
                 with contextlib.suppress(ConnectionError, TimeoutError):
                     await asyncio.wait_for(self.writer.drain(), 5)
         except RemoteProtocolError as exc:
@@ -168,6 +184,7 @@ class Session:
                 self.send(response)
             else:
                 self.send(Notification("error", [self.render(exc.error)]))
+            self.flush()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -288,6 +305,12 @@ class Server:
     async def dispatch(self, session: Session, name: str, params: list[Any]) -> Any:
         """Check and run one method call for ``session``; raises `RpcError`."""
         spec = METHODS.get(name)
+        # With a token, every request before a successful initialize fails, unknown methods
+        # included (so an unauthorised peer learns nothing, not even the method names).
+        if (self.token is not None and not session.initialized
+                and (spec is None or not spec.before_initialize)):
+            raise RpcError("unauthorized", f"{name}: call initialize with the server's "
+                                           "token first")
         if spec is None:
             import difflib
 
@@ -295,18 +318,12 @@ class Server:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise RpcError("method_not_found", f"no method named {name!r}{hint}")
         if not session.initialized and not spec.before_initialize:
-            if self.token is not None:
-                raise RpcError("unauthorized", f"{name}: call initialize with the server's "
-                                               "token first")
             session.initialized = True  # without a token, initialize is optional
-        args, options = split_params(spec, params)
+        allowed = True if spec.any_option else (spec.options or False)
+        args, options = split_params(name, params, spec.required, spec.optional,
+                                     options=allowed)
         call = Call(self, session, name)
-        try:
-            return await asyncio.wait_for(spec.handler(call, *args, **options),
-                                          self.limits.request_timeout)
-        except TimeoutError:
-            raise RpcError("limit_exceeded", f"{name} took longer than "
-                                             f"{self.limits.request_timeout:g} s") from None
+        return await spec.handler(call, *args, **options)
 
     # --- transports ---------------------------------------------------------------------
 
@@ -423,6 +440,9 @@ async def serve(
 
     ``ready`` is called with the list of addresses once listening.
     """
+    # Worker threads (analysis, pictures) hold the GIL in slices of this length; shorter
+    # slices keep small requests answered quickly while a big analysis runs.
+    sys.setswitchinterval(0.001)
     server = Server(limits, token)
     if demo:
         from opgraph_server.demo import neuron
@@ -438,6 +458,10 @@ async def serve(
             await server.listen(url)
         if ready:
             ready(list(server.addresses))
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, stop.set)  # a clean stop: the socket file goes too
+        await stop.wait()
     finally:
         await server.close()

@@ -1,0 +1,473 @@
+"""The compiled executor (opgraph.compiled) against the eager engine.
+
+Forward values and every gradient must equal the eager engine's to 1e-12 relative: on the W3
+moons graph of the benchmark, on random expressions over every default op, and after several
+SGD steps. Then the paths that are easy to get wrong: an input used twice in one vectorised group
+(``np.add.at``), ops without vector kernels (the scalar fallback), `set` then `forward`, and bad
+input.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import types
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from opgraph import (
+    GraphMismatchError,
+    InputTypeError,
+    NotALeafError,
+    OpDef,
+    Value,
+    apply,
+    default_registry,
+    hookimpl,
+    registry,
+    topological_order,
+)
+from opgraph.compiled import CompiledGraph, compile_graph
+from opgraph.datasets import make_moons
+from opgraph.engine import recompute
+from opgraph.nn import MLP, l2, svm_loss
+
+REL = 1e-12
+DEFAULT_PLUGINS = {"arithmetic", "exponential", "activations"}
+DEFAULT_OPS = {"add", "sub", "mul", "div", "neg", "pow", "pow_const", "exp", "log", "tanh",
+               "sigmoid", "relu"}
+
+
+def assert_close(actual, expected, what: str, rel: float = REL, scale=0.0) -> None:
+    """Elementwise ``|a - e| <= rel * max(|a|, |e|, scale)``; zeros must be exact unless a
+    ``scale`` is given."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, (what, a.shape, e.shape)
+    assert np.isfinite(e).all(), f"{what}: the eager numbers are not finite"
+    bound = rel * np.maximum(np.maximum(np.abs(a), np.abs(e)), scale)
+    bad = np.flatnonzero(np.abs(a - e) > bound)
+    assert bad.size == 0, (f"{what}: {bad.size} of {a.size} differ by more than {rel} relative; "
+                           f"first at {bad[0]}: {a[bad[0]]!r} against {e[bad[0]]!r}")
+
+
+def eager_data(nodes) -> np.ndarray:
+    return np.array([float(v.data) for v in nodes])
+
+
+def eager_grads(root: Value, nodes) -> np.ndarray:
+    """d root / d node for every node, by the eager engine (leaves' grads reset first)."""
+    root.zero_grad()
+    root.backward()
+    return np.array([float(v.grad) for v in nodes])
+
+
+def poison(compiled: CompiledGraph) -> None:
+    """Overwrite every computed node's value, so that only `forward` can bring it back."""
+    computed = [i for i, v in enumerate(compiled.nodes) if not v.is_leaf]
+    compiled.values[computed] = np.nan
+
+
+def check_against_eager(root: Value, compiled: CompiledGraph | None = None) -> CompiledGraph:
+    """Compiled forward and backward equal the eager engine's on every node of ``root``."""
+    compiled = compiled or compile_graph(root)
+    nodes = compiled.nodes
+    poison(compiled)
+    value = compiled.forward()
+    assert_close(value, root.data, "root value")
+    assert_close(compiled.values, eager_data(nodes), "forward values")
+    grads = compiled.backward()
+    assert_close(grads, eager_grads(root, nodes), "gradients")
+    assert compiled.grad(root) == 1.0
+    return compiled
+
+
+# --- the W3 moons graph ---------------------------------------------------------------------------
+
+
+def w3_graph(points: int = 100, seed: int = 1337):
+    """The benchmark's W3 step graph (bench/workloads.py), built the same way."""
+    random.seed(seed)
+    model = MLP(2, [16, 16, 1])
+    xs, ys = make_moons(points, noise=0.1, seed=0)
+    inputs = [list(map(Value, row)) for row in xs]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi * si).relu() for yi, si in zip(ys, scores, strict=True)]
+    total = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
+    return total, model
+
+
+def test_w3_forward_and_every_gradient_equal_the_eager_engine() -> None:
+    total, model = w3_graph()
+    compiled = compile_graph(total)
+    assert len(compiled) == 65_818  # the issue's count for this graph
+    assert all(g.vectorised for g in compiled.groups)
+    check_against_eager(total, compiled)
+
+    # new parameters through set(): the compiled passes against eager recomputation
+    rng = np.random.default_rng(0)
+    params = model.parameters()
+    new = rng.uniform(-1, 1, len(params))
+    compiled.set(params, new)
+    for p, d in zip(params, new.tolist(), strict=True):
+        p.data = d
+    recompute(compiled.nodes)  # the eager engine's forward pass, node by node
+    check_against_eager(total, compiled)
+
+
+def test_sgd_steps_equal_the_same_steps_done_eagerly() -> None:
+    steps, points = 6, 20
+    lr = [1.0 - 0.9 * k / 100 for k in range(steps)]
+
+    xs, ys = make_moons(points, noise=0.1, seed=2)
+    eager_model = MLP(2, [16, 16, 1], seed=2)
+    eager_losses = []
+    for k in range(steps):  # eager: a new graph every step, as micrograd's demo does
+        scores = [eager_model(list(x)) for x in xs]
+        loss = svm_loss(scores, ys) + l2(eager_model.parameters(), 1e-4)
+        eager_model.zero_grad()
+        loss.backward()
+        eager_losses.append(loss.data)
+        for p in eager_model.parameters():
+            p.data -= lr[k] * p.grad
+
+    model = MLP(2, [16, 16, 1], seed=2)
+    loss = svm_loss([model(list(x)) for x in xs], ys) + l2(model.parameters(), 1e-4)
+    compiled = compile_graph(loss)
+    params = compiled.indices(model.parameters())
+    compiled_losses = []
+    for k in range(steps):
+        compiled_losses.append(compiled.forward())
+        compiled.backward()
+        compiled.sgd_step(lr[k], params)
+
+    assert_close(compiled_losses, eager_losses, "losses")
+    assert len(set(eager_losses)) == steps  # the parameters really moved
+    assert_close(compiled.values[params], [p.data for p in eager_model.parameters()],
+                 "parameters after the steps")
+    # write_back puts the numbers into the Value objects
+    compiled.write_back()
+    assert_close([p.data for p in model.parameters()],
+                 [p.data for p in eager_model.parameters()], "parameters written back")
+    assert loss.grad == 1.0 and model.parameters()[0].grad == compiled.grad(
+        model.parameters()[0])
+
+
+def test_sgd_step_defaults_to_every_leaf() -> None:
+    x, w = Value(2.0), Value(3.0)
+    y = x * w
+    compiled = compile_graph(y)
+    compiled.forward()
+    compiled.backward()
+    compiled.sgd_step(0.5)
+    assert compiled.data(x) == 2.0 - 0.5 * 3.0 and compiled.data(w) == 3.0 - 0.5 * 2.0
+    compiled.sgd_step(0.1, [x])  # Values work as well as positions
+    assert compiled.data(x) == 0.5 - 0.1 * 3.0 and compiled.data(w) == 2.0
+
+
+# --- random expressions over every default op ---------------------------------------------------
+
+
+def default_ops() -> list[OpDef]:
+    ops = [op for op in default_registry() if op.plugin in DEFAULT_PLUGINS]
+    assert {op.name for op in ops} == DEFAULT_OPS
+    return ops
+
+
+EXPONENTS = [2, 3, 0.5, -1, 2.5, -1.5]
+
+
+def build(ops: list[OpDef], leaves: list[float], steps) -> Value:
+    """An expression from ``steps``: each applies an op to earlier nodes; an input whose data is
+    outside the op's safe domain (``op.interval``: (-3, 3) for ops without one) is replaced by
+    a new leaf at the middle of that domain, shifted. The root sums every step's output."""
+    nodes = [Value(x) for x in leaves]
+    outputs = []
+    for op_index, picks, exponent_index in steps:
+        op = ops[op_index % len(ops)]
+        inputs = []
+        for i, pick in enumerate(picks[:op.arity]):
+            value = nodes[pick % len(nodes)]
+            lo, hi = op.interval(i)
+            if not lo <= value.data <= hi:
+                value = Value(lo + (hi - lo) * (0.3 + 0.4 * (pick % 7) / 6))
+            inputs.append(value)
+        attrs = {"exponent": EXPONENTS[exponent_index]} if op.attrs else {}
+        out = apply(op.name, *inputs, **attrs)
+        nodes.append(out)
+        outputs.append(out)
+    root = outputs[0]
+    for out in outputs[1:]:
+        root = root + out
+    return root
+
+
+@np.errstate(over="ignore", divide="ignore", invalid="ignore")  # an infinite condition is fine
+def conditioning(order: list[Value]) -> tuple[float, np.ndarray]:
+    """``(worst condition number in the graph, gradient scales)``.
+
+    Both engines round differently in the last bit (numpy's tanh and exp against the scalar
+    rules, sums in another order), and an ill-conditioned node turns 1 ulp into much more than
+    1e-12: ``x - tanh(x)`` near 0, or ``d/dy x**y = x**y log(x)`` at an ``x`` near 1 that was
+    itself rounded. So the worst of:
+
+    - a computed node's condition number ``M / |data|``, where ``M`` sums the magnitudes its
+      value is made of (``|a| + |b|`` for ``a + b``, through every op by its local gradients);
+    - how much an op's local gradients move, relative to themselves, when a computed input
+      moves by one part in 1e12 (an exact leaf input moves nothing), times that input's own
+      condition number.
+
+    The gradient scale of a node sums the magnitudes of the contributions to its gradient,
+    which the two engines add up in different orders.
+    """
+    position = {v: i for i, v in enumerate(order)}
+    magnitude = np.zeros(len(order))
+    cond = np.zeros(len(order))  # 0 for exact leaves
+    worst = 1.0
+    for i, v in enumerate(order):
+        if v.is_leaf:
+            magnitude[i] = abs(v.data)
+            continue
+        op, attrs, xs = v._opdef, v.attrs, [x.data for x in v.inputs]
+        local = op.grad(*xs, v.data, **attrs)
+        made_of = sum(abs(d) * magnitude[position[x]] for d, x in zip(local, v.inputs,
+                                                                     strict=True))
+        magnitude[i] = max(abs(v.data), made_of)
+        if magnitude[i] > 0:
+            cond[i] = max(1.0, np.inf if v.data == 0 else magnitude[i] / abs(v.data))
+        for k, x in enumerate(v.inputs):
+            if x.is_leaf:
+                continue
+            moved = list(xs)
+            moved[k] = xs[k] * (1 + 1e-12) if xs[k] != 0 else 1e-300
+            local_moved = op.grad(*moved, op.forward(*moved, **attrs), **attrs)
+            for d, e in zip(local, local_moved, strict=True):
+                if d != e:
+                    change = abs(d - e) / max(abs(d), abs(e)) / 1e-12
+                    cond[i] = max(cond[i], change * max(cond[position[x]], 1.0))
+        worst = max(worst, cond[i])
+    scale = np.zeros(len(order))
+    scale[-1] = 1.0
+    for i in range(len(order) - 1, -1, -1):
+        v = order[i]
+        if not v.is_leaf:
+            local = v._opdef.grad(*[x.data for x in v.inputs], v.data, **v.attrs)
+            for d, x in zip(local, v.inputs, strict=True):
+                scale[position[x]] += scale[i] * abs(d)
+    return worst, scale
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    leaves=st.lists(st.floats(-3, 3, allow_nan=False), min_size=1, max_size=4),
+    steps=st.lists(st.tuples(st.integers(0, 11), st.lists(st.integers(0, 50), min_size=2,
+                                                           max_size=2),
+                             st.integers(0, len(EXPONENTS) - 1)), min_size=1, max_size=30),
+)
+def test_random_expressions_equal_the_eager_engine(leaves, steps) -> None:
+    root = build(default_ops(), leaves, steps)
+    compiled = compile_graph(root)
+    worst, scale = conditioning(compiled.nodes)
+    # safe expressions only: no node so ill-conditioned that 1 ulp becomes 1e-12 (x - x and
+    # the like, where the engines may rightly differ in the last bits of a tiny result)
+    assume(worst < 1e3)
+    poison(compiled)
+    assert_close(compiled.forward(), root.data, "root value")
+    assert_close(compiled.values, eager_data(compiled.nodes), "forward values")
+    # gradients to 1e-12 relative to the sum of the magnitudes that make them up
+    assert_close(compiled.backward(), eager_grads(root, compiled.nodes), "gradients",
+                 scale=scale)
+
+
+def test_one_expression_with_every_default_op_and_attributes() -> None:
+    ops = default_ops()
+    # every op once over the first two leaves, then every op again over the previous results
+    steps = [(i, [0, 1], i % len(EXPONENTS)) for i in range(len(ops))]
+    steps += [(i, [i + 3, 2 * i + 5], (i + 1) % len(EXPONENTS)) for i in range(len(ops))]
+    root = build(ops, [0.7, -1.3, 2.1], steps)
+    compiled = check_against_eager(root)
+    assert {g.op.name for g in compiled.groups} >= DEFAULT_OPS
+    exponents = {g.attrs["exponent"] for g in compiled.groups if g.op.name == "pow_const"}
+    assert len(exponents) > 1  # nodes of one op with different attributes in separate groups
+
+
+# --- repeated inputs: the np.add.at path ---------------------------------------------------------
+
+
+def test_an_input_used_many_times_in_one_group_accumulates_every_use() -> None:
+    x, a, b, c = Value(1.5), Value(-2.0), Value(0.5), Value(3.0)
+    # x*a, x*b, x*c, x*x: one generation, one mul group, x repeated in the first slot;
+    # x*x has x in both slots; tanh(x) and exp(x) use it through unary groups too
+    root = x * a + x * b + x * c + x * x + x.tanh() * x.exp()
+    compiled = compile_graph(root)
+    muls = [g for g in compiled.groups if g.op.name == "mul" and len(g.out) >= 4]
+    assert muls and not muls[0].unique[0], "expected a mul group with x repeated in a slot"
+    check_against_eager(root, compiled)
+    t, e = math.tanh(x.data), math.exp(x.data)
+    expected = a.data + b.data + c.data + 2 * x.data + (1 - t * t) * e + t * e
+    assert_close(compiled.grad(x), expected, "d root / d x, by hand")
+    assert compiled.grad(a) == x.data and compiled.grad(b) == x.data
+
+
+def test_the_w3_graph_uses_the_add_at_path() -> None:
+    total, _ = w3_graph(points=3)
+    compiled = compile_graph(total)
+    assert any(not unique for g in compiled.groups for unique in g.unique)
+    check_against_eager(total, compiled)
+
+
+# --- an op without vector kernels: the scalar fallback ------------------------------------------
+
+
+def _softsign(x):
+    return x / (1.0 + abs(x))
+
+
+def _softsign_grad(x, out):
+    return (1.0 / (1.0 + abs(x)) ** 2,)
+
+
+def _lerp(a, b, t):
+    return a + t * (b - a)
+
+
+def _lerp_grad(a, b, out, t):
+    return (1.0 - t, t)
+
+
+def _hypot(a, b):
+    return (a * a + b * b) ** 0.5
+
+
+def _hypot_grad(a, b, out):
+    return (a / out, b / out)
+
+
+@pytest.fixture
+def scalar_only_ops():
+    """A registry of the installed plugins plus ops without vector kernels, made the default;
+    the previous registry is restored afterwards."""
+
+    @hookimpl
+    def opgraph_register_ops():
+        return [
+            OpDef("softsign", 1, _softsign, _softsign_grad, doc="x / (1 + |x|)"),
+            OpDef("hypot_test", 2, _hypot, _hypot_grad, doc="sqrt(a^2 + b^2)",
+                  domain=((0.5, 3.0), (0.5, 3.0))),
+            OpDef("lerp", 2, _lerp, _lerp_grad, attrs=("t",), sample_attrs={"t": 0.25},
+                  doc="a + t (b - a)"),
+        ]
+
+    plugin = types.SimpleNamespace(opgraph_register_ops=opgraph_register_ops)
+    previous = registry.set_default_registry(registry.default_registry())
+    registry.set_default_registry(registry.build_registry(plugins=[("compiled_test", plugin)]))
+    yield
+    registry.set_default_registry(previous)
+
+
+def test_ops_without_vector_kernels_fall_back_to_their_scalar_rules(scalar_only_ops) -> None:
+    x, y, z = Value(0.8), Value(-1.7), Value(2.4)
+    s = [x.softsign(), y.softsign(), z.softsign()]  # one scalar group of three
+    h = [apply("hypot_test", x, z), apply("hypot_test", x, x)]  # x repeated: add.at, scalar
+    m = [apply("lerp", y, z, t=0.25), apply("lerp", x, y, t=0.75)]  # attributes, two groups
+    root = (s[0] * s[1] + s[2]).tanh() + h[0] * h[1] + m[0] * m[1] + x.softsign() * 2.0
+    compiled = compile_graph(root)
+    fallback = {g.op.name for g in compiled.groups if not g.vectorised}
+    assert fallback == {"softsign", "hypot_test", "lerp"}
+    assert any(not g.vectorised and not all(g.unique) for g in compiled.groups)
+    assert {g.attrs["t"] for g in compiled.groups if g.op.name == "lerp"} == {0.25, 0.75}
+    check_against_eager(root, compiled)
+
+    compiled.set([x, z], [1.1, 0.6])
+    x.data, z.data = 1.1, 0.6
+    recompute(compiled.nodes)
+    check_against_eager(root, compiled)
+
+
+def test_the_registry_is_restored_after_the_plugin_test() -> None:
+    assert "softsign" not in {op.name for op in default_registry()}
+    assert not hasattr(Value, "softsign")
+
+
+# --- set, then forward ---------------------------------------------------------------------------
+
+
+def test_set_leaves_then_forward_equals_a_graph_built_with_those_values() -> None:
+    def expression(a: Value, b: Value, c: Value) -> Value:
+        return ((a * b).tanh() + (c ** 2).exp() / b - a.sigmoid()).relu() + (b - c).relu()
+
+    a, b, c = Value(0.5), Value(1.5), Value(-0.25)
+    root = expression(a, b, c)
+    compiled = compile_graph(root)
+    for new in ([1.25, 0.75, 0.5], np.array([-0.5, 2.0, 0.1]), (0.3, -0.9, 1.2)):
+        compiled.set([a, b, c], new)
+        value = compiled.forward()
+        grads = compiled.backward()
+        fresh = [Value(float(v)) for v in new]
+        expected = expression(*fresh)
+        expected.backward()
+        assert_close(value, expected.data, "root after set")
+        assert_close(grads[compiled.indices([a, b, c])], [v.grad for v in fresh],
+                     "leaf gradients after set")
+        assert compiled.data(a) == float(new[0])
+    # the Value objects are untouched until write_back
+    assert a.data == 0.5
+    compiled.write_back()
+    assert a.data == 0.3 and root.data == compiled.data(root)
+
+
+def test_set_changes_nothing_when_it_refuses() -> None:
+    a, b = Value(1.0), Value(2.0)
+    root = a * b + a
+    compiled = compile_graph(root)
+    before = compiled.values.copy()
+    with pytest.raises(NotALeafError, match="only leaves can be set"):
+        compiled.set([a, root], [5.0, 6.0])
+    with pytest.raises(ValueError, match="2 leaves need 2 numbers, got data of shape"):
+        compiled.set([a, b], [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(compiled.values, before)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [3.0, None, "x", [Value(1.0)]])
+def test_compile_graph_refuses_what_is_not_a_value(bad) -> None:
+    with pytest.raises(InputTypeError, match="compile_graph: expected a Value, got"):
+        compile_graph(bad)
+
+
+def test_bad_arguments_to_a_compiled_graph_get_clear_errors() -> None:
+    a, b = Value(1.0, label="a"), Value(2.0, label="b")
+    s = a * b
+    s.label = "s"
+    compiled = compile_graph(s + 1.0)
+    other = Value(7.0, label="other")
+    with pytest.raises(NotALeafError, match=r"'s' \(data 2.0\) is computed by op 'mul'"):
+        compiled.set([s], [1.0])
+    with pytest.raises(GraphMismatchError, match=r"'other' .* is not in this compiled graph"):
+        compiled.set([other], [1.0])
+    with pytest.raises(GraphMismatchError, match="not in this compiled graph"):
+        compiled.data(other)
+    for not_a_value in (1.0, "a", [a]):
+        with pytest.raises(InputTypeError, match="expected a Value of this compiled graph"):
+            compiled.set([not_a_value], [1.0])
+        with pytest.raises(InputTypeError, match="expected a Value of this compiled graph"):
+            compiled.grad(not_a_value)
+    with pytest.raises(InputTypeError, match="expected a Value of this compiled graph"):
+        compiled.sgd_step(0.1, [a, 2.0])
+    with pytest.raises(InputTypeError, match="set: expected real numbers"):
+        compiled.set([a], ["one"])
+
+
+def test_a_leaf_root_and_a_graph_order_matching_the_engine() -> None:
+    leaf = Value(4.0)
+    compiled = compile_graph(leaf)
+    assert compiled.forward() == 4.0
+    assert compiled.backward().tolist() == [1.0]
+    x = Value(0.3)
+    root = (x * 2.0).tanh() * x
+    assert compile_graph(root).nodes == topological_order(root)
