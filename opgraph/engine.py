@@ -185,7 +185,7 @@ class Value:
     _loc: SourceLocation | None = None
 
     def __init__(self, data: float, label: str = "") -> None:
-        if not _OPS.loaded:
+        if not _OPS:
             _OPS.load()  # so that plugin ops are methods (x.softplus()) from the first value on
         self.data = data if type(data) is float else _check_data(data, "Value(data)")
         self.grad = 0.0
@@ -544,16 +544,16 @@ def backward_over(order: Sequence[Value], root: Value) -> None:
     ``grad`` of every leaf (leaves accumulate, as in PyTorch). If a gradient rule fails, every
     ``grad`` is restored and `GradRuleError` names the op and the node.
     """
-    saved = [(node, node.grad) for node in order]
+    saved = [node.grad for node in order]
     for node in order:
         if node._opdef is not None:
             node.grad = 0.0
     _propagate(order, saved, root)
 
 
-def _propagate(order: Sequence[Value], saved: list[tuple[Value, float]], root: Value) -> None:
+def _propagate(order: Sequence[Value], saved: list[float], root: Value) -> None:
     """The reverse sweep of `backward_over`, computed nodes already zeroed; ``saved`` holds
-    every node's ``grad`` from before, restored if a gradient rule fails."""
+    every node's ``grad`` from before (in ``order``), restored if a gradient rule fails."""
     if root._opdef is None:
         root.grad += 1.0
     else:
@@ -584,15 +584,18 @@ def _propagate(order: Sequence[Value], saved: list[tuple[Value, float]], root: V
                 for v, d in zip(inputs, local, strict=True):
                     v.grad += g * d
     except Exception as exc:
-        for value, before in saved:
-            value.grad = before
+        _restore(order, saved)
         raise _grad_failed(node, exc) from exc
     if not _FLOAT_TYPES.issuperset(map(type, map(_grad_of, order))):
         culprit = _non_number_rule(order)  # the slow path, only when something is off
         if culprit is not None:
-            for value, before in saved:
-                value.grad = before
+            _restore(order, saved)
             raise _grad_failed(*culprit)
+
+
+def _restore(order: Sequence[Value], saved: list[float]) -> None:
+    for value, before in zip(order, saved, strict=True):
+        value.grad = before
 
 
 _FLOAT_TYPES = frozenset((float, int))
@@ -659,7 +662,7 @@ def backward(root: Value) -> None:
 
 def _backward(root: Value) -> None:
     order: list[Value] = []
-    saved: list[tuple[Value, float]] = []
+    saved: list[float] = []
     seen = {root}
     stack = [(root, iter(root._inputs))]
     push, pop, emit, mark, keep = stack.append, stack.pop, order.append, seen.add, saved.append
@@ -673,7 +676,7 @@ def _backward(root: Value) -> None:
         else:
             pop()
             emit(node)
-            keep((node, node.grad))
+            keep(node.grad)
             if node._opdef is not None:
                 node.grad = 0.0
     _propagate(order, saved, root)
