@@ -586,11 +586,13 @@ def _propagate(order: Sequence[Value], saved: list[float], root: Value) -> None:
     except Exception as exc:
         _restore(order, saved)
         raise _grad_failed(node, exc) from exc
-    if not _FLOAT_TYPES.issuperset(map(type, map(_grad_of, order))):
-        culprit = _non_number_rule(order)  # the slow path, only when something is off
+    try:
+        math.fsum(map(_grad_of, order))  # C speed; refuses complex numbers and arrays
+    except (TypeError, ValueError, OverflowError):  # or inf - inf, or an overflow: look closer
+        culprit = _non_number_rule(order)
         if culprit is not None:
             _restore(order, saved)
-            raise _grad_failed(*culprit)
+            raise _grad_failed(*culprit) from None
 
 
 def _restore(order: Sequence[Value], saved: list[float]) -> None:
@@ -598,7 +600,6 @@ def _restore(order: Sequence[Value], saved: list[float]) -> None:
         value.grad = before
 
 
-_FLOAT_TYPES = frozenset((float, int))
 _grad_of = operator.attrgetter("grad")
 
 
@@ -608,7 +609,10 @@ def _non_number_rule(order: Sequence[Value]) -> tuple[Value, Exception] | None:
         op = node._opdef
         if op is None:
             continue
-        local = op.grad(*[v.data for v in node._inputs], node.data, **(node._attrs or {}))
+        try:
+            local = op.grad(*[v.data for v in node._inputs], node.data, **(node._attrs or {}))
+        except Exception:
+            continue  # it ran fine in the pass; nothing to learn from a second failure
         for d in local:
             if isinstance(d, bool) or not isinstance(d, numbers.Real):
                 return node, TypeError(f"it returned {type(d).__name__} {d!r}, not a real number")
