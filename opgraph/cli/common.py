@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -45,8 +46,19 @@ def friendly_errors(func: F) -> F:
 
 
 def print_json(data: Any) -> None:
-    """Print ``data`` as indented JSON on stdout (non-finite floats as null-free strings)."""
-    typer.echo(json.dumps(data, indent=2, default=str, allow_nan=True))
+    """Print ``data`` as indented, strict JSON on stdout: NaN and infinities become the strings
+    ``"nan"``, ``"inf"`` and ``"-inf"`` (strict JSON has no such numbers)."""
+    typer.echo(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return "nan" if data != data else ("inf" if data > 0 else "-inf")
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
 
 
 def console():

@@ -83,6 +83,8 @@ def plot(
     bindings: list[str] = typer.Argument(None, help="Values of other names: a=2 ..."),
 ) -> None:
     """Plot a function and its derivative (from autograd), as the seed plots f(x)."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,6 +130,8 @@ def plot(
             graph.backward(root)
         except Exception:
             continue  # outside the function's domain (log of a negative number, ...)
+        if not (math.isfinite(root.data) and math.isfinite(x.grad)):
+            continue  # a pole, or log(0): nothing to draw there
         xs.append(xv)
         ys.append(root.data)
         dys.append(x.grad)

@@ -1,0 +1,396 @@
+"""Pictures: the seed's draw_dot, SVG/PNG/DOT through the real ``dot``, neighbourhoods,
+summaries of big graphs, diagnostics in colour, and the committed picture of the neuron."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import graphviz
+import pytest
+
+from opgraph import Graph, NodeNotFoundError, Value, draw_dot
+from opgraph.render import (
+    SEVERITY_COLOURS,
+    format_from_suffix,
+    graph_dot,
+    render,
+    summary_dot,
+)
+
+SVG = "{http://www.w3.org/2000/svg}"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parents[2]
+
+# (label, data, grad) of every value of the seed's neuron after o.backward(), as the seed's
+# draw_dot prints them ("%.4f")
+SEED_RECORDS = {
+    ("x1", "2.0000", "-1.5000"),
+    ("w1", "-3.0000", "1.0000"),
+    ("x2", "0.0000", "0.5000"),
+    ("w2", "1.0000", "0.0000"),
+    ("b", "6.8814", "0.5000"),
+    ("x1w1", "-6.0000", "0.5000"),
+    ("x2w2", "0.0000", "0.5000"),
+    ("x1w1 + x2w2", "-6.0000", "0.5000"),
+    ("n", "0.8814", "0.5000"),
+    ("o", "0.7071", "1.0000"),
+}
+
+
+def layout(dot: graphviz.Digraph) -> dict:
+    """The picture as the real ``dot`` lays it out: nodes by name (their attributes) and edges
+    as (tail name, head name)."""
+    laid = json.loads(dot.pipe(format="json0", encoding="utf-8"))
+    objects = laid.get("objects", [])
+    return {
+        "graph": laid,
+        "nodes": {o["name"]: o for o in objects},
+        "edges": {(objects[e["tail"]]["name"], objects[e["head"]]["name"])
+                  for e in laid.get("edges", [])},
+    }
+
+
+def records_of_label(label: str) -> tuple[str, str, str]:
+    match = re.fullmatch(r"\{ (.*) \| data (\S+) \| grad (\S+) \}", label)
+    assert match, label
+    return match.group(1), match.group(2), match.group(3)
+
+
+def svg_records(svg: bytes | str) -> list[tuple[str, ...]]:
+    """The text fields of every record node in an SVG drawn by graphviz."""
+    root = ET.fromstring(svg)
+    found = []
+    for group in root.iter(f"{SVG}g"):
+        if group.get("class") != "node":
+            continue
+        texts = tuple(t.text or "" for t in group.iter(f"{SVG}text"))
+        if len(texts) == 3 and texts[1].startswith("data "):
+            found.append((texts[0].strip(), texts[1][5:], texts[2][5:]))
+    return found
+
+
+def svg_texts(svg: bytes | str) -> list[str]:
+    return [t.text or "" for t in ET.fromstring(svg).iter(f"{SVG}text")]
+
+
+def record_ids(dot: graphviz.Digraph) -> set[int]:
+    """Ids of the value (record) nodes of a picture of a Graph (named ``n<id>``)."""
+    return {int(name[1:]) for name, o in layout(dot)["nodes"].items()
+            if o.get("shape") == "record"}
+
+
+# --- draw_dot, as the seed draws it --------------------------------------------------------------
+
+
+def test_draw_dot_of_the_seed_neuron(neuron: dict[str, Value]) -> None:
+    dot = draw_dot(neuron["o"])
+    assert dot.graph_attr["rankdir"] == "LR"
+    assert "rankdir=LR" in dot.source
+    laid = layout(dot)
+    records = {records_of_label(o["label"]) for o in laid["nodes"].values()
+               if o.get("shape") == "record"}
+    assert records == SEED_RECORDS
+    ops = sorted(o["label"] for o in laid["nodes"].values() if o.get("shape") != "record")
+    assert ops == ["*", "*", "+", "+", "tanh"]
+    # every value's op node points at it; every input points at the op node of its user
+    by_label = {records_of_label(o["label"])[0]: name for name, o in laid["nodes"].items()
+                if o.get("shape") == "record"}
+    for value in neuron.values():
+        if value.inputs:
+            me = by_label[value.label]
+            op_node = next(t for t, h in laid["edges"] if h == me)
+            assert laid["nodes"][op_node]["label"] == value._op
+            assert {t for t, h in laid["edges"] if h == op_node} == {
+                by_label[i.label] for i in value.inputs}
+    assert len(laid["edges"]) == 5 + 9
+
+
+def test_draw_dot_escapes_record_specials() -> None:
+    """A label with record syntax in it shows as written, still one record of three fields."""
+    g = Graph("odd")
+    x = g.leaf(1.0, "a|b {c} <d>")
+    x.tanh()
+    svg = draw_dot(g).pipe(format="svg")
+    assert ("a|b {c} <d>", "1.0000", "0.0000") in svg_records(svg)
+
+
+def test_draw_dot_refuses_bad_arguments(neuron: dict[str, Value]) -> None:
+    with pytest.raises(ValueError, match="format"):
+        draw_dot(neuron["o"], format="gif")
+    with pytest.raises(ValueError, match="rankdir"):
+        draw_dot(neuron["o"], rankdir="XY")
+    with pytest.raises(TypeError, match="expected a Value or a Graph"):
+        draw_dot(42)
+
+
+# --- render: SVG, PNG, DOT ---------------------------------------------------------------------
+
+
+def test_render_svg_has_the_seed_records(neuron: dict[str, Value]) -> None:
+    svg = render(neuron["o"], format="svg")
+    assert svg.lstrip().startswith(b"<?xml")
+    assert set(svg_records(svg)) == SEED_RECORDS
+    assert len(svg_records(svg)) == 10
+    texts = svg_texts(svg)
+    assert sorted(t for t in texts if t in {"+", "*", "tanh"}) == ["*", "*", "+", "+", "tanh"]
+
+
+def test_render_png(neuron: dict[str, Value]) -> None:
+    png = render(neuron["o"], format="png")
+    assert png.startswith(PNG_SIGNATURE)
+    assert png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > height > 0  # left to right: wider than tall
+
+
+def test_render_dot_is_the_source(neuron: dict[str, Value]) -> None:
+    source = render(neuron["o"], format="dot").decode()
+    assert source.startswith("digraph {")
+    assert "rankdir=LR" in source
+    assert source.count("shape=record") == 10
+    assert "{ o | data 0.7071 | grad 1.0000 }" in source
+    # the DOT text is something dot itself accepts, with the same records
+    svg = graphviz.Source(source).pipe(format="svg")
+    assert set(svg_records(svg)) == SEED_RECORDS
+
+
+@pytest.mark.parametrize("rankdir", ["TB", "RL", "BT"])
+def test_render_direction(neuron: dict[str, Value], rankdir: str) -> None:
+    assert f"rankdir={rankdir}" in render(neuron["o"], format="dot", rankdir=rankdir).decode()
+
+
+def test_render_refuses_an_unknown_format(neuron: dict[str, Value]) -> None:
+    with pytest.raises(ValueError, match="format must be one of svg, png, dot"):
+        render(neuron["o"], format="jpeg")
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt"),
+    [("out.svg", "svg"), ("OUT.PNG", "png"), ("g.dot", "dot"), ("g.gv", "dot"),
+     ("picture", "svg"), ("dir.d/picture", "svg")],
+)
+def test_format_from_suffix(path: str, fmt: str) -> None:
+    assert format_from_suffix(path) == fmt
+
+
+def test_format_from_an_unknown_suffix() -> None:
+    with pytest.raises(ValueError, match=r"cannot tell the picture format from 'x\.gif'"):
+        format_from_suffix("x.gif")
+
+
+# --- neighbourhoods and summaries ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("depth", "ids"),
+    [(0, {4}), (1, {2, 3, 4, 5}), (2, {1, 2, 3, 4, 5, 6, 8})],
+)
+def test_neighbourhood_picture(hand: Graph, depth: int, ids: set[int]) -> None:
+    dot = graph_dot(hand, around=4, depth=depth)
+    assert record_ids(dot) == ids
+    edges = layout(dot)["edges"]
+    # edges only between drawn values: inputs outside the neighbourhood are left out
+    shown = {int(t[1:]) for t, _ in edges if not t.endswith("_op")}
+    assert shown <= ids
+    if depth == 1:
+        assert edges == {("n3_op", "n3"), ("n4_op", "n4"), ("n5_op", "n5"),
+                         ("n3", "n4_op"), ("n2", "n4_op"), ("n4", "n5_op")}
+
+
+def test_neighbourhood_svg(hand: Graph) -> None:
+    svg = render(hand, around=4, depth=1)
+    assert {r[0] for r in svg_records(svg)} == {"c", "d", "e", "f"}
+
+
+def test_neighbourhood_of_an_unknown_node(hand: Graph) -> None:
+    with pytest.raises(NodeNotFoundError, match="no node 99"):
+        render(hand, around=99)
+
+
+def test_a_neighbourhood_over_the_limit_is_refused(hand: Graph) -> None:
+    with pytest.raises(ValueError, match=(
+            r"the neighbourhood of node 4 to depth 2 has 7 nodes, over the drawing limit "
+            r"of 5: use a smaller depth")):
+        render(hand, around=4, depth=2, max_nodes=5)
+    assert record_ids(graph_dot(hand, around=4, depth=1, max_nodes=5)) == {2, 3, 4, 5}
+
+
+def layer_graph(width: int = 16, total: bool = False) -> Graph:
+    """An input times ``width`` weights, each through tanh (and with ``total`` summed one by
+    one, as ``sum()`` in a micrograd Neuron does)."""
+    g = Graph("layer")
+    x = g.leaf(0.5, "x")
+    outs = [(x * g.leaf(0.1 * i, f"w{i}")).tanh() for i in range(width)]
+    if total:
+        acc = outs[0]
+        for out in outs[1:]:
+            acc = acc + out
+    return g
+
+
+def test_a_graph_at_the_limit_is_drawn_whole_one_over_is_not(hand: Graph) -> None:
+    assert record_ids(graph_dot(hand, max_nodes=9)) == set(range(9))
+    assert record_ids(graph_dot(hand, max_nodes=8)) == set()
+    assert "9 nodes, summarised" in graph_dot(hand, max_nodes=8).graph_attr["label"]
+
+
+def test_a_graph_over_the_limit_becomes_a_summary() -> None:
+    g = layer_graph()
+    assert len(g) == 1 + 16 * 3
+    dot = graph_dot(g, max_nodes=40)
+    laid = layout(dot)
+    assert not any(o.get("shape") == "record" for o in laid["nodes"].values())
+    labels = {o["label"] for o in laid["nodes"].values()}
+    # the repeated structure, collapsed with counts
+    assert labels == {"leaf ×17\\ngeneration 0", "mul ×16\\ngeneration 1",
+                      "tanh ×16\\ngeneration 2"}
+    assert "49 nodes, summarised by generation and op" in laid["graph"]["label"]
+    svg = render(g, max_nodes=40)
+    assert svg_records(svg) == []
+    assert "tanh ×16" in svg.decode()
+
+
+def test_a_summed_layer_is_summarised_by_op() -> None:
+    """The sum chain pulls edges from generation 2 (every tanh) to each of 15 generations of
+    adds: too long for a summary by generation at this limit, so one box per op."""
+    g = layer_graph(total=True)
+    laid = layout(graph_dot(g, max_nodes=40))
+    assert "64 nodes, summarised by op" in laid["graph"]["label"]
+    assert sorted(o["label"] for o in laid["nodes"].values()) == [
+        "add ×15\\ngenerations 3-17", "leaf ×17\\ngeneration 0", "mul ×16\\ngeneration 1",
+        "tanh ×16\\ngeneration 2"]
+    assert laid["edges"] == {("op_leaf", "op_mul"), ("op_mul", "op_tanh"),
+                             ("op_tanh", "op_add"), ("op_add", "op_add")}
+
+
+def chain(length: int) -> Graph:
+    """x, then alternately times a constant and tanh: every constant is a leaf."""
+    g = Graph("chain")
+    v = g.leaf(0.1, "x")
+    for i in range(length):
+        v = v.tanh() if i % 2 else v * 1.0001
+    return g
+
+
+def test_a_deep_graph_is_summarised_by_op_not_by_generation() -> None:
+    """A chain's summary by generation is as big as the chain (and its constants, all in
+    generation 0, pull edges across the whole picture): it falls back to a box per op."""
+    g = chain(300)
+    dot = summary_dot(g, max_nodes=100)
+    laid = layout(dot)
+    assert "451 nodes, summarised by op" in laid["graph"]["label"]
+    labels = sorted(o["label"] for o in laid["nodes"].values())
+    assert labels == ["leaf ×151\\ngenerations 0-298", "mul ×150\\ngenerations 1-299",
+                      "tanh ×150\\ngenerations 2-300"]
+    assert laid["edges"] == {("op_leaf", "op_mul"), ("op_mul", "op_tanh"),
+                             ("op_tanh", "op_mul")}
+    assert render(g, max_nodes=100).startswith(b"<?xml")
+
+
+def test_a_summary_within_the_limit_keeps_generations_and_short_edges() -> None:
+    """The constants sit next to their use, so no edge spans more than one generation."""
+    g = chain(40)
+    dot = summary_dot(g, max_nodes=400)
+    laid = layout(dot)
+    assert "summarised by generation and op" in laid["graph"]["label"]
+    generation = {name: int(re.search(r"generation (\d+)", o["label"]).group(1))
+                  for name, o in laid["nodes"].items()}
+    assert len(generation) == 40 + 20  # 40 op generations, 20 of leaves (x with the first)
+    assert all(generation[h] - generation[t] == 1 for t, h in laid["edges"])
+
+
+def test_a_big_graph_is_never_piped_to_dot_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    piped: list[str] = []
+    original = graphviz.Digraph.pipe
+
+    def spy(self, *args, **kwargs):
+        piped.append(self.source)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", spy)
+    g = chain(600)
+    for fmt in ("svg", "png"):
+        render(g, format=fmt, max_nodes=50)
+    assert len(piped) == 2
+    for source in piped:
+        assert "shape=record" not in source
+        assert len(re.findall(r"^\s*(?!graph )\w+ \[label=", source, re.M)) <= 50
+
+
+# --- diagnostics in the picture ------------------------------------------------------------------
+
+
+def diagnosed_graph() -> tuple[Graph, dict[str, Value]]:
+    g = Graph("sick")
+    g.leaf(1.0, "spare")  # unused: a hint
+    x = g.leaf(5.0, "x")
+    t = x.tanh()  # saturated: a warning
+    t.label = "t"
+    bad = g.leaf(float("inf"), "bad")
+    s = (t + bad).tanh()  # tanh(inf) = 1 saturated; the sum is not finite: an error and more
+    s.label = "s"
+    fine = g.leaf(0.5, "fine")
+    y = s * fine
+    y.label = "y"
+    g.backward(y)
+    return g, {v.label: v for v in g.nodes if v.label}
+
+
+def test_diagnosed_nodes_carry_a_colour_and_their_codes() -> None:
+    g, v = diagnosed_graph()
+    nodes = layout(graph_dot(g))["nodes"]
+
+    def node(label: str) -> dict:
+        return nodes[f"n{v[label].id}"]
+
+    assert node("spare")["fillcolor"] == SEVERITY_COLOURS["hint"]
+    assert node("spare")["tooltip"].startswith("unused-leaf: ")
+    assert node("t")["fillcolor"] == SEVERITY_COLOURS["warning"]
+    assert node("t")["tooltip"].startswith("saturated-tanh: tanh at 't'")
+    assert node("bad")["fillcolor"] == SEVERITY_COLOURS["error"]
+    assert "non-finite-value" in node("bad")["tooltip"]
+    for label in ("x", "fine", "y"):
+        assert "fillcolor" not in node(label) and "tooltip" not in node(label)
+    assert all(o.get("style") == "filled" for o in nodes.values() if "fillcolor" in o)
+    # filled, with the outline left black: the record's field separators stay visible
+    assert not any("color" in o for o in nodes.values())
+
+
+def test_the_worst_severity_wins_and_every_code_is_in_the_tooltip() -> None:
+    g = Graph("two")
+    x = g.leaf(5.0, "x")
+    t = x.tanh()  # saturated: a warning
+    g.backward(t)
+    t.grad = float("inf")  # and a non-finite gradient: an error
+    node = layout(graph_dot(g))["nodes"][f"n{t.id}"]
+    assert node["fillcolor"] == SEVERITY_COLOURS["error"]
+    assert "saturated-tanh: " in node["tooltip"] and "non-finite-grad: " in node["tooltip"]
+
+
+def test_diagnostics_in_the_svg_and_switched_off() -> None:
+    g, _ = diagnosed_graph()
+    svg = render(g).decode()
+    assert f'fill="{SEVERITY_COLOURS["warning"]}"' in svg
+    assert "saturated&#45;tanh: tanh at &#39;t&#39;" in svg  # the tooltip, as xlink:title
+    plain = render(g, diagnostics=False).decode()
+    assert not any(colour in plain for colour in SEVERITY_COLOURS.values())
+    assert "saturated" not in plain
+    assert svg_records(plain) == svg_records(svg)
+
+
+# --- the committed picture -------------------------------------------------------------------
+
+
+def test_committed_picture_of_the_seed_neuron() -> None:
+    """docs/seed-neuron.svg was drawn by `opgraph render` from the seed's neuron after
+    backward (see the README); it shows every value as a record."""
+    svg = (REPO / "docs" / "seed-neuron.svg").read_bytes()
+    records = svg_records(svg)
+    assert len(records) == 10
+    assert set(records) == SEED_RECORDS
+    ops = sorted(t for t in svg_texts(svg) if t in {"+", "*", "tanh"})
+    assert ops == ["*", "*", "+", "+", "tanh"]
