@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 PROTOCOL_VERSION = 1
 MAX_NAME_LENGTH = 200
+MAX_IDS = 100_000
+"""Node ids per node.get / graph.grads request (as graph.nodes pages at most 100,000)."""
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -53,6 +55,11 @@ class MethodSpec:
     options: frozenset[str]
     before_initialize: bool = False
     any_option: bool = False
+
+    @property
+    def allowed_options(self) -> frozenset[str] | bool:
+        """What `split_params` accepts: True for any option name, False for none."""
+        return True if self.any_option else (self.options or False)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -77,13 +84,15 @@ def method(
     return register
 
 
-@dataclass
 class Call:
     """What a method handler gets: the server, the calling session, and the method's name."""
 
-    server: Server
-    session: Session
-    method: str
+    __slots__ = ("method", "server", "session")
+
+    def __init__(self, server: Server, session: Session, method: str) -> None:
+        self.server = server
+        self.session = session
+        self.method = method
 
     def invalid(self, message: str) -> RpcError:
         """An invalid_params error that names this method."""
@@ -122,12 +131,15 @@ class Call:
         return value
 
     def ids(self, value: Any, what: str = "ids") -> list[int]:
-        """One node id or a list of them."""
+        """One node id or a list of them (at most MAX_IDS: records are built on the loop)."""
         if type(value) is int:
             return [value]
         if not isinstance(value, list) or not all(type(i) is int for i in value):
             raise self.invalid(f"{what} must be a node id or a list of node ids, got "
                                f"{_kind(value)}")
+        if len(value) > MAX_IDS:
+            raise RpcError("limit_exceeded", f"{self.method}: {len(value)} {what}; at most "
+                           f"{MAX_IDS} per request", {"limit": "ids", "max": MAX_IDS})
         return value
 
     async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
@@ -160,16 +172,19 @@ def _kind(value: Any) -> str:
 
 def node_record(value: engine.Value) -> dict[str, Any]:
     """A node as plain data: what ``node.get`` returns for each id."""
+    op = value._opdef
+    attrs = value._attrs
+    loc = value._loc
     return {
         "id": value._id,
-        "op": value.op,
-        "symbol": value._op,
+        "op": None if op is None else op.name,
+        "symbol": "" if op is None else op.format_symbol(attrs),
         "inputs": [i._id for i in value._inputs],
-        "attrs": value.attrs,
+        "attrs": dict(attrs) if attrs else {},
         "data": value.data,
         "grad": value.grad,
         "label": value.label,
-        "source": list(value._loc) if value._loc else None,
+        "source": None if loc is None else [loc[0], loc[1]],
     }
 
 
@@ -428,9 +443,10 @@ async def node_get(call: Call, graph: Any, ids: Any) -> dict[str, Any]:
     """Id, op, inputs, data, grad, label and source of each node."""
     entry = call.entry(graph)
     wanted = call.ids(ids)
-    async with entry.lock.read():
-        g = entry.graph
-        return {"version": g.version, "nodes": [node_record(g.node(i)) for i in wanted]}
+    # No lock: this read runs start to end on the event loop, and every mutation does too
+    # (no method awaits while holding the write lock), so it cannot see half a change.
+    g = entry.graph
+    return {"version": g.version, "nodes": [node_record(g.node(i)) for i in wanted]}
 
 
 @method("graph.nodes", ("graph",), options=("start", "count"))
@@ -610,17 +626,29 @@ async def graph_gradcheck(call: Call, graph: Any, root: Any, eps: Any = 1e-6) ->
     eps = call.number(eps, "eps")
     if not 0 < eps < 1:
         raise call.invalid("eps must be within (0, 1)")
+    limit = call.server.limits.max_gradcheck_leaves
     async with entry.lock.read():
         node = entry.graph.node(root)
-        leaves = sum(1 for v in engine.topological_order(node) if v.is_leaf)
-        limit = call.server.limits.max_gradcheck_leaves
-        if leaves > limit:
-            raise RpcError("limit_exceeded", f"root {root} depends on {leaves} leaves; "
-                                             f"gradcheck checks at most {limit}")
-        report = await call.in_thread(lambda: opgraph.gradcheck(node, eps=eps))
-        return {"ok": report.ok, "root": root, "version": entry.graph.version,
-                "leaves": [_finite(leaf.__dict__) for leaf in report.leaves],
-                "bad_ops": [_finite(b.__dict__) for b in report.bad_ops]}
+        version = entry.graph.version
+        # gradcheck zeroes, sets and restores grads as it goes: on the shared graph other
+        # readers would see that half-done state, and two gradchecks at once could restore
+        # each other's (leaving wrong grads). So it checks a private copy, taken under the lock.
+        copy = await call.in_thread(_copy_for_gradcheck, entry.graph, node, limit)
+    report = await call.in_thread(lambda: opgraph.gradcheck(copy.nodes[root], eps=eps))
+    return {"ok": report.ok, "root": root, "version": version,
+            "leaves": [_finite(leaf.__dict__) for leaf in report.leaves],
+            "bad_ops": [_finite(b.__dict__) for b in report.bad_ops]}
+
+
+def _copy_for_gradcheck(graph: Graph, node: engine.Value, limit: int) -> Graph:
+    """A copy of ``graph`` (same ids) to run gradcheck on, after checking the leaf limit."""
+    from opgraph import fileformat
+
+    leaves = sum(1 for v in engine.topological_order(node) if v.is_leaf)
+    if leaves > limit:
+        raise RpcError("limit_exceeded", f"root {node._id} depends on {leaves} leaves; "
+                                         f"gradcheck checks at most {limit}")
+    return fileformat.from_document(fileformat.to_document(graph))
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

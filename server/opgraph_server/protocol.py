@@ -451,6 +451,8 @@ def split_params(method: str, params: Sequence[Any], required: Sequence[str],
     decoded as UTF-8. Raises `RpcError` ``invalid_params`` naming the method and the argument.
     """
     least, most = len(required), len(required) + len(optional)
+    if len(params) == most == least:  # the common case, checked first: all required, no options
+        return list(params), {}
     names = [*required, *(f"[{name}]" for name in optional)]
     if options is not False:
         names.append("[options]")

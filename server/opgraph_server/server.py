@@ -17,7 +17,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -121,6 +121,14 @@ class Session:
             else:
                 log.error("dropped an unencodable notification to %s: %s", self.peer, exc)
                 return
+        limit = self.server.limits.max_queued_output
+        if len(data) > limit and isinstance(event, Response):
+            # It could never be delivered within the output limit: answer with an error
+            # rather than disconnect a client that may be reading perfectly well.
+            error = RpcError("limit_exceeded", f"the result is {len(data)} bytes, more than "
+                             f"the server's max_queued_output of {limit}",
+                             {"limit": "max_queued_output", "max": limit})
+            data = self.protocol.send(Response(event.msgid, self.render(error), None))
         self._out.append(data)
         if len(self._out) == 1:
             asyncio.get_running_loop().call_soon(self.flush)
@@ -162,17 +170,29 @@ class Session:
     async def run(self, reader: asyncio.StreamReader) -> None:
         """Read, dispatch and answer until the peer leaves, errs, or asks to shut down."""
         limits = self.server.limits
+        loop = asyncio.get_running_loop()
+        started: float | None = None  # when the half-received message, if any, began
         try:
             while not self.closed and not self.closing:
-                timeout = limits.partial_message_timeout if self.protocol.pending_bytes else None
+                # The limit is on the whole message, not on the gap between two reads: a
+                # client dripping a byte now and then must not hold its connection for ever.
+                timeout = None if started is None else max(
+                    0.0, started + limits.partial_message_timeout - loop.time())
                 try:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
                 except TimeoutError:
-                    log.info("%s: half a message for %.0f s; closing", self.peer, timeout)
+                    log.info("%s: half a message for %g s; closing", self.peer,
+                             limits.partial_message_timeout)
                     break
+                before = self.protocol.pending_bytes + len(data)
                 self.protocol.receive_data(data)
                 if not await self._drain_events():
                     break
+                pending = self.protocol.pending_bytes
+                if not pending:
+                    started = None
+                elif started is None or pending < before:  # a new message began in this read
+                    started = loop.time()
             if self.closing and not self.closed:
                 self.flush()
                 with contextlib.suppress(ConnectionError, TimeoutError):
@@ -215,7 +235,7 @@ class Session:
     async def handle(self, request: Request) -> None:
         """Run one request and send its response."""
         try:
-            result = await self.server.dispatch(self, request.method, request.params)
+            result = await self.server.prepare(self, request.method, request.params)
         except Exception as exc:
             error = translate(exc)
             if error.name == "internal_error":
@@ -304,6 +324,13 @@ class Server:
 
     async def dispatch(self, session: Session, name: str, params: list[Any]) -> Any:
         """Check and run one method call for ``session``; raises `RpcError`."""
+        return await self.prepare(session, name, params)
+
+    def prepare(self, session: Session, name: str, params: list[Any]) -> Awaitable[Any]:
+        """Check one method call for ``session`` and return the coroutine that runs it.
+
+        Raises `RpcError` for an unknown method, missing authorisation or bad parameters.
+        """
         spec = METHODS.get(name)
         # With a token, every request before a successful initialize fails, unknown methods
         # included (so an unauthorised peer learns nothing, not even the method names).
@@ -319,11 +346,9 @@ class Server:
             raise RpcError("method_not_found", f"no method named {name!r}{hint}")
         if not session.initialized and not spec.before_initialize:
             session.initialized = True  # without a token, initialize is optional
-        allowed = True if spec.any_option else (spec.options or False)
         args, options = split_params(name, params, spec.required, spec.optional,
-                                     options=allowed)
-        call = Call(self, session, name)
-        return await spec.handler(call, *args, **options)
+                                     options=spec.allowed_options)
+        return spec.handler(Call(self, session, name), *args, **options)
 
     # --- transports ---------------------------------------------------------------------
 
@@ -347,7 +372,11 @@ class Server:
             return
         session = Session(self, writer, peer)
         self.sessions.add(session)
-        await session.run(reader)
+        # A connection's task is cancelled only when the server stops (Ctrl-C). End it quietly:
+        # asyncio's stream callback calls task.exception() on it, which for a cancelled task
+        # logs a traceback per connected client. (Session.run's finally has cleaned up.)
+        with contextlib.suppress(asyncio.CancelledError):
+            await session.run(reader)
 
     async def listen(self, url: str) -> str:
         """Start listening on ``url``; returns the actual address (a port 0 gets a real one)."""

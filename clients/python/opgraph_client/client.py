@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import queue
+import select
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from opgraph_server.protocol import (
     NEED_DATA,
     ConnectionClosed,
     Notification,
+    ProtocolError,
     Request,
     Response,
     RpcProtocol,
@@ -48,6 +50,7 @@ class _Pipes:
     def __init__(self, command: Sequence[str]) -> None:
         self.process = subprocess.Popen(list(command), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=None)
+        self.timeout: float | None = None
 
     def sendall(self, data: bytes) -> None:
         try:
@@ -57,10 +60,15 @@ class _Pipes:
             raise ConnectionLost("the server process closed its input") from exc
 
     def recv(self, size: int) -> bytes:
-        return os.read(self.process.stdout.fileno(), size)  # type: ignore[union-attr]
+        fd = self.process.stdout.fileno()  # type: ignore[union-attr]
+        if self.timeout is not None:
+            ready, _, _ = select.select([fd], [], [], self.timeout)
+            if not ready:
+                raise TimeoutError("timed out")  # as a socket with a timeout does
+        return os.read(fd, size)
 
     def settimeout(self, timeout: float | None) -> None:
-        pass  # pipes block; the timeout is enforced by the reader thread's join
+        self.timeout = timeout
 
     def close(self) -> None:
         for stream in (self.process.stdin, self.process.stdout):
@@ -114,7 +122,9 @@ class Client:
 
     def _open(self, url: Any) -> Any:
         if isinstance(url, _SpawnURL):
-            return _Pipes(url.command)
+            pipes = _Pipes(url.command)
+            pipes.settimeout(self.timeout)
+            return pipes
         address = parse_url(url)
         try:
             if address.scheme == "tcp":
@@ -169,8 +179,7 @@ class Client:
             conn = self._conn
             if conn is None:
                 raise ClientError("the client is closed")
-            if isinstance(conn, socket.socket):
-                conn.settimeout(timeout if timeout > 0 else 0.000001)
+            conn.settimeout(timeout if timeout > 0 else 0.000001)
             try:
                 while True:
                     event = self._read_event(block=False)
@@ -179,8 +188,7 @@ class Client:
             except (TimeoutError, BlockingIOError):
                 pass
             finally:
-                if isinstance(conn, socket.socket):
-                    conn.settimeout(self.timeout)
+                conn.settimeout(self.timeout)
         while not self.notifications.empty():
             got.append(self.notifications.get())
         return got
@@ -193,7 +201,10 @@ class Client:
 
     def _read_event(self, block: bool = True) -> Any:
         while True:
-            event = self._protocol.next_event()
+            try:
+                event = self._protocol.next_event()
+            except ProtocolError as exc:  # the server sent something that is not msgpack-rpc
+                raise ConnectionLost(f"{self.url} broke the protocol: {exc}") from None
             if event is not NEED_DATA:
                 if isinstance(event, ConnectionClosed):
                     raise ConnectionLost(f"{self.url} closed the connection")
@@ -266,6 +277,7 @@ class AsyncClient:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._queue: asyncio.Queue[tuple[str, list[Any]] | None] = asyncio.Queue()
         self._closed = False
+        self._lost: BaseException | None = None  # why the connection ended, once it has
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @classmethod
@@ -332,13 +344,18 @@ class AsyncClient:
         """Call ``method``; return its result or raise its typed `ServerError`."""
         if self._closed:
             raise ClientError("the client is closed")
+        if self._lost is not None:  # no reply could ever come: fail now rather than hang
+            raise ConnectionLost(str(self._lost))
         msgid = next(self._ids) % 2**32
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[msgid] = future
         try:
             self._writer.write(self._protocol.send(Request(msgid, method,
                                                            _options(args, options))))
-            await self._writer.drain()
+            try:
+                await self._writer.drain()
+            except OSError as exc:
+                raise ConnectionLost(f"lost the connection to {self.url}: {exc}") from None
             return await future
         finally:
             self._waiting.pop(msgid, None)
@@ -377,6 +394,7 @@ class AsyncClient:
         except Exception as exc:
             error = ConnectionLost(f"lost the connection to {self.url}: {exc}")
         finally:
+            self._lost = error
             for future in self._waiting.values():
                 if not future.done():
                     future.set_exception(error)
