@@ -42,6 +42,7 @@ serve: setup
 
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/server.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -47,8 +47,17 @@ def friendly_errors(func: F) -> F:
 
 def print_json(data: Any) -> None:
     """Print ``data`` as indented, strict JSON on stdout: NaN and infinities become the strings
-    ``"nan"``, ``"inf"`` and ``"-inf"`` (strict JSON has no such numbers)."""
-    typer.echo(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
+    ``"nan"``, ``"inf"`` and ``"-inf"`` (strict JSON has no such numbers), bytes base64."""
+    typer.echo(json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False))
+
+
+def _json_default(value: Any) -> Any:
+    """Bytes (a PNG from graph.render, say) as ``{"base64": ...}``; anything else as text."""
+    if isinstance(value, bytes | bytearray):
+        import base64
+
+        return {"base64": base64.b64encode(value).decode()}
+    return str(value)
 
 
 def _finite(data: Any) -> Any:

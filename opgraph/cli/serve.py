@@ -91,8 +91,6 @@ def call(
             result = client.call(method, *params)
     except ServerError as exc:
         raise fail(str(exc)) from None
-    if isinstance(result, bytes):
-        result = {"bytes": len(result)}
     print_json(result)
 
 

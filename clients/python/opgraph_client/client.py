@@ -113,7 +113,11 @@ class Client:
                 options["token"] = token
             if structured_errors:
                 options["errors"] = "structured"
-            self.server_info = self.call("initialize", options)
+            try:
+                self.server_info = self.call("initialize", options)
+            except BaseException:
+                self.close()  # a refused token must not leave a socket or a child process
+                raise
 
     @classmethod
     def spawn(cls, command: Sequence[str] = STDIO_COMMAND, **kwargs: Any) -> Client:
@@ -295,7 +299,11 @@ class AsyncClient:
             raise ClientError(f"cannot connect to {url}: {exc.strerror or exc}") from None
         client = cls(reader, writer, url, on_notification)
         if initialize:
-            await client._initialize(token, structured_errors)
+            try:
+                await client._initialize(token, structured_errors)
+            except BaseException:
+                await client.close()
+                raise
         return client
 
     @classmethod
@@ -307,7 +315,11 @@ class AsyncClient:
             *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         writer = process.stdin
         client = cls(process.stdout, writer, "stdio", on_notification, process)  # type: ignore[arg-type]
-        await client._initialize(kwargs.get("token"), kwargs.get("structured_errors", True))
+        try:
+            await client._initialize(kwargs.get("token"), kwargs.get("structured_errors", True))
+        except BaseException:
+            await client.close()  # stops the child too
+            raise
         return client
 
     async def _initialize(self, token: str | None, structured: bool) -> None:
