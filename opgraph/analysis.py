@@ -12,7 +12,7 @@ and backward passes never pay for it.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import networkx as nx
@@ -102,8 +102,8 @@ class AnalysisReport:
         return max(self.widths, default=0)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: lists, dicts, ints and strings only."""
-        data = asdict(self)
+        """Plain data: lists, dicts, ints and strings only (the report's own, not copies)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["width"] = self.width
         return data
 

@@ -10,6 +10,7 @@ in a worker thread, so one client's big analysis does not stall another's small 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -159,10 +160,18 @@ class Call:
 
 
 def _without_gc(func: Callable[..., Any], *args: Any) -> Any:
-    """``func(*args)`` with the cyclic garbage collector paused: an analysis of a big graph
-    allocates a lot, and full collections over the graph stall every thread."""
+    """``func(*args)`` with the cyclic garbage collector paused, then what survived frozen.
+
+    An analysis of a big graph allocates millions of objects (the cached networkx graph among
+    them) and makes no cycles. Collections during it, or one over everything it allocated
+    right after it, would hold the GIL for a second or more and stall every client; frozen
+    objects are skipped by later collections (and still freed by reference counting).
+    """
     with engine.gc_paused():
-        return func(*args)
+        try:
+            return func(*args)
+        finally:
+            gc.freeze()
 
 
 def _kind(value: Any) -> str:
@@ -484,6 +493,7 @@ async def graph_batch(call: Call, graph: Any, steps: Any) -> dict[str, Any]:
         try:
             with engine.gc_paused():
                 ids = _run_steps(call, g, steps)
+                gc.freeze()  # the new nodes are long-lived: keep them out of collections
         except BaseException:
             g.rollback(mark)
             raise
@@ -670,8 +680,9 @@ async def graph_analyze(call: Call, graph: Any, root: Any = None, node: Any = No
             call.integer(value, what)
     async with entry.lock.read():
         report = await call.in_thread(lambda: analyze(
-            entry.graph, root=root, node=node, leaf=leaf, diagnostics=bool(diagnostics)))
-        return {**report.to_dict(), "version": entry.graph.version}
+            entry.graph, root=root, node=node, leaf=leaf,
+            diagnostics=bool(diagnostics)).to_dict())
+        return {**report, "version": entry.graph.version}
 
 
 @method("graph.diagnostics", ("graph",))

@@ -1,0 +1,227 @@
+-- Runs inside a headless Neovim started by test_nvim.py: drives the plugin through its user
+-- commands and writes what it saw (extmarks, diagnostics, notifications, windows) to
+-- $OPGRAPH_TEST_DIR/results.json. The Python side makes the assertions.
+--
+-- Phases that need the test driver (publish again, stop the server, ...) are requests through
+-- files: this script writes NAME.req and waits (vim.wait, so the event loop and the plugin's
+-- notifications keep running) until the driver writes NAME.ok.
+
+local dir = assert(os.getenv('OPGRAPH_TEST_DIR'), 'OPGRAPH_TEST_DIR is not set')
+local case = assert(os.getenv('OPGRAPH_TEST_CASE'), 'OPGRAPH_TEST_CASE is not set')
+local URL = os.getenv('OPGRAPH_URL')
+local SCRIPT = os.getenv('OPGRAPH_SCRIPT')
+local LINES = vim.json.decode(os.getenv('OPGRAPH_LINES') or '{}')
+local WAIT_MS = 30000
+
+local R = {
+  case = case,
+  notifications = {},
+  commands = {},
+  snapshots = {},
+  events = {},
+  failure = vim.NIL,
+}
+local notes = R.notifications
+
+-- Every message the plugin shows goes through vim.notify: record them.
+vim.notify = function(message, level)
+  table.insert(notes, { message = tostring(message), level = level or vim.log.levels.INFO })
+end
+
+local function since(n)
+  local out = {}
+  for i = n + 1, #notes do
+    table.insert(out, notes[i])
+  end
+  return out
+end
+
+--- Run an Ex command as a user would; record whether it raised and what it notified.
+local function command(cmd)
+  local before = #notes
+  local ok, err = pcall(vim.cmd, cmd)
+  local entry = {
+    command = cmd,
+    ok = ok,
+    error = ok and vim.NIL or tostring(err),
+    notifications = since(before),
+  }
+  table.insert(R.commands, entry)
+  return entry
+end
+
+--- Every extmark of the plugin's namespaces in `buf`: line (1-based), namespace, text.
+local function marks(buf)
+  local out = {}
+  for name, ns in pairs(vim.api.nvim_get_namespaces()) do
+    if name:match('^opgraph%.values%.') then
+      for _, m in ipairs(vim.api.nvim_buf_get_extmarks(buf, ns, 0, -1, { details = true })) do
+        local text = {}
+        for _, chunk in ipairs(m[4].virt_text or {}) do
+          table.insert(text, chunk[1])
+        end
+        table.insert(out, { line = m[2] + 1, namespace = name, text = table.concat(text) })
+      end
+    end
+  end
+  table.sort(out, function(a, b)
+    return a.line < b.line
+  end)
+  return out
+end
+
+local function diagnostics(buf)
+  local out = {}
+  for _, d in ipairs(vim.diagnostic.get(buf)) do
+    table.insert(out, {
+      line = d.lnum + 1,
+      severity = d.severity,
+      code = d.code or vim.NIL,
+      source = d.source or vim.NIL,
+      message = d.message,
+    })
+  end
+  return out
+end
+
+local function snapshot(name)
+  local buf = vim.api.nvim_get_current_buf()
+  R.snapshots[name] = { marks = marks(buf), diagnostics = diagnostics(buf) }
+  return R.snapshots[name]
+end
+
+local function mark_text()
+  return vim.inspect(marks(vim.api.nvim_get_current_buf()))
+end
+
+--- Ask the test driver to do `name`, and wait until it has.
+local function ask(name)
+  vim.fn.writefile({}, dir .. '/' .. name .. '.req')
+  local done = vim.wait(WAIT_MS * 2, function()
+    return vim.fn.filereadable(dir .. '/' .. name .. '.ok') == 1
+  end, 20)
+  if not done then
+    error('the test driver did not do ' .. name)
+  end
+end
+
+--- Wait (running the event loop) until `pred()`; records the outcome as event `what`.
+local function wait_for(what, pred)
+  local ok = vim.wait(WAIT_MS, pred, 20)
+  R.events[what] = ok
+  return ok
+end
+
+local function hover_window()
+  local win = require('opgraph.hover').window()
+  if not win then
+    return vim.NIL
+  end
+  local config = vim.api.nvim_win_get_config(win)
+  return {
+    relative = config.relative,
+    lines = vim.api.nvim_buf_get_lines(vim.api.nvim_win_get_buf(win), 0, -1, false),
+  }
+end
+
+local cases = {}
+
+-- Show a published graph, see it change when the script publishes again, hover, render, clear.
+function cases.live()
+  require('opgraph').setup({ address = URL, debounce_ms = 50, poll_ms = 200 })
+  vim.cmd('edit ' .. vim.fn.fnameescape(SCRIPT))
+  command('OpgraphConnect ' .. URL)
+  command('OpgraphShow neurons')
+  snapshot('first')
+  command('OpgraphShow no-such-graph')
+
+  local before = mark_text()
+  ask('republish')
+  -- No command here: the annotations must change by themselves.
+  wait_for('updated', function()
+    return mark_text() ~= before
+  end)
+  snapshot('second')
+
+  vim.api.nvim_win_set_cursor(0, { LINES.o, 0 })
+  command('OpgraphHover')
+  R.hover = hover_window()
+  require('opgraph.hover').close()
+
+  command('OpgraphRender neurons ' .. vim.fn.fnameescape(dir .. '/around.svg'))
+  command('OpgraphClear')
+  snapshot('cleared')
+end
+
+-- Lose the server: noticed, every command says so in one line, Neovim goes on; then recover.
+function cases.down()
+  require('opgraph').setup({ address = URL, debounce_ms = 50, poll_ms = 200 })
+  vim.cmd('edit ' .. vim.fn.fnameescape(SCRIPT))
+  command('OpgraphConnect ' .. URL)
+  command('OpgraphShow neurons')
+  snapshot('before')
+
+  local before = #notes
+  ask('stop_server')
+  wait_for('noticed', function()
+    return not require('opgraph').status().connection.connected
+  end)
+  R.lost = since(before)
+
+  vim.api.nvim_win_set_cursor(0, { LINES.q, 0 })
+  R.down = {
+    command('OpgraphGraphs'),
+    command('OpgraphShow neurons'),
+    command('OpgraphHover'),
+    command('OpgraphRender neurons'),
+    command('OpgraphConnect'),
+  }
+
+  -- Still usable: edit another buffer, evaluate an expression.
+  local script_buf = vim.api.nvim_get_current_buf()
+  vim.cmd('enew')
+  vim.api.nvim_buf_set_lines(0, 0, -1, false, { 'still', 'usable' })
+  R.usable = {
+    eval = vim.fn.eval('1 + 1'),
+    lines = vim.api.nvim_buf_get_lines(0, 0, -1, false),
+  }
+  vim.cmd('bwipeout!')
+  vim.api.nvim_set_current_buf(script_buf)
+  snapshot('down')
+
+  ask('restart_server')
+  command('OpgraphConnect ' .. URL)
+  local stale = mark_text()
+  ask('publish')
+  wait_for('recovered', function()
+    return mark_text() ~= stale
+  end)
+  snapshot('recovered')
+end
+
+-- :OpgraphStart runs `opgraph serve --stdio` (from PATH) and talks to it over its pipes.
+function cases.stdio()
+  command('OpgraphStart')
+  command('OpgraphGraphs')
+  vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('OPGRAPH_DEMO')))
+  command('OpgraphShow demo')
+  snapshot('demo')
+  command('OpgraphStart /nonexistent/opgraph-server')
+  command('OpgraphGraphs')
+end
+
+local ok, err = xpcall(function()
+  local run = cases[case]
+  if not run then
+    error('no test case named ' .. case)
+  end
+  run()
+end, debug.traceback)
+if not ok then
+  R.failure = tostring(err)
+end
+R.errmsg = vim.v.errmsg
+local file = io.open(dir .. '/results.json', 'w')
+file:write(vim.json.encode(R))
+file:close()
+vim.cmd('qall!')

@@ -1,0 +1,402 @@
+"""The Neovim client (clients/nvim) in a real headless Neovim against a real opgraph server.
+
+Each test starts ``nvim --headless -u NONE`` with the plugin on its runtimepath and runs one case
+of ``harness.lua``, which drives the plugin through its user commands and writes what it saw
+(extmarks, diagnostics, notifications, the hover window) to a JSON file. Phases that need this
+side (publish again, stop the server, ...) are requested through files. Every Neovim run has a
+time limit, so a hang fails the test instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = ROOT / "clients" / "nvim"
+HARNESS = Path(__file__).with_name("harness.lua")
+SCRIPT = ROOT / "examples" / "neuron_live.py"
+BIN = Path(sys.executable).parent  # the venv's bin: opgraph, python
+NVIM = shutil.which("nvim")
+NVIM_TIMEOUT = 180  # seconds for one whole Neovim run: a hang guard, not a speed check
+SERVER_START_TIMEOUT = 30
+
+WARN, ERROR, INFO = 3, 4, 2  # vim.log.levels
+DIAG_WARN = 2  # vim.diagnostic.severity.WARN
+
+pytestmark = pytest.mark.skipif(
+    NVIM is None, reason="nvim is not installed (`make test` installs it with apt-get)")
+
+
+# --- a real server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``opgraph serve --listen tcp://127.0.0.1:PORT --no-demo`` as a subprocess."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_dir / f"server-{self.starts}.log"
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "opgraph", "serve", "--listen", self.url, "--no-demo"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not self._accepts():
+            if self.proc.poll() is not None:
+                pytest.fail(f"the server exited with {self.proc.returncode}: "
+                            f"{log.read_text(errors='replace')}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"the server did not accept connections within "
+                            f"{SERVER_START_TIMEOUT} s: {log.read_text(errors='replace')}")
+            time.sleep(0.05)
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                # Linux may connect a socket to itself when its ephemeral port happens to be
+                # the one probed and nothing listens yet: that is not the server.
+                return probe.getsockname() != probe.getpeername()
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def publish(self, scale: float) -> None:
+        """Run the example script: it builds the neurons and publishes them as ``neurons``."""
+        done = subprocess.run(
+            [sys.executable, str(SCRIPT), "--publish", self.url, "--graph", "neurons",
+             "--scale", repr(scale)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"publishing failed: {done.stdout}{done.stderr}"
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+# --- Neovim ----------------------------------------------------------------------------------
+
+
+def run_nvim(case: str, workdir: Path, handlers: dict[str, Callable[[], None]],
+             **env: str) -> dict[str, Any]:
+    """Run harness case ``case`` in a headless Neovim; answer its requests with ``handlers``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    xdg = workdir / "xdg"
+    full_env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "XDG_CONFIG_HOME": str(xdg / "config"),
+        "XDG_DATA_HOME": str(xdg / "data"),
+        "XDG_STATE_HOME": str(xdg / "state"),
+        "XDG_CACHE_HOME": str(xdg / "cache"),
+        "OPGRAPH_TEST_DIR": str(workdir),
+        "OPGRAPH_TEST_CASE": case,
+        **env,
+    }
+    command = [NVIM, "--headless", "-u", "NONE", "-i", "NONE", "-n",
+               "--cmd", f"set rtp+={PLUGIN}",
+               "-c", "runtime plugin/opgraph.lua",
+               "-c", f"luafile {HARNESS}"]
+    out_path, err_path = workdir / "nvim.stdout", workdir / "nvim.stderr"
+    handled: set[str] = set()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + NVIM_TIMEOUT
+            while proc.poll() is None:
+                for request in sorted(workdir.glob("*.req")):
+                    name = request.stem
+                    if name in handled:
+                        continue
+                    handled.add(name)
+                    if name not in handlers:
+                        pytest.fail(f"the harness asked for {name!r}, which this test "
+                                    "does not handle")
+                    handlers[name]()
+                    (workdir / f"{name}.ok").write_text("")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"nvim did not finish case {case!r} within {NVIM_TIMEOUT} s; "
+                                f"stderr: {err_path.read_text(errors='replace')}")
+                time.sleep(0.02)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    stderr = err_path.read_text(errors="replace")
+    results_file = workdir / "results.json"
+    assert results_file.exists(), (
+        f"nvim wrote no results (exit {proc.returncode}); stderr: {stderr}; "
+        f"stdout: {out_path.read_text(errors='replace')}")
+    results = json.loads(results_file.read_text())
+    assert results["failure"] is None, f"the harness failed:\n{results['failure']}"
+    assert results["errmsg"] == "", f"Neovim reported an error: {results['errmsg']}"
+    for bad in ("E5108", "E5113", "Error executing", "stack traceback"):
+        assert bad not in stderr, f"Neovim printed a Lua error:\n{stderr}"
+    return results
+
+
+# --- what the example script computes, by hand -----------------------------------------------
+
+
+def expected(scale: float) -> dict[str, tuple[float, float]]:
+    """Label -> (data, grad) of the example's named nodes, computed here with math.tanh."""
+    x1, x2, w1, w2, b = 2.0 * scale, 0.0 * scale, -3.0, 1.0, 6.8813735870195432
+    n = x1 * w1 + x2 * w2 + b
+    o = math.tanh(n)
+    dn = 1 - o * o
+    y1, y2, v1, v2, c = 1.0 * scale, 0.5 * scale, 4.0, 3.0, -1.0
+    m = y1 * v1 + y2 * v2 + c
+    q = math.tanh(m)
+    dm = 1 - q * q
+    return {
+        "x1": (x1, w1 * dn), "x2": (x2, w2 * dn), "w1": (w1, x1 * dn), "w2": (w2, x2 * dn),
+        "b": (b, dn), "n": (n, dn), "o": (o, 1.0),
+        "y1": (y1, v1 * dm), "y2": (y2, v2 * dm), "v1": (v1, y1 * dm), "v2": (v2, y2 * dm),
+        "c": (c, dm), "m": (m, dm), "q": (q, 1.0), "out": (o + q, 1.0),
+    }
+
+
+def g4(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def annotation(label: str, values: dict[str, tuple[float, float]]) -> str:
+    data, grad = values[label]
+    return f"{label} = {g4(data)} ∇ {g4(grad)}"
+
+
+def line_of(path: Path, text: str) -> int:
+    """The 1-based number of the first line of ``path`` containing ``text``."""
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if text in line:
+            return number
+    raise AssertionError(f"{text!r} is not in {path}")
+
+
+LEAF_LINES = {label: f'{label} = Value(' for label in
+              ("x1", "x2", "w1", "w2", "b", "y1", "y2", "v1", "v2", "c")}
+LINES = {
+    **{label: line_of(SCRIPT, pattern) for label, pattern in LEAF_LINES.items()},
+    "n": line_of(SCRIPT, "n = x1 * w1 + x2 * w2 + b"),
+    "o": line_of(SCRIPT, "o = n.tanh()"),
+    "m": line_of(SCRIPT, "m = y1 * v1 + y2 * v2 + c"),
+    "q": line_of(SCRIPT, "q = m.tanh()"),
+    "out": line_of(SCRIPT, "out = o + q"),
+}
+
+
+def marks_by_line(snapshot: dict[str, Any]) -> dict[int, str]:
+    marks = snapshot["marks"]
+    by_line = {m["line"]: m["text"] for m in marks}
+    assert len(by_line) == len(marks), f"more than one extmark on a line: {marks}"
+    return by_line
+
+
+def check_annotations(snapshot: dict[str, Any], scale: float) -> None:
+    """Every line of the script that made a node holds that node's data and grad."""
+    values = expected(scale)
+    by_line = marks_by_line(snapshot)
+    assert set(by_line) == set(LINES.values()), f"annotated lines: {sorted(by_line)}"
+    for label in LEAF_LINES:
+        assert by_line[LINES[label]].strip() == annotation(label, values), label
+    for label in ("o", "q", "out"):
+        assert by_line[LINES[label]].strip().startswith(annotation(label, values)), label
+    # Lines that made several nodes show all of them, the named result last.
+    n_line = by_line[LINES["n"]]
+    assert n_line.count(" │ ") == 3, n_line
+    assert n_line.split(" │ ")[0].strip() == f"x1*w1 = {g4(values['x1'][0] * -3.0)} ∇ " \
+                                              f"{g4(values['n'][1])}"
+    assert n_line.strip().endswith(annotation("n", values)), n_line
+    assert by_line[LINES["m"]].strip().endswith(annotation("m", values))
+
+
+def saturated_lines(snapshot: dict[str, Any]) -> list[int]:
+    found = [d for d in snapshot["diagnostics"] if d["code"] == "saturated-tanh"]
+    for d in found:
+        assert d["severity"] == DIAG_WARN and d["source"] == "opgraph", d
+    return sorted(d["line"] for d in found)
+
+
+def one_line(entry: dict[str, Any], level: int) -> str:
+    """The command ran without a Lua error and said exactly one line at ``level``."""
+    assert entry["ok"], f"{entry['command']} raised: {entry['error']}"
+    said = entry["notifications"]
+    assert len(said) == 1, f"{entry['command']} notified {said}"
+    assert said[0]["level"] == level, said
+    assert "\n" not in said[0]["message"], said
+    assert said[0]["message"].startswith("opgraph: "), said
+    return said[0]["message"]
+
+
+def command(results: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [c for c in results["commands"] if c["command"] == name]
+    assert found, f"{name} did not run"
+    return found[0]
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+
+def test_show_updates_live_hover_render(server: Server, tmp_path: Path) -> None:
+    server.publish(1.0)
+    results = run_nvim(
+        "live", tmp_path / "nvim",
+        {"republish": lambda: server.publish(0.5)},
+        OPGRAPH_URL=server.url, OPGRAPH_SCRIPT=str(SCRIPT),
+        OPGRAPH_LINES=json.dumps(LINES))
+    shots = results["snapshots"]
+
+    # :OpgraphShow: the seed's numbers beside the lines that made them.
+    check_annotations(shots["first"], 1.0)
+    first = marks_by_line(shots["first"])
+    assert first[LINES["x1"]].strip() == "x1 = 2 ∇ -1.5"
+    assert first[LINES["o"]].strip() == "o = 0.7071 ∇ 1"
+    assert first[LINES["n"]].strip().endswith("n = 0.8814 ∇ 0.5")
+    # The saturated tanh is a warning on the line that made it, also named in the text.
+    assert saturated_lines(shots["first"]) == [LINES["q"]]
+    assert first[LINES["q"]].strip() == "q = 0.9998 ∇ 1  saturated-tanh"
+    assert "connected to " + server.url in one_line(
+        command(results, f"OpgraphConnect {server.url}"), INFO)
+
+    # An unknown graph: one clear error line.
+    assert one_line(command(results, "OpgraphShow no-such-graph"), ERROR) == \
+        "opgraph: unknown_graph: no graph named 'no-such-graph'"
+
+    # Published again with other numbers: the annotations followed by themselves.
+    assert results["events"]["updated"], "the annotations did not change after a new publish"
+    check_annotations(shots["second"], 0.5)
+    # With scale 0.5 the first neuron saturates instead: the warning moved with the data.
+    assert saturated_lines(shots["second"]) == [LINES["o"]]
+
+    # :OpgraphHover: a floating window with the node of the line.
+    hover = results["hover"]
+    assert hover is not None, f"no hover window: {command(results, 'OpgraphHover')}"
+    assert hover["relative"] != "", "the hover window is not floating"
+    lines = hover["lines"]
+    o_data = expected(0.5)["o"][0]
+    assert lines[0].startswith("graph neurons · version ")
+    assert any(line.startswith("o #") and "= tanh(n #" in line for line in lines), lines
+    assert f"  data  {o_data:.8g}" in lines
+    assert "  grad  1" in lines
+    assert any(line.startswith("  inputs  n #") for line in lines), lines
+    influenced = next(line for line in lines if line.startswith("  influenced by  "))
+    for leaf in ("x1", "x2", "w1", "w2", "b"):
+        assert f"{leaf} #" in influenced, influenced
+    assert any("saturated-tanh" in line for line in lines), lines
+
+    # :OpgraphRender around the cursor node, to the file given.
+    svg = tmp_path / "nvim" / "around.svg"
+    assert str(svg) in one_line(command(results, f"OpgraphRender neurons {svg}"), INFO)
+    assert "<svg" in svg.read_text()
+
+    # :OpgraphClear removes the virtual text and the diagnostics.
+    assert shots["cleared"] == {"marks": [], "diagnostics": []}
+
+
+def test_server_down_is_reported_and_recovered(server: Server, tmp_path: Path) -> None:
+    server.publish(1.0)
+
+    def restart() -> None:
+        server.start()
+
+    results = run_nvim(
+        "down", tmp_path / "nvim",
+        {"stop_server": server.stop, "restart_server": restart,
+         "publish": lambda: server.publish(0.5)},
+        OPGRAPH_URL=server.url, OPGRAPH_SCRIPT=str(SCRIPT),
+        OPGRAPH_LINES=json.dumps(LINES))
+    shots = results["snapshots"]
+    check_annotations(shots["before"], 1.0)
+
+    # The dropped connection is noticed without any command, and said once.
+    assert results["events"]["noticed"], "the plugin did not notice the server going away"
+    lost = [n for n in results["lost"] if "lost the connection" in n["message"]]
+    assert len(lost) == 1 and lost[0]["level"] == WARN, results["lost"]
+    assert server.url in lost[0]["message"]
+
+    # Every command reports the failure in one line; none raises.
+    for entry in results["down"]:
+        message = one_line(entry, ERROR)
+        assert f"cannot connect to {server.url}" in message, message
+        assert "refused" in message.lower(), message
+
+    # Neovim stays usable, and the annotations are still there (from before).
+    assert results["usable"] == {"eval": 2, "lines": ["still", "usable"]}
+    assert shots["down"] == shots["before"]
+
+    # :OpgraphConnect recovers; the graph, published again, is shown again by itself.
+    assert "connected to" in one_line(command(results, f"OpgraphConnect {server.url}"), INFO)
+    assert results["events"]["recovered"], "the annotations did not come back after reconnecting"
+    check_annotations(shots["recovered"], 0.5)
+    assert saturated_lines(shots["recovered"]) == [LINES["o"]]
+
+
+def test_start_over_stdio_lists_and_shows_demo(tmp_path: Path) -> None:
+    assert (BIN / "opgraph").exists(), f"no opgraph executable in {BIN}"
+    import opgraph_server.demo
+
+    demo = Path(opgraph_server.demo.__file__).resolve()
+    results = run_nvim("stdio", tmp_path / "nvim", {}, OPGRAPH_DEMO=str(demo))
+
+    started = one_line(command(results, "OpgraphStart"), INFO)
+    assert started.startswith("opgraph: started opgraph serve --stdio"), started
+
+    listing = command(results, "OpgraphGraphs")
+    assert listing["ok"], listing
+    [said] = listing["notifications"]
+    assert said["level"] == INFO
+    rows = said["message"].splitlines()
+    assert rows[0] == "opgraph: 1 graph on stdio: opgraph serve --stdio:", rows
+    assert rows[1].split() == ["demo", "10", "nodes", "version", rows[1].split()[-1]], rows
+
+    # The demo graph's nodes were built in demo.py: its lines carry the seed's numbers.
+    by_line = marks_by_line(results["snapshots"]["demo"])
+    assert by_line[line_of(demo, "o = n.tanh()")].strip() == "o = 0.7071 ∇ 1"
+    assert by_line[line_of(demo, 'x1 = Value(2.0')].strip() == "x1 = 2 ∇ -1.5"
+
+    # A start command that cannot run: one error line, then commands say there is no server.
+    failed = one_line(command(results, "OpgraphStart /nonexistent/opgraph-server"), ERROR)
+    assert "cannot start /nonexistent/opgraph-server" in failed, failed
+    after = [c for c in results["commands"] if c["command"] == "OpgraphGraphs"][1]
+    assert "not connected" in one_line(after, ERROR)
