@@ -22,10 +22,13 @@ def _bindings(pairs: list[str]) -> dict[str, float]:
 
 
 def _expression_error(exc) -> typer.Exit:
-    """A bad expression is bad usage: the message with the text and a caret, exit code 2."""
+    """A bad expression is bad usage, exit code 2: one line with the position, and for a
+    person at a terminal the text with a caret under the problem as well."""
+    import sys
+
     from opgraph.cli.common import EXIT_USAGE, fail
 
-    return fail(f"{exc}\n{exc.excerpt()}", EXIT_USAGE)
+    return fail(f"{exc}\n{exc.excerpt()}" if sys.stderr.isatty() else str(exc), EXIT_USAGE)
 
 
 @friendly_errors

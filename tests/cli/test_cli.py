@@ -187,11 +187,9 @@ def test_eval_refuses_with_the_position(invoke, expression: str, reason: str,
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
-    first, text, carets = result.stderr.splitlines()
+    (first,) = result.stderr.splitlines()  # one line when stderr is not a terminal
     assert first.startswith(f"error: {reason}")
     assert first.endswith(f"(at column {column})")
-    assert text == expression
-    assert carets.index("^") == column - 1
 
 
 @pytest.mark.parametrize(
