@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from neurons import seed_neuron
 from typer.testing import CliRunner, Result
 
 import opgraph
-from opgraph import Graph, Value, registry
+from opgraph import Graph, registry
 from opgraph.cli import app
-
-NEURON_B = 6.8813735870195432
 
 # A plugin op whose gradient rule is wrong: d(x*x)/dx is 2x, the rule says x.
 BAD_OPS_SOURCE = textwrap.dedent('''
@@ -39,27 +38,6 @@ BAD_OPS_SOURCE = textwrap.dedent('''
                       doc="x * x, with a wrong gradient rule")]
 ''')
 BAD_OPS_MODULE = "opgraph_cli_test_badops"
-
-
-def seed_neuron() -> Value:
-    """The seed's neuron, labelled as the seed labels it, after ``o.backward()``."""
-    x1 = Value(2.0, label="x1")
-    x2 = Value(0.0, label="x2")
-    w1 = Value(-3.0, label="w1")
-    w2 = Value(1.0, label="w2")
-    b = Value(NEURON_B, label="b")
-    x1w1 = x1 * w1
-    x1w1.label = "x1w1"
-    x2w2 = x2 * w2
-    x2w2.label = "x2w2"
-    x1w1x2w2 = x1w1 + x2w2
-    x1w1x2w2.label = "x1w1 + x2w2"
-    n = x1w1x2w2 + b
-    n.label = "n"
-    o = n.tanh()
-    o.label = "o"
-    o.backward()
-    return o
 
 
 @pytest.fixture

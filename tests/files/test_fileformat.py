@@ -14,37 +14,17 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from neurons import NEURON_B, seed_neuron
 
 from opgraph import Graph, Value, track_source
 from opgraph import fileformat as ff
 from opgraph.engine import _table, topological_order
 from opgraph.errors import GraphFileError, GraphLimitError, OpgraphError
 
-NEURON_B = 6.8813735870195432
-
-
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def neuron() -> Value:
-    """The seed's neuron, labelled as the seed labels it, after ``o.backward()``."""
-    x1 = Value(2.0, label="x1")
-    x2 = Value(0.0, label="x2")
-    w1 = Value(-3.0, label="w1")
-    w2 = Value(1.0, label="w2")
-    b = Value(NEURON_B, label="b")
-    x1w1 = x1 * w1
-    x1w1.label = "x1w1"
-    x2w2 = x2 * w2
-    x2w2.label = "x2w2"
-    x1w1x2w2 = x1w1 + x2w2
-    x1w1x2w2.label = "x1w1 + x2w2"
-    n = x1w1x2w2 + b
-    n.label = "n"
-    o = n.tanh()
-    o.label = "o"
-    o.backward()
-    return o
+neuron = seed_neuron
 
 
 def neuron_graph() -> Graph:
