@@ -192,6 +192,9 @@ class Value:
         self._inputs: tuple[Value, ...] = ()
         self._opdef: OpDef | None = None
         if label:
+            if type(label) is not str:
+                raise InputTypeError(f"Value(label): expected a string, got "
+                                     f"{type(label).__name__} {label!r}")
             self.label = label
         if _track_source:
             self._loc = _caller_location()
@@ -654,6 +657,8 @@ def backward(root: Value) -> None:
     garbage collector is paused meanwhile: the pass makes no reference cycles, but its many
     small allocations would otherwise set off full collections over the whole graph.
     """
+    if not isinstance(root, Value):
+        raise InputTypeError(f"backward: expected a Value, got {type(root).__name__}")
     if gc.isenabled():
         gc.disable()
         try:

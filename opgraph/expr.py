@@ -144,7 +144,7 @@ class ExpressionError(OpgraphError, ValueError):
     """
 
     def __init__(self, reason: str, text: str, offset: int, end_offset: int | None = None):
-        super().__init__(reason, text, offset, end_offset)
+        Exception.__init__(self, reason, text, offset, end_offset)  # args, for pickling
         offset = max(0, min(offset, len(text)))
         end = offset if end_offset is None else max(offset, min(end_offset, len(text)))
         self.reason = reason
@@ -172,6 +172,21 @@ class ExpressionError(OpgraphError, ValueError):
         pad = start - left + (3 if left else 0)
         width = min(width, _EXCERPT_WIDTH - (start - left))
         return f"{shown}\n{' ' * pad}{'^' * max(1, width)}"
+
+
+class OpFailedInExpression(ExpressionError, RuleError):
+    """An op of a well-formed expression failed on its values (``log(x)`` at ``x = -1``).
+
+    Both an `ExpressionError` (it points at the op in the text) and a `RuleError` (the work
+    failed, not the request): the server answers ``op_failed`` and the CLI exits 1.
+    """
+
+    def __init__(self, reason: str, text: str, offset: int, end_offset: int | None = None,
+                 cause: RuleError | None = None):
+        ExpressionError.__init__(self, reason, text, offset, end_offset)
+        self.op = cause.op if cause is not None else ""
+        self.node = cause.node if cause is not None else ""
+        self.cause = cause.cause if cause is not None else None
 
 
 def _line_col(text: str, offset: int) -> tuple[int, int]:
@@ -716,7 +731,12 @@ def _run(parsed: ParsedExpression, given: Mapping[str, Any], graph: Graph | None
             try:
                 op = engine.lookup_op(step.value)
                 node = engine.apply_op(op, inputs, dict(step.attrs))
-            except (RuleError, ArityError, AttributeSpecError, UnknownOpError) as exc:
+            except RuleError as exc:
+                # The expression is fine; an op failed on these values (log of -1): the work
+                # failed, which callers tell apart from a bad expression by this class.
+                raise OpFailedInExpression(str(exc), parsed.text, step.start, step.end,
+                                           cause=exc) from exc
+            except (ArityError, AttributeSpecError, UnknownOpError) as exc:
                 raise ExpressionError(str(exc), parsed.text, step.start, step.end) from exc
             stack.append(node)
     (root,) = stack

@@ -270,7 +270,10 @@ def save(graph_or_value: Graph | Value, path: str | os.PathLike[str], *,
     """
     target = Path(path)
     data = dumps(graph_or_value, fmt=_format_for(target, format), name=name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # name the file asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -28,6 +28,15 @@ def _close(a: float, b: float, rtol: float, atol: float) -> bool:
     return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
 
 
+def _check_tolerances(where: str, eps: object, rtol: object, atol: object) -> None:
+    for name, value in (("eps", eps), ("rtol", rtol), ("atol", atol)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value >= 0):
+            raise InputTypeError(f"{where}: {name} must be a finite number >= 0, got {value!r}")
+    if not 0 < eps < 1:  # type: ignore[operator]
+        raise InputTypeError(f"{where}: eps must be within (0, 1), got {eps!r}")
+
+
 def numeric_partials(
     op: OpDef, args: Sequence[float], attrs: Mapping[str, Any] | None = None, eps: float = 1e-6
 ) -> list[float]:
@@ -111,6 +120,7 @@ def gradcheck(
     """
     if not isinstance(root, Value):
         raise InputTypeError(f"gradcheck: expected a Value, got {type(root).__name__}")
+    _check_tolerances("gradcheck", eps, rtol, atol)
     order = engine.topological_order(root)
     saved = [v.grad for v in order]
     try:
@@ -199,6 +209,12 @@ def check_op(
     Samples ``points`` points uniformly from the op's domain (``OpDef.domain``), with its
     ``sample_attrs``. A rule that raises or returns the wrong count is a failure, not a crash.
     """
+    if not isinstance(op, OpDef):
+        raise InputTypeError(f"check_op: expected an OpDef (opgraph.lookup_op(name) gives one), "
+                             f"got {type(op).__name__} {op!r}")
+    if type(points) is not int or points < 1:
+        raise InputTypeError(f"check_op: points must be a positive int, got {points!r}")
+    _check_tolerances("check_op", eps, rtol, atol)
     rng = random.Random(seed)
     report = OpCheckReport(op=op.name, plugin=op.plugin, points=points)
     attrs = dict(op.sample_attrs)

@@ -230,9 +230,15 @@ class Graph:
     def backward(self, root: int | Value) -> list[Value]:
         """Zero every gradient, then backpropagate from ``root``; returns the nodes it reached."""
         node = self._resolve(root, "backward root")
+        before = [v.grad for v in self.nodes]
         self.zero_grad()
         order = engine.topological_order(node)
-        engine.backward_over(order, node)
+        try:
+            engine.backward_over(order, node)
+        except Exception:
+            for value, grad in zip(self.nodes, before, strict=True):
+                value.grad = grad  # a failed pass leaves every gradient as it was
+            raise
         self.version += 1
         return order
 

@@ -38,9 +38,12 @@ def friendly_errors(func: F) -> F:
         except (OpgraphError, ValueError, TypeError, ArithmeticError) as exc:
             raise fail(str(exc)) from None
         except Exception as exc:
+            from opgraph_client import ClientError, ServerError
+
+            if isinstance(exc, ServerError | ClientError):
+                raise fail(str(exc)) from None  # already "name: message", or plain words
             # Anything else reaching here is a bug; still one line, but say what kind.
-            kind = getattr(exc, "name", None) or type(exc).__name__
-            raise fail(f"{kind}: {exc}") from None
+            raise fail(f"{type(exc).__name__}: {exc}") from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -22,13 +22,16 @@ def _bindings(pairs: list[str]) -> dict[str, float]:
 
 
 def _expression_error(exc) -> typer.Exit:
-    """A bad expression is bad usage, exit code 2: one line with the position, and for a
-    person at a terminal the text with a caret under the problem as well."""
+    """A bad expression is bad usage (exit 2), an op failing on the values is failed work
+    (exit 1, as ``log(x)`` at ``x=-1``): one line with the position, and for a person at a
+    terminal the text with a caret under the problem as well."""
     import sys
 
-    from opgraph.cli.common import EXIT_USAGE, fail
+    from opgraph.cli.common import EXIT_FAILED, EXIT_USAGE, fail
+    from opgraph.errors import RuleError
 
-    return fail(f"{exc}\n{exc.excerpt()}" if sys.stderr.isatty() else str(exc), EXIT_USAGE)
+    code = EXIT_FAILED if isinstance(exc, RuleError) else EXIT_USAGE
+    return fail(f"{exc}\n{exc.excerpt()}" if sys.stderr.isatty() else str(exc), code)
 
 
 @friendly_errors
@@ -79,7 +82,7 @@ def eval_(
 @friendly_errors
 def plot(
     expression: str = typer.Argument(..., help="An expression in one free name: '3*x**2 - 4*x'."),
-    output: Path = typer.Option(..., "-o", "--output", help="The PNG to write."),
+    output: Path = typer.Option(..., "-o", "--output", help="The picture: .png, .svg or .pdf."),
     range_: str = typer.Option("-5:5", "--range", help="The interval of x, as LOW:HIGH."),
     at: float = typer.Option(None, help="Draw the tangent at this x."),
     points: int = typer.Option(200, min=2, max=100_000, help="How many points to plot."),
@@ -98,6 +101,10 @@ def plot(
     from opgraph.graph import Graph
 
     low, high = _interval(range_)
+    fmt = output.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg", "pdf"):
+        raise typer.BadParameter(f"{output}: write a .png, .svg or .pdf file",
+                                 param_hint="--output")
     bound = _bindings(bindings or [])
     try:
         names = [n for n in parse(expression).names if n not in bound]
@@ -156,7 +163,7 @@ def plot(
     ax.set_xlabel(var)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(output, format="png", dpi=100)
+    fig.savefig(output, format=fmt, dpi=100)
     plt.close(fig)
     typer.echo(f"wrote {output} ({len(xs)} points)")
 

@@ -50,6 +50,7 @@ def serve(
             parse_url(url)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--listen") from None
+    _load_plugins()
     limits = Limits(
         max_message_bytes=int(max_message_mb * MiB), max_nodes=max_nodes,
         max_graphs=max_graphs, max_connections=max_connections,
@@ -66,9 +67,27 @@ def serve(
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        raise fail(f"cannot listen: {exc.strerror or exc}") from None
+        raise fail(f"cannot listen on {', '.join(urls)}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise fail(str(exc)) from None
+
+
+def _load_plugins() -> None:
+    """Build the op table before listening: a plugin clash stops the server at start-up with
+    one line, and plugins that failed to load are named, one warning line each."""
+    import warnings
+
+    from opgraph.errors import PluginError
+    from opgraph.registry import default_registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            registry = default_registry()
+        except PluginError as exc:
+            raise fail(f"cannot start: {exc}") from None
+    for problem in registry.problems:
+        typer.echo(f"warning: {problem}", err=True)
 
 
 @friendly_errors

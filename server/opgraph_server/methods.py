@@ -28,6 +28,8 @@ from opgraph.errors import (
     NodeNotFoundError,
     NotALeafError,
     OpgraphError,
+    PluginError,
+    RuleError,
     UnknownOpError,
 )
 from opgraph.graph import Graph
@@ -210,12 +212,14 @@ def translate(exc: BaseException) -> RpcError:
         (GraphLimitError, "limit_exceeded"),
         (ForwardError, "op_failed"),
         (GradRuleError, "op_failed"),
+        (RuleError, "op_failed"),  # an op failing inside graph.eval, too
         (GraphFileError, "bad_file"),
         (ExpressionError, "bad_expression"),
         (ArityError, "invalid_params"),
         (AttributeSpecError, "invalid_params"),
         (InputTypeError, "invalid_params"),
         (GraphMismatchError, "invalid_params"),
+        (PluginError, "internal_error"),  # the server's own installation is broken
         (OpgraphError, "invalid_params"),
     ]
     for kind, name in table:
@@ -507,6 +511,8 @@ def _run_steps(call: Call, g: Graph, steps: list[Any]) -> list[int]:
         # Messages are built only on failure: this loop runs once per node of a big batch.
         if type(step) is not dict:
             raise call.invalid(f"step {k} must be a map, got {_kind(step)}")
+        if not _STEP_KEYS.issuperset(step) or ("op" in step) == ("leaf" in step):
+            _refuse_step_keys(call, k, step)
         label = step.get("label", "")
         if type(label) is not str:
             label = call.text(label, f"step {k} label")
@@ -540,6 +546,20 @@ def _run_steps(call: Call, g: Graph, steps: list[Any]) -> list[int]:
     return made
 
 
+_STEP_KEYS = frozenset(("leaf", "op", "inputs", "attrs", "label", "source"))
+
+
+def _refuse_step_keys(call: Call, k: int, step: dict[Any, Any]) -> None:
+    import difflib
+
+    for key in step:
+        if key not in _STEP_KEYS:
+            close = difflib.get_close_matches(str(key), list(_STEP_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise call.invalid(f"step {k}: unknown key {key!r}{hint}")
+    raise call.invalid(f"step {k} needs exactly one of 'leaf' and 'op'")
+
+
 def _step_ref(call: Call, ref: Any, made: list[int], step: int, index: int) -> int:
     """A step's input: a node id, or ``"$k"`` for the node made by step ``k`` of the batch."""
     if type(ref) is str and ref[:1] == "$" and ref[1:].isdigit():
@@ -570,6 +590,10 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
             resolved = _bindings(call, g, expression, bindings)
             root, leaves = expr.build(expression, resolved, graph=g)
             if label:
+                if root._id is not None and root._id < mark[0]:
+                    raise call.invalid(
+                        f"the expression {expression!r} is the existing node {root._id}; "
+                        "a label names a new node only")
                 root.label = label
         except BaseException:
             g.rollback(mark)
@@ -595,6 +619,10 @@ def _bindings(call: Call, g: Graph, expression: str, given: Mapping[str, Any]) -
             found = g.find(name)
             if len(found) == 1:
                 resolved[name] = found[0]
+            elif found:
+                ids = ", ".join(str(v._id) for v in found[:10])
+                raise call.invalid(f"{name!r} labels {len(found)} nodes (ids {ids}); bind it "
+                                   f"to one of them with {{{name!r}: {{\"id\": n}}}}")
     return resolved
 
 

@@ -461,6 +461,8 @@ def split_params(method: str, params: Sequence[Any], required: Sequence[str],
         missing = required[len(params)]
         raise RpcError("invalid_params", f"{method}: missing argument '{missing}'; "
                        f"expected {signature}", {"method": method, "argument": missing})
+    if options is False and len(params) == most + 1 and params[most] in (None, []):
+        params = params[:most]  # Neovim sends an empty table for "no options"
     if len(params) > most + (options is not False):
         raise RpcError("invalid_params", f"{method}: too many arguments ({len(params)}); "
                        f"expected {signature}", {"method": method})

@@ -272,7 +272,7 @@ def test_plot_bad_usage(invoke, tmp_path: Path, args: list[str], fragment: str) 
 
 def test_plot_undefined_everywhere(invoke, tmp_path: Path) -> None:
     result = invoke("plot", "log(x)", "-o", tmp_path / "p.png", "--range", "-5:-1")
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # a well-formed expression whose op fails: the work failed
     assert result.stderr.startswith("error: op 'log' failed")
     assert "Traceback" not in result.stderr
 
@@ -572,3 +572,24 @@ def test_bad_usage_as_a_process(opgraph_cmd) -> None:
     bare = opgraph_cmd()
     assert bare.returncode == 2
     assert "Usage:" in bare.stdout + bare.stderr
+
+
+def test_eval_op_failing_on_the_values_is_failed_work(invoke) -> None:
+    result = invoke("eval", "2 * log(x)", "x=-1")
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: op 'log' failed on 'x' (data -1.0)")
+    assert line.endswith("(at column 5)")
+
+
+@pytest.mark.parametrize("suffix", ["svg", "pdf"])
+def test_plot_format_from_the_suffix(invoke, tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"p.{suffix}"
+    assert invoke("plot", "x**2", "-o", out).exit_code == 0
+    assert out.read_bytes().startswith(b"<?xml" if suffix == "svg" else b"%PDF")
+
+
+def test_plot_refuses_an_unknown_suffix(invoke, tmp_path: Path) -> None:
+    result = invoke("plot", "x**2", "-o", tmp_path / "p.gif")
+    assert result.exit_code == 2 and "write a .png, .svg or .pdf file" in result.stderr
+    assert not (tmp_path / "p.gif").exists()

@@ -447,3 +447,18 @@ def test_unlimited_graph():
     for _ in range(1000):
         x = x + 1.0
     assert len(g) == 2001 and x.data == 1000.0
+
+
+def test_failed_backward_leaves_every_gradient_of_the_graph():
+    g = Graph("bw")
+    a = g.leaf(0.0, "a")
+    c = a * 3.0
+    g.backward(c)
+    root = a ** 0.5  # joins g; d/da at 0 divides by zero
+    before = [v.grad for v in g]
+    version = g.version
+    with pytest.raises(opgraph.GradRuleError):
+        g.backward(root)
+    assert [v.grad for v in g] == before
+    assert before[0] == 3.0 and before[2] == 1.0  # a, the constant 3.0, c = a * 3.0
+    assert g.version == version

@@ -310,8 +310,9 @@ def test_batch_is_all_or_nothing(server: ThreadedServer) -> None:
 def test_eval_failure_changes_nothing(server: ThreadedServer) -> None:
     with Client(server.tcp) as c:
         before = c.call("graph.info", "demo")
-        # An op failing on the way is reported where it is in the expression.
-        with pytest.raises(BadExpressionError, match=r"'log' failed.*column 10"):
+        # An op failing on the way is op_failed (the work failed, not the request), and the
+        # message says where it is in the expression.
+        with pytest.raises(OpFailedError, match=r"'log' failed.*column 10"):
             c.call("graph.eval", "demo", "x1 * 3 + log(0 - x)", {"x": 1.0})
         assert c.call("graph.info", "demo") == before
 
