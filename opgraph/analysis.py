@@ -110,8 +110,11 @@ class AnalysisReport:
 
 def _root_of(graph: Graph, root: int | Value | None) -> int | None:
     if root is None:
+        # The most recent computed output: a leaf added last (an unused input, say) must not
+        # make every other node "unused".
         outputs = graph.outputs
-        return outputs[-1]._id if outputs else None
+        computed = [v for v in outputs if v._opdef is not None]
+        return (computed or outputs)[-1]._id if outputs else None
     if isinstance(root, Value):
         if root._graph is not graph:
             raise NodeNotFoundError(f"{engine.describe(root)} is not in graph {graph.name!r}")
@@ -201,7 +204,9 @@ def analyze(
             str(node): sorted(n for n in nx.ancestors(g, node) if g.in_degree(n) == 0)
         }
     if leaf is not None:
-        graph.node(leaf)
+        if graph.node(leaf)._opdef is not None:
+            raise NodeNotFoundError(f"node {leaf} is computed by op {graph.nodes[leaf].op!r}, "
+                                    "not a leaf")
         report.affects = {str(leaf): sorted(nx.descendants(g, leaf))}
     if diagnostics:
         from opgraph.diagnostics import run_diagnostics

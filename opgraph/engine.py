@@ -460,9 +460,10 @@ def check_attrs(op: OpDef, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
             f"op {op.name!r} takes attributes {sorted(wanted) or 'none'}: {detail}"
         )
     for key, value in attrs.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        if isinstance(value, bool) or not isinstance(value, int | float | str) or (
+                isinstance(value, float) and not math.isfinite(value)):
             raise AttributeSpecError(
-                f"op {op.name!r}: attribute {key!r} must be a number or a string, "
+                f"op {op.name!r}: attribute {key!r} must be a finite number or a string, "
                 f"got {type(value).__name__} {value!r}"
             )
     return dict(attrs) or None

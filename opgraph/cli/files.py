@@ -153,7 +153,11 @@ def gradcheck(
     g = load_graph(file, connect, graph)
     if not g.nodes:
         raise fail("the graph is empty")
-    target = g.node(root) if root is not None else g.outputs[-1]
+    if root is not None:
+        target = g.node(root)
+    else:  # the most recent computed output, as analyze takes it
+        computed = [v for v in g.outputs if not v.is_leaf]
+        target = (computed or g.outputs)[-1]
     with progress("checking gradients") as update:
         update(0, 1)
         report = check(target, eps=eps)

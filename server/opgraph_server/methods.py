@@ -293,6 +293,8 @@ async def graph_create(call: Call, name: Any, replace: Any = False) -> dict[str,
     name = call.text(name, "name")
     if not name:
         raise call.invalid("name must not be empty")
+    if not isinstance(replace, bool):
+        raise call.invalid(f"replace must be true or false, got {_kind(replace)}")
     old = call.server.graphs.get(name)
     if old is not None and not replace:
         raise RpcError("graph_exists", f"a graph named {name!r} exists (pass replace: true)")
@@ -351,7 +353,9 @@ async def graph_export(call: Call, graph: Any, format: Any = "document") -> Any:
 @method("graph.import", ("graph", "data"), options=("replace",))
 async def graph_import(call: Call, graph: Any, data: Any, replace: Any = False) -> dict[str, Any]:
     """Create (or with ``replace``, replace) a graph from the file format: a map or bytes."""
-    return await _import(call, graph, data, bool(replace))
+    if not isinstance(replace, bool):
+        raise call.invalid(f"replace must be true or false, got {_kind(replace)}")
+    return await _import(call, graph, data, replace)
 
 
 @method("graph.publish", ("graph", "data"))
@@ -746,6 +750,8 @@ async def graph_render(call: Call, graph: Any, format: Any = "svg", around: Any 
         raise call.invalid(f"rankdir must be LR, RL, TB or BT, got {_kind(rankdir)}")
     cap = call.server.limits.max_render_nodes
     limit = cap if max_nodes is None else min(call.integer(max_nodes, "max_nodes"), cap)
+    if limit < 1:
+        raise call.invalid(f"max_nodes must be at least 1, got {max_nodes!r}")
     async with entry.lock.read():
         picture = await call.in_thread(lambda: render(
             entry.graph, format=format, around=around, depth=depth, rankdir=rankdir,
