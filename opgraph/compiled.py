@@ -6,6 +6,8 @@ in earlier generations), the nodes of each generation are grouped by op, and eac
 one call of the op's vectorised kernel (`OpDef.vforward` / `OpDef.vgrad`) over numpy arrays of
 all node values. An op without kernels runs its scalar rules node by node, so plugin ops work
 too, only slower. Results equal the eager engine's to rounding (the tests hold them to 1e-12).
+Where the eager engine raises (``log`` of a negative number, ``1/0``), numpy gives NaN or
+infinity instead: check the root's value in a training loop.
 
     compiled = compile_graph(loss)
     for step in range(100):
