@@ -34,7 +34,7 @@ import enum
 import gc
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgpack
 
@@ -78,8 +78,11 @@ NEED_DATA: Final = Sentinel.NEED_DATA
 """Returned by `RpcProtocol.next_event` when no complete message is buffered."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+# The three messages are immutable named tuples rather than frozen dataclasses: two of them
+# are made per request, and a named tuple is made in half the time.
+
+
+class Request(NamedTuple):
     """``[0, msgid, method, params]``: a call that expects a `Response` with the same msgid."""
 
     msgid: int
@@ -87,8 +90,7 @@ class Request:
     params: list[Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """``[1, msgid, error, result]``: ``error`` is None on success, else ``result`` is None."""
 
     msgid: int
@@ -96,8 +98,7 @@ class Response:
     result: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
+class Notification(NamedTuple):
     """``[2, method, params]``: a call that gets no response."""
 
     method: str
@@ -363,6 +364,10 @@ def _msgid(obj: Any) -> int | None:
 
 def _parse_message(msg: Any) -> Request | Response | Notification:
     """Check the shape of a decoded message and build its event."""
+    if (type(msg) is list and len(msg) == 4 and type(msg[0]) is int and msg[0] == 0
+            and type(msg[1]) is int and 0 <= msg[1] <= MAX_MSGID and type(msg[2]) is str
+            and type(msg[3]) is list):
+        return Request(msg[1], msg[2], msg[3])  # the common case, checked in one go
     if type(msg) is not list or not msg:
         raise _invalid(f"a message must be a non-empty array, got {_describe(msg)}")
     tag = msg[0]
