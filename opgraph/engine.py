@@ -253,7 +253,7 @@ class Value:
     # arithmetic: each operator is an op looked up by name (methods made below the class)
     def __pow__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
-            return _binary(_OPS["pow"], self, other)
+            return apply_op(_OPS["pow"], (self, other))
         exponent = _check_data(other, "Value ** exponent")
         return _unary(_OPS["pow_const"], self, {"exponent": exponent})
 
@@ -411,24 +411,6 @@ def _new_node(data, op: OpDef, inputs: tuple[Value, ...], attrs) -> Value:
     if _track_source:
         node._loc = _caller_location()
     return node
-
-
-def _binary(op: OpDef, a: Value, b: Value) -> Value:
-    owner = _owner((a, b), op) if (a._graph is not None or b._graph is not None) else None
-    try:
-        out = op.forward(a.data, b.data)
-    except Exception as exc:
-        raise _forward_failed(op, (a, b), exc) from exc
-    if type(out) is not float:
-        out = _coerce_output(out, op, (a, b))
-    node = _new(Value)  # _new_node, inlined: this is the hottest path
-    node.data = out
-    node.grad = 0.0
-    node._inputs = (a, b)
-    node._opdef = op
-    if _track_source:
-        node._loc = _caller_location()
-    return node if owner is None else _finish(node, owner)
 
 
 def _unary(op: OpDef, a: Value, attrs: dict[str, Any] | None) -> Value:
