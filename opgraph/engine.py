@@ -515,8 +515,10 @@ def topological_order(root: Value) -> list[Value]:
         for child in inputs:
             if child not in seen:
                 mark(child)
-                push((child, iter(child._inputs)))
-                break
+                if child._inputs:
+                    push((child, iter(child._inputs)))
+                    break
+                emit(child)  # a leaf: done at once, no stack entry
         else:
             pop()
             emit(node)
@@ -552,7 +554,7 @@ def _propagate(order: Sequence[Value], saved: list[float], root: Value) -> None:
                 continue
             inputs = node._inputs
             g = node.grad
-            if node._attrs is not None:
+            if op.attrs:  # (the op's field, not the node's: no per-node lookup on the hot path)
                 local = op.grad(*[v.data for v in inputs], node.data, **node._attrs)
                 for v, d in zip(inputs, local, strict=True):
                     v.grad += g * d
@@ -663,8 +665,11 @@ def _backward(root: Value) -> None:
         for child in inputs:
             if child not in seen:
                 mark(child)
-                push((child, iter(child._inputs)))
-                break
+                if child._inputs:
+                    push((child, iter(child._inputs)))
+                    break
+                emit(child)  # a leaf: done at once, no stack entry (half the nodes, often)
+                keep(child.grad)
         else:
             pop()
             emit(node)
