@@ -53,7 +53,7 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -542,7 +542,8 @@ def _build(graph: Graph, node: _Node) -> Value:
 
 
 def from_document(doc: object, *, name: str | None = None, strict: bool = False,
-                  max_nodes: int | None = None) -> Graph:
+                  max_nodes: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Graph:
     """Rebuild a `Graph` from a document (as `to_document` returns, or as decoded off the wire).
 
     Every node is built by the engine from the installed ops. Computed nodes take the data
@@ -550,7 +551,8 @@ def from_document(doc: object, *, name: str | None = None, strict: bool = False,
     keep their data; gradients, labels and source locations are restored. ``name`` names the
     graph (default: the document's name); ``max_nodes`` is the new graph's node limit, and a
     document with more nodes raises `GraphLimitError` before anything is built. Anything wrong
-    with the document raises `GraphFileError`.
+    with the document raises `GraphFileError`. ``progress(done, total)`` is called as nodes are
+    built (every 4,096 and at the end), for a progress bar.
     """
     doc_name, raw_nodes = _check_document_head(doc)
     count = len(raw_nodes)
@@ -571,6 +573,10 @@ def from_document(doc: object, *, name: str | None = None, strict: bool = False,
                 f"trust the recomputation)", node=i, field="data",
             )
         value.grad = node.grad
+        if progress is not None and not i % 4096:
+            progress(i, count)
+    if progress is not None:
+        progress(count, count)
     return graph
 
 
@@ -659,13 +665,15 @@ def parse(data: bytes | bytearray | memoryview | str) -> object:
 
 
 def loads(data: bytes | bytearray | memoryview | str, *, name: str | None = None,
-          strict: bool = False, max_nodes: int | None = None) -> Graph:
+          strict: bool = False, max_nodes: int | None = None,
+          progress: Callable[[int, int], None] | None = None) -> Graph:
     """A `Graph` from graph-file bytes: msgpack, or JSON (bytes or str), told apart by content.
 
     Options as for `from_document`. Raises `GraphFileError` for anything that is not a good
     graph file.
     """
-    return from_document(parse(data), name=name, strict=strict, max_nodes=max_nodes)
+    return from_document(parse(data), name=name, strict=strict, max_nodes=max_nodes,
+                         progress=progress)
 
 
 def from_json(text: str | bytes, *, name: str | None = None, strict: bool = False,
@@ -683,7 +691,8 @@ def from_json(text: str | bytes, *, name: str | None = None, strict: bool = Fals
 
 
 def load(path: str | os.PathLike[str], *, name: str | None = None, strict: bool = False,
-         max_nodes: int | None = None) -> Graph:
+         max_nodes: int | None = None,
+         progress: Callable[[int, int], None] | None = None) -> Graph:
     """Read the graph file at ``path`` (msgpack or JSON, whatever its suffix).
 
     A bad file raises `GraphFileError` whose message starts with the path; a file that cannot
@@ -692,7 +701,7 @@ def load(path: str | os.PathLike[str], *, name: str | None = None, strict: bool 
     target = Path(path)
     data = target.read_bytes()
     try:
-        return loads(data, name=name, strict=strict, max_nodes=max_nodes)
+        return loads(data, name=name, strict=strict, max_nodes=max_nodes, progress=progress)
     except GraphFileError as exc:
         raise GraphFileError(f"{target}: {exc}", node=exc.node, field=exc.field) from exc
 

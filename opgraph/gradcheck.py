@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,11 +112,13 @@ class GradcheckReport:
 
 
 def gradcheck(
-    root: Value, *, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-7
+    root: Value, *, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-7,
+    progress: Callable[[int, int], None] | None = None,
 ) -> GradcheckReport:
     """Check every gradient of ``root`` against central finite differences.
 
-    The ``grad`` of every node is left as it was.
+    The ``grad`` of every node is left as it was. ``progress(done, total)`` is called after
+    each leaf (each costs two passes over the graph), for a progress bar.
     """
     if not isinstance(root, Value):
         raise InputTypeError(f"gradcheck: expected a Value, got {type(root).__name__}")
@@ -132,9 +134,12 @@ def gradcheck(
         for v, g in zip(order, saved, strict=True):
             v.grad = g
     report = GradcheckReport(root=engine.describe(root), eps=eps)
+    total = sum(1 for v in order if v._opdef is None)
     for leaf in order:
         if leaf._opdef is not None:
             continue
+        if progress is not None:
+            progress(len(report.leaves), total)
         up = engine.evaluate(order, {leaf: leaf.data + eps})[root]
         down = engine.evaluate(order, {leaf: leaf.data - eps})[root]
         numeric = (up - down) / (2 * eps)

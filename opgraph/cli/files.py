@@ -24,16 +24,14 @@ def load_graph(file: Path | None, connect: str | None, name: str | None):
         from opgraph.fileformat import from_document
 
         with progress(f"fetching {name!r}") as update, Client(connect) as client:
-            update(0, 1)
             document = client.call("graph.export", name)
-            return from_document(document)
+            return from_document(document, progress=update)
     if file is None:
         raise typer.BadParameter("give a graph FILE, or --connect URL --graph NAME")
     from opgraph.fileformat import load
 
     with progress(f"loading {file}") as update:
-        update(0, 1)
-        return load(file)
+        return load(file, progress=update)
 
 
 def _describe(graph, node_id) -> str:
@@ -159,8 +157,7 @@ def gradcheck(
         computed = [v for v in g.outputs if not v.is_leaf]
         target = (computed or g.outputs)[-1]
     with progress("checking gradients") as update:
-        update(0, 1)
-        report = check(target, eps=eps)
+        report = check(target, eps=eps, progress=update)
     if json_:
         print_json({"ok": report.ok, "root": report.root,
                     "leaves": [leaf.__dict__ for leaf in report.leaves],

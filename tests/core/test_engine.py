@@ -639,3 +639,14 @@ def test_track_source_restores_state_after_an_error():
     with pytest.raises(ForwardError), opgraph.track_source():
         Value(-1.0).log()
     assert Value(1.0).source is None
+
+
+def test_gradcheck_reports_progress_per_leaf():
+    leaves = [Value(float(i) / 10, label=f"x{i}") for i in range(5)]
+    total = leaves[0]
+    for v in leaves[1:]:
+        total = total * v + v
+    seen: list[tuple[int, int]] = []
+    report = opgraph.gradcheck(total, progress=lambda done, of: seen.append((done, of)))
+    assert report.ok
+    assert seen == [(i, len(report.leaves)) for i in range(len(report.leaves))]

@@ -712,3 +712,16 @@ def test_fuzz_mutated_documents(doc: dict[str, Any]) -> None:
     assert isinstance(g, Graph)
     # whatever loaded saves and loads again to the same graph
     assert_same_graph(g.nodes, ff.loads(ff.dumps(g)))
+
+
+def test_loading_reports_progress(tmp_path: Path) -> None:
+    g = Graph("wide")
+    x = g.leaf(1.0, "x")
+    for _ in range(10_000):
+        x = g.apply("tanh", [x])
+    path = ff.save(g, tmp_path / "wide.opg")
+    seen: list[tuple[int, int]] = []
+    loaded = ff.load(path, progress=lambda done, total: seen.append((done, total)))
+    assert len(loaded) == 10_001
+    assert seen[0] == (0, 10_001) and seen[-1] == (10_001, 10_001)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) == 4
