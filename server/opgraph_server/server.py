@@ -179,7 +179,10 @@ class Session:
                 timeout = None if started is None else max(
                     0.0, started + limits.partial_message_timeout - loop.time())
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+                    if timeout is None:  # no half message waiting: no timer to arm
+                        data = await reader.read(READ_CHUNK)
+                    else:
+                        data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
                 except TimeoutError:
                     log.info("%s: half a message for %g s; closing", self.peer,
                              limits.partial_message_timeout)
