@@ -303,6 +303,7 @@ async def graph_create(call: Call, name: Any, replace: Any = False) -> dict[str,
         async with old.lock.write():
             graph.version = old.graph.version + 1
             old.graph = graph
+            gc.unfreeze()  # the replaced graph's objects: back to the collector
             call.server.changed(old)
         return _graph_summary(old)
     entry = call.server.add_graph(graph)
@@ -397,6 +398,7 @@ async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, 
         async with old.lock.write():
             graph.version = max(graph.version, old.graph.version + 1)
             old.graph = graph
+            gc.unfreeze()  # the replaced graph's objects: back to the collector
             call.server.changed(old)
         return _graph_summary(old)
     return _graph_summary(call.server.add_graph(graph))

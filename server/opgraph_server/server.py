@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import os
@@ -284,6 +285,9 @@ class Server:
             session.subscriptions.discard(entry.name)
             session.notify("graph.dropped", {"graph": entry.name})
         entry.subscribers.clear()
+        # Objects frozen after big work (methods._without_gc) go back to the collector: the
+        # graph's own are freed by reference counting, cycles frozen with them collected.
+        gc.unfreeze()
 
     def changed(self, entry: Entry) -> None:
         """Note a change; subscribers are told once per loop turn, however many changes."""
