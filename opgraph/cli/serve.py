@@ -23,7 +23,8 @@ def serve(
     max_nodes: int = typer.Option(2_000_000, min=1, help="Nodes per graph."),
     max_graphs: int = typer.Option(1_000, min=1, help="Graphs on the server."),
     max_connections: int = typer.Option(256, min=1, help="Clients at once."),
-    request_timeout: float = typer.Option(60.0, min=0.001, help="Seconds per request."),
+    request_timeout: float = typer.Option(
+        60.0, min=0.001, help="Seconds a request's analysis, picture or check may take."),
     max_queued_mb: float = typer.Option(32, min=0.001,
                                         help="Unread output (MiB) before a client is dropped."),
     log_level: str = typer.Option("info", help="debug, info, warning or error (to stderr)."),

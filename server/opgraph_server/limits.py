@@ -21,7 +21,9 @@ class Limits:
     max_connections: int = 256
     """Clients connected at once; one more is refused and closed."""
     request_timeout: float = 60.0
-    """Seconds a request may run before it is answered with a timeout error."""
+    """Seconds the worker-thread part of a request (analysis, pictures, gradcheck, export, import)
+    may run before the request is answered with a timeout error; the thread finishes in the
+    background. Everything else a method does runs on the event loop, without a timer."""
     max_queued_output: int = 32 * MiB
     """Bytes of replies and notifications queued for a client that does not read them; past
     this the client is disconnected (as Redis does with slow pub/sub readers)."""

@@ -291,3 +291,12 @@ def test_a_refused_initialize_leaves_nothing_open() -> None:
     guarded.stop()
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaks == []
+
+
+def test_arguments_msgpack_cannot_carry_are_a_client_error(server) -> None:
+    from opgraph_client import ClientError
+
+    with Client(server.tcp) as c:
+        with pytest.raises(ClientError, match=r"node\.get: cannot send these arguments"):
+            c.call("node.get", "demo", 2**70)
+        assert c.call("graph.info", "demo")["name"] == "demo"  # the connection is still good

@@ -24,6 +24,7 @@ from typing import Any
 from opgraph_server.protocol import (
     NEED_DATA,
     ConnectionClosed,
+    LocalProtocolError,
     Notification,
     ProtocolError,
     Request,
@@ -42,6 +43,15 @@ STDIO_COMMAND = (sys.executable, "-m", "opgraph", "serve", "--stdio", "--no-demo
 
 def _options(args: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
     return [*args, options] if options else list(args)
+
+
+def _encode_call(protocol: RpcProtocol, msgid: int, method: str, args: tuple[Any, ...],
+                 options: dict[str, Any]) -> bytes:
+    """The bytes of a request; arguments msgpack cannot carry are a `ClientError`."""
+    try:
+        return protocol.send(Request(msgid, method, _options(args, options)))
+    except LocalProtocolError as exc:
+        raise ClientError(f"{method}: cannot send these arguments: {exc}") from None
 
 
 class _Pipes:
@@ -163,7 +173,7 @@ class Client:
             if self._conn is None:
                 raise ClientError("the client is closed")
             msgid = next(self._ids) % 2**32
-            self._write(self._protocol.send(Request(msgid, method, _options(args, options))))
+            self._write(_encode_call(self._protocol, msgid, method, args, options))
             while True:
                 event = self._read_event()
                 if isinstance(event, Response) and event.msgid == msgid:
@@ -362,8 +372,7 @@ class AsyncClient:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[msgid] = future
         try:
-            self._writer.write(self._protocol.send(Request(msgid, method,
-                                                           _options(args, options))))
+            self._writer.write(_encode_call(self._protocol, msgid, method, args, options))
             try:
                 await self._writer.drain()
             except OSError as exc:
