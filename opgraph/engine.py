@@ -44,39 +44,29 @@ SourceLocation = tuple[str, int]
 
 # --- the op table, cached from the default registry ----------------------------------------------
 
-class _OpTable(dict):
-    """The installed ops by name, filled from the default registry on first use.
-
-    A plain dict underneath, so ``_OPS["add"]`` on the hot path is one C-level lookup.
-    """
-
-    loaded = False
-
-    def load(self) -> _OpTable:
-        if not self.loaded:
-            from opgraph.registry import default_registry
-
-            self.update(default_registry()._ops)
-            self.loaded = True
-            _add_op_methods(self)
-        return self
-
-    def __missing__(self, name: str) -> OpDef:
-        if not self.loaded:
-            return self.load()[name]
-        raise UnknownOpError(name, self)
-
-
-_OPS = _OpTable()
+# A plain dict (an exact dict is what the interpreter's fast subscript path takes), filled from
+# the default registry on first use; `_table` fills it, and the hot paths fall back to
+# `lookup_op` when a name is missing.
+_OPS: dict[str, OpDef] = {}
+_ops_loaded = False
 
 
 def _table() -> dict[str, OpDef]:
-    return _OPS.load()
+    """The installed ops by name, loaded from the default registry on first use."""
+    global _ops_loaded
+    if not _ops_loaded:
+        from opgraph.registry import default_registry
+
+        _OPS.update(default_registry()._ops)
+        _ops_loaded = True
+        _add_op_methods(_OPS)
+    return _OPS
 
 
 def _reset_op_cache() -> None:
+    global _ops_loaded
     _OPS.clear()
-    _OPS.loaded = False
+    _ops_loaded = False
     for name in _added_methods:
         delattr(Value, name)
     _added_methods.clear()
@@ -109,14 +99,18 @@ def _add_op_methods(ops: dict[str, OpDef]) -> None:
 def lookup_op(name: str) -> OpDef:
     """The installed op named ``name``; raises `UnknownOpError` with suggestions."""
     try:
-        return _OPS[name]
-    except TypeError:  # an unhashable name
-        raise UnknownOpError(name, _table()) from None
+        return _table()[name]
+    except (KeyError, TypeError):  # (TypeError: an unhashable name)
+        raise UnknownOpError(name, _OPS) from None
 
 
 # --- source locations ----------------------------------------------------------------------------
 
 _track_source = False
+_graphs_made = False
+# True while no node can need more than its four fields: source tracking is off and no `Graph`
+# exists (so no input can belong to one). The hot paths test this one flag.
+_plain = True
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -140,19 +134,25 @@ def track_source(enabled: bool = True) -> Iterator[None]:
     Off by default because walking the stack costs about a microsecond per node; the Neovim
     client and ``Client.publish`` use these locations to put values beside the code.
     """
-    global _track_source
-    previous, _track_source = _track_source, enabled
+    previous = set_source_tracking(enabled)
     try:
         yield
     finally:
-        _track_source = previous
+        set_source_tracking(previous)
 
 
 def set_source_tracking(enabled: bool) -> bool:
     """Switch source-location recording on or off for the whole process; returns the old state."""
-    global _track_source
+    global _track_source, _plain
     previous, _track_source = _track_source, bool(enabled)
+    _plain = not _track_source and not _graphs_made
     return previous
+
+
+def _note_graph_made() -> None:
+    """Called by every new `Graph`: from now on new nodes check their inputs' graphs."""
+    global _graphs_made, _plain
+    _graphs_made, _plain = True, False
 
 
 # --- Value ---------------------------------------------------------------------------------------
@@ -185,8 +185,8 @@ class Value:
     _loc: SourceLocation | None = None
 
     def __init__(self, data: float, label: str = "") -> None:
-        if not _OPS:
-            _OPS.load()  # so that plugin ops are methods (x.softplus()) from the first value on
+        if not _ops_loaded:
+            _table()  # so that plugin ops are methods (x.softplus()) from the first value on
         self.data = data if type(data) is float else _check_data(data, "Value(data)")
         self.grad = 0.0
         self._inputs: tuple[Value, ...] = ()
@@ -253,9 +253,9 @@ class Value:
     # arithmetic: each operator is an op looked up by name (methods made below the class)
     def __pow__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
-            return apply_op(_OPS["pow"], (self, other))
+            return apply_op(lookup_op("pow"), (self, other))
         exponent = _check_data(other, "Value ** exponent")
-        return _unary(_OPS["pow_const"], self, {"exponent": exponent})
+        return _apply_checked(lookup_op("pow_const"), (self,), {"exponent": exponent})
 
     def __pos__(self) -> Value:
         return self
@@ -263,7 +263,14 @@ class Value:
     def backward(self) -> None:
         """Backpropagate: every computed node's ``grad`` becomes d self / d node, and every leaf's
         ``grad`` grows by d self / d leaf (leaves accumulate; see `zero_grad`)."""
-        backward(self)
+        if _gc_isenabled():  # as `backward`, one call less
+            _gc_disable()
+            try:
+                _backward(self)
+            finally:
+                _gc_enable()
+        else:
+            _backward(self)
 
     def zero_grad(self) -> None:
         """Set ``grad`` to 0 on this value and every node it depends on."""
@@ -290,8 +297,12 @@ def _binary_operator(name: str, symbol: str, reflected: bool) -> Callable[[Value
             a, b = other, self
         else:
             a, b = self, other
-        op = _OPS[name]
-        owner = _owner((a, b), op) if (a._graph is not None or b._graph is not None) else None
+        try:
+            op = _OPS[name]
+        except KeyError:
+            op = lookup_op(name)
+        if not _plain:
+            return _apply_checked(op, (a, b), None)
         try:
             out = op.forward(a.data, b.data)
         except Exception as exc:
@@ -303,9 +314,7 @@ def _binary_operator(name: str, symbol: str, reflected: bool) -> Callable[[Value
         node.grad = 0.0
         node._inputs = (a, b)
         node._opdef = op
-        if _track_source:
-            node._loc = _caller_location()
-        return node if owner is None else _finish(node, owner)
+        return node
 
     operator.__name__ = f"__{'r' * reflected}{name}__"
     operator.__doc__ = f"other {symbol} self" if reflected else f"self {symbol} other"
@@ -313,10 +322,27 @@ def _binary_operator(name: str, symbol: str, reflected: bool) -> Callable[[Value
 
 
 def _unary_method(name: str, doc: str) -> Callable[[Value], Value]:
-    """``Value.tanh`` and friends: the one-input op ``name`` over self."""
+    """``Value.tanh`` and friends: the one-input op ``name`` over self (inlined, as above)."""
 
     def method(self: Value) -> Value:
-        return _unary(_OPS[name], self, None)
+        try:
+            op = _OPS[name]
+        except KeyError:
+            op = lookup_op(name)
+        if not _plain:
+            return _apply_checked(op, (self,), None)
+        try:
+            out = op.forward(self.data)
+        except Exception as exc:
+            raise _forward_failed(op, (self,), exc) from exc
+        if type(out) is not float:
+            out = _coerce_output(out, op, (self,))
+        node = _new(Value)
+        node.data = out
+        node.grad = 0.0
+        node._inputs = (self,)
+        node._opdef = op
+        return node
 
     method.__name__ = name
     method.__doc__ = doc
@@ -398,6 +424,7 @@ def _finish(node: Value, owner: Graph | None) -> Value:
 
 
 _new = object.__new__
+_gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
 
 
 def _new_node(data, op: OpDef, inputs: tuple[Value, ...], attrs) -> Value:
@@ -413,15 +440,10 @@ def _new_node(data, op: OpDef, inputs: tuple[Value, ...], attrs) -> Value:
     return node
 
 
-def _unary(op: OpDef, a: Value, attrs: dict[str, Any] | None) -> Value:
-    owner = _owner((a,), op) if a._graph is not None else None
-    try:
-        out = op.forward(a.data, **attrs) if attrs else op.forward(a.data)
-    except Exception as exc:
-        raise _forward_failed(op, (a,), exc) from exc
-    if type(out) is not float:
-        out = _coerce_output(out, op, (a,))
-    node = _new_node(out, op, (a,), attrs)
+def _apply_checked(op: OpDef, inputs: tuple[Value, ...], attrs: dict[str, Any] | None) -> Value:
+    """``op`` over ``inputs`` (arity and attributes already checked), joining their graph."""
+    owner = _owner(inputs, op) if _graphs_made else None
+    node = compute(op, inputs, attrs)
     return node if owner is None else _finish(node, owner)
 
 
@@ -481,10 +503,7 @@ def compute(op: OpDef, inputs: tuple[Value, ...], attrs: dict[str, Any] | None) 
 def apply_op(op: OpDef, inputs: Sequence[Value], attrs: Mapping[str, Any] | None = None) -> Value:
     """Apply the op definition ``op`` to ``inputs`` (all `Value`)."""
     checked = check_application(op, inputs, attrs)
-    inputs = tuple(inputs)
-    owner = _owner(inputs, op)
-    node = compute(op, inputs, checked)
-    return node if owner is None else _finish(node, owner)
+    return _apply_checked(op, tuple(inputs), checked)
 
 
 def apply(name: str, *inputs: Value | float, **attrs: Any) -> Value:
@@ -547,10 +566,16 @@ def _propagate(order: Sequence[Value], saved: list[float], root: Value) -> None:
     else:
         root.grad = 1.0
     node = root
+    odd = False
     try:
         for node in reversed(order):
             op = node._opdef
             if op is None:
+                # A leaf's grad is final here (its users all came first). A rule that returns a
+                # complex number or an array taints every grad below it, leaves included, so
+                # checking the leaves' types finds it; the slow check below names the rule.
+                if type(node.grad) is not float:
+                    odd = True
                 continue
             inputs = node._inputs
             g = node.grad
@@ -574,6 +599,13 @@ def _propagate(order: Sequence[Value], saved: list[float], root: Value) -> None:
     except Exception as exc:
         _restore(order, saved)
         raise _grad_failed(node, exc) from exc
+    if odd:
+        _check_grads_are_numbers(order, saved)
+
+
+def _check_grads_are_numbers(order: Sequence[Value], saved: list[float]) -> None:
+    """After a pass that left a grad that is not a float: refuse it if a rule returned
+    something that is not a real number (restoring every grad), accept it otherwise."""
     try:
         math.fsum(map(_grad_of, order))  # C speed; refuses complex numbers and arrays
     except (TypeError, ValueError, OverflowError):  # or inf - inf, or an overflow: look closer
@@ -655,6 +687,9 @@ def backward(root: Value) -> None:
 
 
 def _backward(root: Value) -> None:
+    if root._opdef is None:  # a leaf: d root / d root is 1, and nothing lies below it
+        root.grad += 1.0
+        return
     order: list[Value] = []
     saved: list[float] = []
     seen = {root}
@@ -672,10 +707,9 @@ def _backward(root: Value) -> None:
                 keep(child.grad)
         else:
             pop()
-            emit(node)
+            emit(node)  # only computed nodes are stacked: zero each before the sweep
             keep(node.grad)
-            if node._opdef is not None:
-                node.grad = 0.0
+            node.grad = 0.0
     _propagate(order, saved, root)
 
 

@@ -33,6 +33,7 @@ class Graph:
         self.max_nodes = max_nodes
         self.nodes: list[Value] = []
         self.version = 0
+        engine._note_graph_made()
 
     def __repr__(self) -> str:
         return f"Graph(name={self.name!r}, nodes={len(self.nodes)}, version={self.version})"

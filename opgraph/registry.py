@@ -172,7 +172,7 @@ def set_default_registry(registry: Registry | None) -> Registry | None:
 
     engine._reset_op_cache()
     if registry is not None:
-        engine._OPS.load()
+        engine._table()
     return old
 
 
