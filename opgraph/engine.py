@@ -551,16 +551,16 @@ def backward_over(order: Sequence[Value], root: Value) -> None:
     ``grad`` of every leaf (leaves accumulate, as in PyTorch). If a gradient rule fails, every
     ``grad`` is restored and `GradRuleError` names the op and the node.
     """
-    saved = [node.grad for node in order]
+    saved = {node: node.grad for node in order}
     for node in order:
         if node._opdef is not None:
             node.grad = 0.0
     _propagate(order, saved, root)
 
 
-def _propagate(order: Sequence[Value], saved: list[float], root: Value) -> None:
-    """The reverse sweep of `backward_over`, computed nodes already zeroed; ``saved`` holds
-    every node's ``grad`` from before (in ``order``), restored if a gradient rule fails."""
+def _propagate(order: Sequence[Value], saved: dict[Value, float], root: Value) -> None:
+    """The reverse sweep of `backward_over`, computed nodes already zeroed; ``saved`` maps
+    every node to its ``grad`` from before, restored if a gradient rule fails."""
     if root._opdef is None:
         root.grad += 1.0
     else:
@@ -597,13 +597,13 @@ def _propagate(order: Sequence[Value], saved: list[float], root: Value) -> None:
                 for v, d in zip(inputs, local, strict=True):
                     v.grad += g * d
     except Exception as exc:
-        _restore(order, saved)
+        _restore(saved)
         raise _grad_failed(node, exc) from exc
     if odd:
         _check_grads_are_numbers(order, saved)
 
 
-def _check_grads_are_numbers(order: Sequence[Value], saved: list[float]) -> None:
+def _check_grads_are_numbers(order: Sequence[Value], saved: dict[Value, float]) -> None:
     """After a pass that left a grad that is not a float: refuse it if a rule returned
     something that is not a real number (restoring every grad), accept it otherwise."""
     try:
@@ -611,12 +611,12 @@ def _check_grads_are_numbers(order: Sequence[Value], saved: list[float]) -> None
     except (TypeError, ValueError, OverflowError):  # or inf - inf, or an overflow: look closer
         culprit = _non_number_rule(order)
         if culprit is not None:
-            _restore(order, saved)
+            _restore(saved)
             raise _grad_failed(*culprit) from None
 
 
-def _restore(order: Sequence[Value], saved: list[float]) -> None:
-    for value, before in zip(order, saved, strict=True):
+def _restore(saved: dict[Value, float]) -> None:
+    for value, before in saved.items():
         value.grad = before
 
 
@@ -691,24 +691,22 @@ def _backward(root: Value) -> None:
         root.grad += 1.0
         return
     order: list[Value] = []
-    saved: list[float] = []
-    seen = {root}
-    stack = [(root, iter(root._inputs))]
-    push, pop, emit, mark, keep = stack.append, stack.pop, order.append, seen.add, saved.append
-    while stack:
-        node, inputs = stack[-1]
-        for child in inputs:
-            if child not in seen:
-                mark(child)
+    saved = {root: root.grad}  # the nodes seen so far, each with its grad from before the pass
+    nodes, pending = [root], [iter(root._inputs)]  # the stack: a node and its unvisited inputs
+    emit = order.append
+    while pending:
+        for child in pending[-1]:
+            if child not in saved:
+                saved[child] = child.grad
                 if child._inputs:
-                    push((child, iter(child._inputs)))
+                    nodes.append(child)
+                    pending.append(iter(child._inputs))
                     break
                 emit(child)  # a leaf: done at once, no stack entry (half the nodes, often)
-                keep(child.grad)
         else:
-            pop()
+            pending.pop()
+            node = nodes.pop()
             emit(node)  # only computed nodes are stacked: zero each before the sweep
-            keep(node.grad)
             node.grad = 0.0
     _propagate(order, saved, root)
 
