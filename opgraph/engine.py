@@ -262,15 +262,42 @@ class Value:
 
     def backward(self) -> None:
         """Backpropagate: every computed node's ``grad`` becomes d self / d node, and every leaf's
-        ``grad`` grows by d self / d leaf (leaves accumulate; see `zero_grad`)."""
-        if _gc_isenabled():  # as `backward`, one call less
+        ``grad`` grows by d self / d leaf (leaves accumulate; see `zero_grad`). Iterative.
+
+        The pass itself, written out here because it is the hottest path of a training loop:
+        `topological_order` and the zeroing of `backward_over` fused into one walk, then
+        `_propagate`. Python's cyclic garbage collector is paused meanwhile: the pass makes no
+        reference cycles, but on a deep graph its stack would set off full collections.
+        """
+        if self._opdef is None:  # a leaf: d self / d self is 1, and nothing lies below it
+            self.grad += 1.0
+            return
+        paused = _gc_isenabled()
+        if paused:
             _gc_disable()
-            try:
-                _backward(self)
-            finally:
+        try:
+            order: list[Value] = []
+            saved = {self: self.grad}  # the nodes seen so far, each with its grad from before
+            nodes, pending = [self], [iter(self._inputs)]  # the stack: nodes, unvisited inputs
+            emit = order.append
+            while pending:
+                for child in pending[-1]:
+                    if child not in saved:
+                        saved[child] = child.grad
+                        if child._inputs:
+                            nodes.append(child)
+                            pending.append(iter(child._inputs))
+                            break
+                        emit(child)  # a leaf: done at once, no stack entry (often half the nodes)
+                else:
+                    pending.pop()
+                    node = nodes.pop()
+                    emit(node)  # only computed nodes are stacked: zero each before the sweep
+                    node.grad = 0.0
+            _propagate(order, saved, self)
+        finally:
+            if paused:
                 _gc_enable()
-        else:
-            _backward(self)
 
     def zero_grad(self) -> None:
         """Set ``grad`` to 0 on this value and every node it depends on."""
@@ -668,47 +695,11 @@ def gc_paused() -> Iterator[None]:
 
 
 def backward(root: Value) -> None:
-    """Backpropagate from ``root``: computed nodes get d root / d node, leaves add it. Iterative.
-
-    `topological_order` and the zeroing of `backward_over` fused into one walk. Python's cyclic
-    garbage collector is paused meanwhile: the pass makes no reference cycles, but its many
-    small allocations would otherwise set off full collections over the whole graph.
-    """
+    """Backpropagate from ``root``: computed nodes get d root / d node, leaves add it (the same
+    as ``root.backward()``)."""
     if not isinstance(root, Value):
         raise InputTypeError(f"backward: expected a Value, got {type(root).__name__}")
-    if gc.isenabled():
-        gc.disable()
-        try:
-            _backward(root)
-        finally:
-            gc.enable()
-    else:
-        _backward(root)
-
-
-def _backward(root: Value) -> None:
-    if root._opdef is None:  # a leaf: d root / d root is 1, and nothing lies below it
-        root.grad += 1.0
-        return
-    order: list[Value] = []
-    saved = {root: root.grad}  # the nodes seen so far, each with its grad from before the pass
-    nodes, pending = [root], [iter(root._inputs)]  # the stack: a node and its unvisited inputs
-    emit = order.append
-    while pending:
-        for child in pending[-1]:
-            if child not in saved:
-                saved[child] = child.grad
-                if child._inputs:
-                    nodes.append(child)
-                    pending.append(iter(child._inputs))
-                    break
-                emit(child)  # a leaf: done at once, no stack entry (half the nodes, often)
-        else:
-            pending.pop()
-            node = nodes.pop()
-            emit(node)  # only computed nodes are stacked: zero each before the sweep
-            node.grad = 0.0
-    _propagate(order, saved, root)
+    root.backward()
 
 
 def recompute(order: Iterable[Value]) -> None:
