@@ -278,22 +278,24 @@ class Value:
         try:
             order: list[Value] = []
             saved = {self: self.grad}  # the nodes seen so far, each with its grad from before
-            nodes, pending = [self], [iter(self._inputs)]  # the stack: nodes, unvisited inputs
+            stack: list[tuple[Value, Iterator[Value]]] = []  # the nodes below `node`'s parent
             emit = order.append
-            while pending:
-                for child in pending[-1]:
+            node, pending = self, iter(self._inputs)  # a node and its inputs not yet visited
+            while True:
+                for child in pending:
                     if child not in saved:
                         saved[child] = child.grad
                         if child._inputs:
-                            nodes.append(child)
-                            pending.append(iter(child._inputs))
+                            stack.append((node, pending))
+                            node, pending = child, iter(child._inputs)
                             break
                         emit(child)  # a leaf: done at once, no stack entry (often half the nodes)
                 else:
-                    pending.pop()
-                    node = nodes.pop()
                     emit(node)  # only computed nodes are stacked: zero each before the sweep
                     node.grad = 0.0
+                    if not stack:
+                        break
+                    node, pending = stack.pop()
             _propagate(order, saved, self)
         finally:
             if paused:
@@ -551,24 +553,29 @@ def apply(name: str, *inputs: Value | float, **attrs: Any) -> Value:
 
 
 def topological_order(root: Value) -> list[Value]:
-    """Every node ``root`` depends on, inputs before the nodes that use them; no recursion."""
+    """Every node ``root`` depends on, inputs before the nodes that use them; no recursion.
+
+    (`Value.backward` repeats this walk with its own bookkeeping fused in.)
+    """
     order: list[Value] = []
     seen = {root}
-    stack = [(root, iter(root._inputs))]
-    push, pop, emit, mark = stack.append, stack.pop, order.append, seen.add
-    while stack:
-        node, inputs = stack[-1]
-        for child in inputs:
+    stack: list[tuple[Value, Iterator[Value]]] = []
+    emit, mark = order.append, seen.add
+    node, pending = root, iter(root._inputs)
+    while True:
+        for child in pending:
             if child not in seen:
                 mark(child)
                 if child._inputs:
-                    push((child, iter(child._inputs)))
+                    stack.append((node, pending))
+                    node, pending = child, iter(child._inputs)
                     break
                 emit(child)  # a leaf: done at once, no stack entry
         else:
-            pop()
             emit(node)
-    return order
+            if not stack:
+                return order
+            node, pending = stack.pop()
 
 
 def backward_over(order: Sequence[Value], root: Value) -> None:
@@ -604,23 +611,21 @@ def _propagate(order: Sequence[Value], saved: dict[Value, float], root: Value) -
                 if type(node.grad) is not float:
                     odd = True
                 continue
-            inputs = node._inputs
-            g = node.grad
-            if op.attrs:  # (the op's field, not the node's: no per-node lookup on the hot path)
-                local = op.grad(*[v.data for v in inputs], node.data, **node._attrs)
-                for v, d in zip(inputs, local, strict=True):
-                    v.grad += g * d
-            elif op.arity == 2:
-                a, b = inputs
+            kind = op._sweep
+            if kind == 2:
+                a, b = node._inputs
                 da, db = op.grad(a.data, b.data, node.data)
+                g = node.grad
                 a.grad += g * da
                 b.grad += g * db
-            elif op.arity == 1:
-                (a,) = inputs
+            elif kind == 1:
+                (a,) = node._inputs
                 (da,) = op.grad(a.data, node.data)
-                a.grad += g * da
-            else:
-                local = op.grad(*[v.data for v in inputs], node.data)
+                a.grad += node.grad * da
+            else:  # attributes, or more than two inputs
+                inputs = node._inputs
+                local = op.grad(*[v.data for v in inputs], node.data, **(node._attrs or {}))
+                g = node.grad
                 for v, d in zip(inputs, local, strict=True):
                     v.grad += g * d
     except Exception as exc:
