@@ -10,7 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from opgraph import hookimpl, registry
+from opgraph import engine, hookimpl, registry
+
+
+@pytest.fixture(autouse=True)
+def plain_engine():
+    """Start each core test as a fresh process does: no `Graph` made yet, so new nodes take the
+    engine's fast path (`engine._plain`) until the test makes one. Without this, the first
+    Graph of the session would switch the fast path off for every later test."""
+    saved = engine._graphs_made, engine._plain
+    engine._graphs_made = False
+    engine._plain = not engine._track_source
+    yield
+    engine._graphs_made, engine._plain = saved
 
 
 @pytest.fixture

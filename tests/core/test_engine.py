@@ -13,11 +13,13 @@ from opgraph import (
     AttributeSpecError,
     ForwardError,
     GradRuleError,
+    Graph,
     InputTypeError,
     OpDef,
     OpgraphError,
     UnknownOpError,
     Value,
+    engine,
 )
 
 # --- operators ------------------------------------------------------------------------------------
@@ -650,3 +652,19 @@ def test_gradcheck_reports_progress_per_leaf():
     report = opgraph.gradcheck(total, progress=lambda done, of: seen.append((done, of)))
     assert report.ok
     assert seen == [(i, len(report.leaves)) for i in range(len(report.leaves))]
+
+
+def test_values_from_before_the_first_graph_join_it():
+    """Values made on the fast path (no Graph yet) are adopted by a graph made afterwards."""
+    x = Value(3.0, label="x")
+    y = x * 2.0
+    assert engine._plain and y.graph is None
+    g = Graph("late")
+    assert not engine._plain
+    w = g.leaf(0.5, label="w")
+    z = (y * w).tanh()
+    assert z.graph is g and y.graph is g and x.graph is g
+    assert [v.id for v in (x, y, z)] == sorted(v.id for v in (x, y, z))
+    assert len(g) == 6  # w, x, the constant 2.0, y, y * w, z
+    z.backward()
+    assert x.grad == pytest.approx(2.0 * 0.5 * (1 - math.tanh(3.0) ** 2))
