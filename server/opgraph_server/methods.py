@@ -1,17 +1,20 @@
 """The RPC methods: argument checking, then the opgraph API, then plain-data results.
 
-Each method is an ``async`` function ``(call, *args, **options)`` registered with `method`,
-which records its required arguments and the option names it accepts. `Dispatcher.dispatch`
-splits ``params`` (arguments by position, then one optional map of options), checks them, and
-runs the method under the graph's lock. Long reads (analysis, pictures, gradcheck, export) run
-in a worker thread, so one client's big analysis does not stall another's small queries.
+Each method is a function ``(call, *args, **options)`` registered with `method`, which records
+its required arguments and the option names it accepts; it is ``async`` when it waits (for a
+graph's lock or a worker thread), plain when it answers at once (``node.get``: the server then
+makes no coroutine for it). `Server.check` splits ``params`` (arguments by position, then one
+optional map of options) and checks them; the session runs the method. Long reads (analysis,
+pictures, gradcheck, export) run in a worker thread, so one client's big analysis does not
+stall another's small queries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Awaitable, Callable, Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +47,8 @@ MAX_NAME_LENGTH = 200
 MAX_IDS = 100_000
 """Node ids per node.get / graph.grads request (as graph.nodes pages at most 100,000)."""
 
-Handler = Callable[..., Awaitable[Any]]
+Handler = Callable[..., Any]
+"""A method: ``(call, *args, **options)`` returning the result, or (async) an awaitable of it."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class MethodSpec:
     options: frozenset[str]
     before_initialize: bool = False
     any_option: bool = False
+    awaits: bool = True
+    """Whether ``handler`` is a coroutine function (its result must be awaited)."""
 
     @property
     def allowed_options(self) -> frozenset[str] | bool:
@@ -81,7 +87,8 @@ def method(
 
     def register(handler: Handler) -> Handler:
         METHODS[name] = MethodSpec(name, handler, required, optional, frozenset(options),
-                                   before_initialize, any_option)
+                                   before_initialize, any_option,
+                                   inspect.iscoroutinefunction(handler))
         return handler
 
     return register
@@ -259,7 +266,7 @@ async def initialize(call: Call, token: Any = None, client: Any = None, errors: 
 
 
 @method("shutdown")
-async def shutdown(call: Call) -> None:
+def shutdown(call: Call) -> None:
     """End the session: the reply is sent, then the connection is closed."""
     call.session.closing = True
 
@@ -273,7 +280,7 @@ def _op_catalogue() -> list[dict[str, Any]]:
 
 
 @method("ops.list")
-async def ops_list(call: Call) -> list[dict[str, Any]]:
+def ops_list(call: Call) -> list[dict[str, Any]]:
     """The op catalogue."""
     return _op_catalogue()
 
@@ -311,7 +318,7 @@ async def graph_create(call: Call, name: Any, replace: Any = False) -> dict[str,
 
 
 @method("graph.list")
-async def graph_list(call: Call) -> list[dict[str, Any]]:
+def graph_list(call: Call) -> list[dict[str, Any]]:
     """Every graph: name, node count, version, subscriber count."""
     return [_graph_summary(e) for e in sorted(call.server.graphs.values(), key=lambda e: e.name)]
 
@@ -458,7 +465,7 @@ async def node_set(call: Call, graph: Any, id: Any, data: Any) -> dict[str, Any]
 
 
 @method("node.get", ("graph", "ids"))
-async def node_get(call: Call, graph: Any, ids: Any) -> dict[str, Any]:
+def node_get(call: Call, graph: Any, ids: Any) -> dict[str, Any]:
     """Id, op, inputs, data, grad, label and source of each node."""
     entry = call.entry(graph)
     wanted = call.ids(ids)

@@ -272,6 +272,16 @@ class RpcProtocol:
         except (TypeError, ValueError, OverflowError) as exc:
             raise LocalProtocolError(f"cannot encode {kind.__name__}: {exc}") from exc
 
+    def send_result(self, msgid: int, result: Any) -> bytes:
+        """The bytes of a successful response: ``send(Response(msgid, None, result))`` without
+        making the event (the path every answered request takes)."""
+        if type(msgid) is not int or not 0 <= msgid <= MAX_MSGID:
+            _check_out_msgid(msgid)
+        try:
+            return self._packer.pack([1, msgid, None, result])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LocalProtocolError(f"cannot encode Response: {exc}") from exc
+
     # -- receiving ----------------------------------------------------------------------------
 
     def _next_event(self) -> Event | Literal[Sentinel.NEED_DATA]:

@@ -18,7 +18,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 from opgraph.graph import Graph
 from opgraph_server.errors import RpcError, render_error
 from opgraph_server.limits import Limits
-from opgraph_server.methods import METHODS, Call, translate
+from opgraph_server.methods import METHODS, Call, MethodSpec, translate
 from opgraph_server.protocol import (
     NEED_DATA,
     ConnectionClosed,
@@ -122,16 +122,31 @@ class Session:
             else:
                 log.error("dropped an unencodable notification to %s: %s", self.peer, exc)
                 return
+        self._queue(data, event.msgid if type(event) is Response else None)
+
+    def reply(self, msgid: int, result: Any) -> None:
+        """Queue the successful response to request ``msgid`` (as `send`, with less work)."""
+        if self.closed:
+            return
+        try:
+            data = self.protocol.send_result(msgid, result)
+        except Exception:  # a result msgpack cannot encode: `send` answers with the error
+            self.send(Response(msgid, None, result))
+            return
+        self._queue(data, msgid)
+
+    def _queue(self, data: bytes, msgid: int | None) -> None:
         limit = self.server.limits.max_queued_output
-        if len(data) > limit and isinstance(event, Response):
+        if len(data) > limit and msgid is not None:
             # It could never be delivered within the output limit: answer with an error
             # rather than disconnect a client that may be reading perfectly well.
             error = RpcError("limit_exceeded", f"the result is {len(data)} bytes, more than "
                              f"the server's max_queued_output of {limit}",
                              {"limit": "max_queued_output", "max": limit})
-            data = self.protocol.send(Response(event.msgid, self.render(error), None))
-        self._out.append(data)
-        if len(self._out) == 1:
+            data = self.protocol.send(Response(msgid, self.render(error), None))
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
@@ -219,34 +234,40 @@ class Session:
 
     async def _drain_events(self) -> bool:
         """Handle every complete message; False once the peer has closed."""
+        next_event, server = self.protocol.next_event, self.server
         while True:
-            event = self.protocol.next_event()
-            if event is NEED_DATA:
-                return True
-            if isinstance(event, ConnectionClosed):
-                return False
-            if isinstance(event, Request):
-                await self.handle(event)
+            event = next_event()
+            if type(event) is Request:
+                # Run inline rather than in a helper coroutine: a plain method (node.get)
+                # is then answered without making any coroutine at all.
+                try:
+                    spec, args, options = server.check(self, event.method, event.params)
+                    result = spec.handler(Call(server, self, event.method), *args, **options)
+                    if spec.awaits:
+                        result = await result
+                except Exception as exc:
+                    self.fail(event, exc)
+                else:
+                    self.reply(event.msgid, result)
                 if self.closing or self.closed:
                     return True
-            elif isinstance(event, Rejected):
+            elif event is NEED_DATA:
+                return True
+            elif type(event) is ConnectionClosed:
+                return False
+            elif type(event) is Rejected:
                 response = event.response(self.structured_errors)
                 if response is not None:
                     self.send(response)
             # Notifications from clients (pynvim's nvim_set_client_info, ...) and stray
             # responses are ignored.
 
-    async def handle(self, request: Request) -> None:
-        """Run one request and send its response."""
-        try:
-            result = await self.server.prepare(self, request.method, request.params)
-        except Exception as exc:
-            error = translate(exc)
-            if error.name == "internal_error":
-                log.exception("%s: %s failed", self.peer, request.method)
-            self.send(Response(request.msgid, self.render(error), None))
-        else:
-            self.send(Response(request.msgid, None, result))
+    def fail(self, request: Request, exc: Exception) -> None:
+        """Answer ``request`` with the error ``exc`` stands for (logged if unexpected)."""
+        error = translate(exc)
+        if error.name == "internal_error":
+            log.exception("%s: %s failed", self.peer, request.method)
+        self.send(Response(request.msgid, self.render(error), None))
 
 
 class Server:
@@ -331,10 +352,13 @@ class Server:
 
     async def dispatch(self, session: Session, name: str, params: list[Any]) -> Any:
         """Check and run one method call for ``session``; raises `RpcError`."""
-        return await self.prepare(session, name, params)
+        spec, args, options = self.check(session, name, params)
+        result = spec.handler(Call(self, session, name), *args, **options)
+        return await result if spec.awaits else result
 
-    def prepare(self, session: Session, name: str, params: list[Any]) -> Awaitable[Any]:
-        """Check one method call for ``session`` and return the coroutine that runs it.
+    def check(self, session: Session, name: str,
+              params: list[Any]) -> tuple[MethodSpec, list[Any], dict[str, Any]]:
+        """Check one method call for ``session``: its method, arguments and options.
 
         Raises `RpcError` for an unknown method, missing authorisation or bad parameters.
         """
@@ -355,7 +379,7 @@ class Server:
             session.initialized = True  # without a token, initialize is optional
         args, options = split_params(name, params, spec.required, spec.optional,
                                      options=spec.allowed_options)
-        return spec.handler(Call(self, session, name), *args, **options)
+        return spec, args, options
 
     # --- transports ---------------------------------------------------------------------
 
