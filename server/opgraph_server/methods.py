@@ -64,6 +64,9 @@ class MethodSpec:
     any_option: bool = False
     awaits: bool = True
     """Whether ``handler`` is a coroutine function (its result must be awaited)."""
+    exact: int = -1
+    """The length of params that is exactly the required arguments (-1 when there are optional
+    ones): such params need no splitting (see `split_params`)."""
 
     @property
     def allowed_options(self) -> frozenset[str] | bool:
@@ -88,7 +91,8 @@ def method(
     def register(handler: Handler) -> Handler:
         METHODS[name] = MethodSpec(name, handler, required, optional, frozenset(options),
                                    before_initialize, any_option,
-                                   inspect.iscoroutinefunction(handler))
+                                   inspect.iscoroutinefunction(handler),
+                                   -1 if optional else len(required))
         return handler
 
     return register
@@ -110,6 +114,10 @@ class Call:
 
     def entry(self, name: Any) -> Entry:
         """The named graph, or an unknown_graph error listing close names."""
+        if type(name) is str and len(name) <= MAX_NAME_LENGTH:  # the common case, in one test
+            entry = self.server.graphs.get(name)
+            if entry is not None:
+                return entry
         name = self.text(name, "graph")
         entry = self.server.graphs.get(name)
         if entry is None:
@@ -144,13 +152,17 @@ class Call:
         """One node id or a list of them (at most MAX_IDS: records are built on the loop)."""
         if type(value) is int:
             return [value]
-        if not isinstance(value, list) or not all(type(i) is int for i in value):
-            raise self.invalid(f"{what} must be a node id or a list of node ids, got "
-                               f"{_kind(value)}")
-        if len(value) > MAX_IDS:
-            raise RpcError("limit_exceeded", f"{self.method}: {len(value)} {what}; at most "
-                           f"{MAX_IDS} per request", {"limit": "ids", "max": MAX_IDS})
-        return value
+        if isinstance(value, list):
+            if len(value) > MAX_IDS:
+                raise RpcError("limit_exceeded", f"{self.method}: {len(value)} {what}; at "
+                               f"most {MAX_IDS} per request", {"limit": "ids", "max": MAX_IDS})
+            for i in value:  # (a plain loop: most requests ask for one id or a few)
+                if type(i) is not int:
+                    break
+            else:
+                return value
+        raise self.invalid(f"{what} must be a node id or a list of node ids, got "
+                           f"{_kind(value)}")
 
     async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run blocking work in a worker thread, so the event loop keeps answering others.
@@ -191,18 +203,22 @@ def _kind(value: Any) -> str:
 def node_record(value: engine.Value) -> dict[str, Any]:
     """A node as plain data: what ``node.get`` returns for each id."""
     op = value._opdef
-    attrs = value._attrs
     loc = value._loc
+    source = None if loc is None else [loc[0], loc[1]]
+    if op is None:  # a leaf (about half the nodes of most graphs): nothing to look up
+        return {"id": value._id, "op": None, "symbol": "", "inputs": [], "attrs": {},
+                "data": value.data, "grad": value.grad, "label": value.label, "source": source}
+    attrs = value._attrs
     return {
         "id": value._id,
-        "op": None if op is None else op.name,
-        "symbol": "" if op is None else op.format_symbol(attrs),
+        "op": op.name,
+        "symbol": op.format_symbol(attrs),
         "inputs": [i._id for i in value._inputs],
         "attrs": dict(attrs) if attrs else {},
         "data": value.data,
         "grad": value.grad,
         "label": value.label,
-        "source": None if loc is None else [loc[0], loc[1]],
+        "source": source,
     }
 
 
@@ -472,7 +488,10 @@ def node_get(call: Call, graph: Any, ids: Any) -> dict[str, Any]:
     # No lock: this read runs start to end on the event loop, and every mutation does too
     # (no method awaits while holding the write lock), so it cannot see half a change.
     g = entry.graph
-    return {"version": g.version, "nodes": [node_record(g.node(i)) for i in wanted]}
+    nodes, count = g.nodes, len(g.nodes)
+    # g.node(i) checks and names a bad id; the common good one is indexed directly.
+    return {"version": g.version,
+            "nodes": [node_record(nodes[i] if 0 <= i < count else g.node(i)) for i in wanted]}
 
 
 @method("graph.nodes", ("graph",), options=("start", "count"))

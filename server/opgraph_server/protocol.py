@@ -185,7 +185,8 @@ class RpcProtocol:
         self.max_depth = max_depth
         # The scanner only finds where messages end (skip() builds no objects); a message is
         # decoded from _buf once complete. It is fed lazily from _buf so that it never holds
-        # more than max_message_size bytes of an unfinished message.
+        # more than max_message_size bytes of an unfinished message. None once the peer has
+        # sent bytes that are not MessagePack-RPC: the object is then dead for receiving.
         self._scanner: msgpack.Unpacker | None = msgpack.Unpacker(
             max_buffer_size=max_message_size)
         self._buf = bytearray()
@@ -193,7 +194,6 @@ class RpcProtocol:
         self._fed = 0  # index in _buf of the first byte not yet fed to the scanner
         self._base = 0  # stream offset of _buf[0] (the scanner's tell() counts from 0)
         self._eof = False
-        self._failed = False
         self._packer = msgpack.Packer(use_bin_type=True)
 
     @property
@@ -203,7 +203,7 @@ class RpcProtocol:
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes received from the peer; ``b""`` means the peer closed its side (EOF)."""
-        if self._failed:
+        if self._scanner is None:
             raise LocalProtocolError(
                 "receive_data after a RemoteProtocolError: close the connection")
         if self._eof:
@@ -223,13 +223,33 @@ class RpcProtocol:
 
         Raises `RemoteProtocolError` on bad input, after which this object is dead for receiving.
         """
-        if self._failed:
+        scanner = self._scanner
+        if scanner is None:
             raise LocalProtocolError(
                 "next_event after a RemoteProtocolError: close the connection")
         try:
-            return self._next_event()
+            while True:
+                try:
+                    scanner.skip()
+                except msgpack.OutOfData:
+                    if self._feed_scanner():
+                        continue
+                    break
+                except (ValueError, msgpack.UnpackException) as exc:  # FormatError, StackError
+                    raise RemoteProtocolError(
+                        RpcError("parse_error", _msgpack_problem(exc))) from exc
+                end = scanner.tell() - self._base
+                raw = self._buf[self._start:end]
+                self._start = end
+                return self._decode(raw)
+            if not self._eof:
+                return NEED_DATA
+            if self.pending_bytes:
+                raise RemoteProtocolError(RpcError(
+                    "parse_error", f"connection closed in the middle of a message "
+                    f"({self.pending_bytes} bytes of it received)"))
+            return ConnectionClosed()
         except RemoteProtocolError:
-            self._failed = True
             self._scanner = None
             self._buf = bytearray()
             self._start = self._fed = 0
@@ -284,30 +304,6 @@ class RpcProtocol:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def _next_event(self) -> Event | Literal[Sentinel.NEED_DATA]:
-        scanner = self._scanner
-        assert scanner is not None
-        while True:
-            try:
-                scanner.skip()
-            except msgpack.OutOfData:
-                if self._feed_scanner():
-                    continue
-                break
-            except (ValueError, msgpack.UnpackException) as exc:  # FormatError, StackError
-                raise RemoteProtocolError(RpcError("parse_error", _msgpack_problem(exc))) from exc
-            end = scanner.tell() - self._base
-            raw = self._buf[self._start:end]
-            self._start = end
-            return self._decode(raw)
-        if not self._eof:
-            return NEED_DATA
-        if self.pending_bytes:
-            raise RemoteProtocolError(RpcError(
-                "parse_error", f"connection closed in the middle of a message "
-                f"({self.pending_bytes} bytes of it received)"))
-        return ConnectionClosed()
-
     def _feed_scanner(self) -> bool:
         """Feed the scanner what it may take of _buf; False when there is nothing to feed."""
         unfed = len(self._buf) - self._fed
@@ -338,7 +334,10 @@ class RpcProtocol:
             if pause:
                 gc.enable()
         event = _parse_message(msg)
+        # Nesting deeper than max_depth needs more than max_depth container headers, each one
+        # byte of the message: counting those bytes (C speed) rules most messages out at once.
         if (self.max_depth is not None and len(raw) > self.max_depth
+                and len(raw) - len(raw.translate(None, _CONTAINER_BYTES)) > self.max_depth
                 and type(event) is not Response and _deeper_than(event.params, self.max_depth)):
             msgid = event.msgid if type(event) is Request else None
             return Rejected(msgid, event.method, RpcError(
@@ -419,6 +418,8 @@ def _params(obj: Any, msgid: int | None) -> list[Any]:
 
 
 _CONTAINERS: Final = frozenset((list, dict))
+_CONTAINER_BYTES: Final = bytes(range(0x80, 0xA0)) + b"\xdc\xdd\xde\xdf"
+"""The first bytes of MessagePack arrays and maps (fixmap, fixarray, array 16/32, map 16/32)."""
 
 
 def _deeper_than(root: list[Any], limit: int) -> bool:

@@ -46,6 +46,7 @@ DEFAULT_URL = "tcp://127.0.0.1:7450"
 READ_CHUNK = 256 * 1024
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 NVIM_HANDLER = "return require('opgraph').on_notify(...)"
+_NO_OPTIONS: dict[str, Any] = {}  # passed as **options only, so never changed
 
 
 @dataclass(frozen=True)
@@ -377,6 +378,8 @@ class Server:
             raise RpcError("method_not_found", f"no method named {name!r}{hint}")
         if not session.initialized and not spec.before_initialize:
             session.initialized = True  # without a token, initialize is optional
+        if len(params) == spec.exact:  # every argument given, no options: nothing to split
+            return spec, params, _NO_OPTIONS
         args, options = split_params(name, params, spec.required, spec.optional,
                                      options=spec.allowed_options)
         return spec, args, options
