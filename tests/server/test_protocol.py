@@ -346,6 +346,18 @@ def test_params_over_the_depth_limit_are_rejected_not_fatal() -> None:
     assert third == Request(5, "ok", [])
 
 
+def test_depth_is_judged_by_structure_not_by_container_like_bytes() -> None:
+    """Bytes that look like array and map headers inside strings, numbers and bin (the quick
+    count before the real check) neither reject a shallow message nor hide a deep one."""
+    lookalikes = "\u0080\u0090\u009f" * 50  # UTF-8 bytes 0xc2 0x80.., each a fixmap/fixarray
+    shallow = [lookalikes, bytes(range(0x80, 0xA0)) * 4, [0xDC, 0xDD, 0xDE, 0xDF, -100]]
+    assert receive(pack([0, 1, "m", shallow]), max_depth=3) == [Request(1, "m", shallow)]
+    deep = nested(4)
+    deep.append(lookalikes)
+    (event,) = receive(pack([0, 2, "m", deep]), max_depth=3)
+    assert isinstance(event, Rejected) and event.msgid == 2
+
+
 def test_depth_limit_can_be_disabled() -> None:
     params = nested(500)
     assert receive(pack([0, 1, "m", params]), max_depth=None) == [Request(1, "m", params)]
