@@ -103,6 +103,7 @@ class Session:
         self.closing = False
         self.closed = False
         self._out: list[bytes] = []
+        self._calls: dict[str, Call] = {}  # one per method this client has called (immutable)
 
     def __repr__(self) -> str:
         return f"<Session {self.peer}>"
@@ -235,7 +236,7 @@ class Session:
 
     async def _drain_events(self) -> bool:
         """Handle every complete message; False once the peer has closed."""
-        next_event, server = self.protocol.next_event, self.server
+        next_event, server, calls = self.protocol.next_event, self.server, self._calls
         while True:
             event = next_event()
             if type(event) is Request:
@@ -243,7 +244,10 @@ class Session:
                 # is then answered without making any coroutine at all.
                 try:
                     spec, args, options = server.check(self, event.method, event.params)
-                    result = spec.handler(Call(server, self, event.method), *args, **options)
+                    call = calls.get(spec.name)
+                    if call is None:
+                        call = calls[spec.name] = Call(server, self, spec.name)
+                    result = spec.handler(call, *args, **options)
                     if spec.awaits:
                         result = await result
                 except Exception as exc:
