@@ -177,8 +177,10 @@ def main() -> None:
         print(f"1. pipelined small requests ({args.requests:,} a round, {args.window} in flight, "
               f"median of {args.rounds} alternating rounds)")
         print(f"   echo server (asyncio + msgpack): {echo_rate:10,.0f} requests/s")
+        ratios = [o / e for o, e in zip(our_runs, echo_runs, strict=True)]
         print(f"   opgraph node.get:                {ours:10,.0f} requests/s "
-              f"({ours / echo_rate:.0%} of the echo server)")
+              f"({ours / echo_rate:.0%} of the echo server; single rounds "
+              f"{min(ratios):.0%}-{max(ratios):.0%})")
 
         batch_graph_steps = []
         for k in range(100_000):
