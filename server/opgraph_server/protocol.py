@@ -371,12 +371,17 @@ def _msgid(obj: Any) -> int | None:
     return obj if type(obj) is int and 0 <= obj <= MAX_MSGID else None
 
 
+_new_tuple = tuple.__new__
+
+
 def _parse_message(msg: Any) -> Request | Response | Notification:
     """Check the shape of a decoded message and build its event."""
     if (type(msg) is list and len(msg) == 4 and type(msg[0]) is int and msg[0] == 0
             and type(msg[1]) is int and 0 <= msg[1] <= MAX_MSGID and type(msg[2]) is str
             and type(msg[3]) is list):
-        return Request(msg[1], msg[2], msg[3])  # the common case, checked in one go
+        # The common case, checked in one go; made as tuple.__new__ does inside Request(...),
+        # without the Python-level __new__ a named tuple adds.
+        return _new_tuple(Request, (msg[1], msg[2], msg[3]))
     if type(msg) is not list or not msg:
         raise _invalid(f"a message must be a non-empty array, got {_describe(msg)}")
     tag = msg[0]
