@@ -12,6 +12,7 @@ stall another's small queries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 from collections.abc import Callable, Mapping
@@ -46,6 +47,10 @@ PROTOCOL_VERSION = 1
 MAX_NAME_LENGTH = 200
 MAX_IDS = 100_000
 """Node ids per node.get / graph.grads request (as graph.nodes pages at most 100,000)."""
+THREADED_CHANGE_NODES = 10_000
+"""A change whose work grows past this many nodes (a big batch, a backward pass or a
+recomputation over a big graph) runs in a worker thread, the graph's write lock held, so that
+other clients keep being answered; smaller ones run on the event loop, where they are quicker."""
 
 Handler = Callable[..., Any]
 """A method: ``(call, *args, **options)`` returning the result, or (async) an awaitable of it."""
@@ -178,6 +183,22 @@ class Call:
         except TimeoutError:
             raise RpcError("limit_exceeded", f"{self.method} took longer than {limit:g} s") \
                 from None
+
+
+    async def change(self, size: int, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)``, a change to a graph whose write lock the caller holds: run on the
+        event loop when ``size`` (the nodes the work grows with) is small, else in a worker
+        thread, to its end. There is no time limit here: stopping half-way would leave the
+        graph half changed, so the lock is held until the thread is done."""
+        if size < THREADED_CHANGE_NODES:
+            return func(*args)
+        future = asyncio.get_running_loop().run_in_executor(None, _without_gc, func, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:  # the server is stopping: still let the change finish
+            with contextlib.suppress(BaseException):
+                await future
+            raise
 
 
 def _without_gc(func: Callable[..., Any], *args: Any) -> Any:
@@ -475,7 +496,7 @@ async def node_set(call: Call, graph: Any, id: Any, data: Any) -> dict[str, Any]
     node_id = call.integer(id, "id")
     data = call.number(data, "data")
     async with entry.lock.write():
-        changed = entry.graph.set(node_id, data)
+        changed = await call.change(len(entry.graph.nodes), entry.graph.set, node_id, data)
         call.server.changed(entry)
         return {"id": node_id, "changed": changed, "version": entry.graph.version}
 
@@ -485,9 +506,19 @@ def node_get(call: Call, graph: Any, ids: Any) -> dict[str, Any]:
     """Id, op, inputs, data, grad, label and source of each node."""
     entry = call.entry(graph)
     wanted = call.ids(ids)
-    # No lock: this read runs start to end on the event loop, and every mutation does too
-    # (no method awaits while holding the write lock), so it cannot see half a change.
-    g = entry.graph
+    # No lock: this read runs start to end on the event loop, and so does every change except
+    # the big ones in worker threads (`Call.change`); while one of those runs, wait for it.
+    if entry.lock.writing:
+        return _node_get_after_change(entry, wanted)
+    return _node_records(entry.graph, wanted)
+
+
+async def _node_get_after_change(entry: Entry, wanted: list[int]) -> dict[str, Any]:
+    async with entry.lock.read():
+        return _node_records(entry.graph, wanted)
+
+
+def _node_records(g: Graph, wanted: list[int]) -> dict[str, Any]:
     nodes, count = g.nodes, len(g.nodes)
     # g.node(i) checks and names a bad id; the common good one is indexed directly.
     return {"version": g.version,
@@ -527,14 +558,20 @@ async def graph_batch(call: Call, graph: Any, steps: Any) -> dict[str, Any]:
         g = entry.graph
         mark = g.checkpoint()
         try:
-            with engine.gc_paused():
-                ids = _run_steps(call, g, steps)
-                gc.freeze()  # the new nodes are long-lived: keep them out of collections
+            ids = await call.change(len(steps), _run_steps_frozen, call, g, steps)
         except BaseException:
             g.rollback(mark)
             raise
         call.server.changed(entry)
         return {"ids": ids, "version": g.version}
+
+
+def _run_steps_frozen(call: Call, g: Graph, steps: list[Any]) -> list[int]:
+    with engine.gc_paused():
+        try:
+            return _run_steps(call, g, steps)
+        finally:
+            gc.freeze()  # the new nodes are long-lived: keep them out of collections
 
 
 def _run_steps(call: Call, g: Graph, steps: list[Any]) -> list[int]:
@@ -667,7 +704,7 @@ async def graph_backward(call: Call, graph: Any, root: Any) -> dict[str, Any]:
     entry = call.entry(graph)
     root = call.integer(root, "root")
     async with entry.lock.write():
-        reached = entry.graph.backward(root)
+        reached = await call.change(len(entry.graph.nodes), entry.graph.backward, root)
         call.server.changed(entry)
         return {"root": root, "reached": len(reached), "version": entry.graph.version}
 
@@ -682,7 +719,7 @@ async def graph_grads(call: Call, graph: Any, root: Any, ids: Any) -> dict[str, 
         g = entry.graph
         for i in wanted:
             g.node(i)
-        g.backward(root)
+        await call.change(len(g.nodes), g.backward, root)
         call.server.changed(entry)
         return {"root": root, "grads": {str(i): g.nodes[i].grad for i in wanted},
                 "version": g.version}

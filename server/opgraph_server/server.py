@@ -20,6 +20,7 @@ import stat
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -248,8 +249,8 @@ class Session:
                     if call is None:
                         call = calls[spec.name] = Call(server, self, spec.name)
                     result = spec.handler(call, *args, **options)
-                    if spec.awaits:
-                        result = await result
+                    if spec.awaits or type(result) is CoroutineType:  # (a plain method may
+                        result = await result  # have to wait, as node.get behind a change)
                 except Exception as exc:
                     self.fail(event, exc)
                 else:
@@ -359,7 +360,7 @@ class Server:
         """Check and run one method call for ``session``; raises `RpcError`."""
         spec, args, options = self.check(session, name, params)
         result = spec.handler(Call(self, session, name), *args, **options)
-        return await result if spec.awaits else result
+        return await result if spec.awaits or type(result) is CoroutineType else result
 
     def check(self, session: Session, name: str,
               params: list[Any]) -> tuple[MethodSpec, list[Any], dict[str, Any]]:

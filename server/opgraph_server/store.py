@@ -40,6 +40,11 @@ class ReadWriteLock:
             if not future.done():
                 future.set_result(None)
 
+    @property
+    def writing(self) -> bool:
+        """Whether a writer holds the lock now (one that only waits has changed nothing yet)."""
+        return self._writer
+
     def read(self) -> _Guard:
         """``async with lock.read():`` holds the lock for reading."""
         return self._read_guard
