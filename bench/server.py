@@ -5,7 +5,8 @@ In one run, on loopback TCP, each server in its own process:
 1. pipelined small requests per second: opgraph's ``node.get`` against a bare asyncio+msgpack
    echo server (the ceiling of this stack), same client, same window of requests in flight;
 2. ``node.get`` latency (p50/p99) on a 1,000,000-node graph while another client runs
-   ``graph.analyze`` on that graph;
+   ``graph.analyze`` on that graph, and on a small graph while another runs ``graph.backward``
+   over the big one;
 3. building a 100,000-node graph in one ``graph.batch`` request.
 """
 
@@ -150,6 +151,29 @@ def build_chain(client: RawClient, graph: str, nodes: int, chunk: int = 100_000)
     return time.perf_counter() - start
 
 
+def sample_latency(client: RawClient, graph: str, work) -> list[float]:
+    """Seconds of each ``node.get`` on ``graph`` sent while ``work`` runs in another thread."""
+    latencies: list[float] = []
+    worker = threading.Thread(target=work)
+    worker.start()
+    time.sleep(0.2)
+    while worker.is_alive():
+        t = time.perf_counter()
+        client.call("node.get", graph, [0])
+        latencies.append(time.perf_counter() - t)
+        time.sleep(0.001)
+    worker.join()
+    return sorted(latencies)
+
+
+def describe_latency(latencies: list[float]) -> str:
+    """Count, p50, p99 and max of sorted latencies, in milliseconds."""
+    p50 = statistics.median(latencies) * 1e3
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
+    return (f"{len(latencies)} calls, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+            f"max {latencies[-1] * 1e3:.2f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=50_000)
@@ -200,7 +224,6 @@ def main() -> None:
         info = setup.call("graph.info", "big")
         print(f"   (built the {info['nodes']:,}-node graph in {seconds:.1f} s, "
               f"in batches of 100,000)")
-        latencies: list[float] = []
         analysis: dict = {}
 
         def analyse() -> None:
@@ -211,22 +234,22 @@ def main() -> None:
             analysis["depth"] = report["depth"]
             other.close()
 
-        worker = threading.Thread(target=analyse)
-        worker.start()
-        time.sleep(0.2)
-        while worker.is_alive():
-            t = time.perf_counter()
-            setup.call("node.get", "big", [12345])
-            latencies.append(time.perf_counter() - t)
-            time.sleep(0.001)
-        worker.join()
-        latencies.sort()
-        p50 = statistics.median(latencies) * 1e3
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
+        latencies = sample_latency(setup, "big", analyse)
         print(f"2. node.get on the {info['nodes']:,}-node graph while another client analyses "
               f"it ({analysis['seconds']:.1f} s, depth {analysis['depth']:,}):")
-        print(f"   {len(latencies)} calls, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-              f"max {latencies[-1] * 1e3:.2f} ms")
+        print(f"   {describe_latency(latencies)}")
+
+        def backward() -> None:
+            other = RawClient(port)
+            t = time.perf_counter()
+            other.call("graph.backward", "big", info["nodes"] - 1)
+            analysis["backward"] = time.perf_counter() - t
+            other.close()
+
+        latencies = sample_latency(setup, "small", backward)
+        print(f"   node.get on another graph while a third client runs graph.backward over the "
+              f"big one ({analysis['backward']:.1f} s, in a worker thread):")
+        print(f"   {describe_latency(latencies)}")
         setup.close()
     finally:
         echo.terminate()
