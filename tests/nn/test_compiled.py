@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from opgraph import (
+    ForwardError,
     GraphMismatchError,
     InputTypeError,
     NotALeafError,
@@ -359,6 +360,8 @@ def scalar_only_ops():
                   domain=((0.5, 3.0), (0.5, 3.0))),
             OpDef("lerp", 2, _lerp, _lerp_grad, attrs=("t",), sample_attrs={"t": 0.25},
                   doc="a + t (b - a)"),
+            OpDef("sqrt_test", 1, math.sqrt, lambda x, out: (0.5 / out,), doc="sqrt(x)",
+                  domain=((0.5, 3.0),)),
         ]
 
     plugin = types.SimpleNamespace(opgraph_register_ops=opgraph_register_ops)
@@ -385,6 +388,19 @@ def test_ops_without_vector_kernels_fall_back_to_their_scalar_rules(scalar_only_
     x.data, z.data = 1.1, 0.6
     recompute(compiled.nodes)
     check_against_eager(root, compiled)
+
+
+def test_a_scalar_rule_that_raises_is_a_forward_error_naming_the_node(scalar_only_ops) -> None:
+    x = Value(4.0, label="x")
+    r = x.sqrt_test()
+    r.label = "r"
+    compiled = compile_graph(r * 2.0 + x)
+    assert compiled.forward() == 8.0
+    compiled.set([x], [-1.0])
+    with pytest.raises(ForwardError, match=r"op 'sqrt_test' failed at 'r' \(compiled\) on "
+                                           r"inputs \[-1.0\]: forward rule raised ValueError"):
+        compiled.forward()
+    assert math.isnan(compiled.forward(check=False))
 
 
 def test_the_registry_is_restored_after_the_plugin_test() -> None:
@@ -471,3 +487,58 @@ def test_a_leaf_root_and_a_graph_order_matching_the_engine() -> None:
     x = Value(0.3)
     root = (x * 2.0).tanh() * x
     assert compile_graph(root).nodes == topological_order(root)
+
+
+# --- where the eager engine raises, so does the compiled graph -----------------------------------
+
+
+@pytest.mark.parametrize(("bad", "op", "cause"), [
+    (-2.0, "log", ValueError),  # log of a negative number
+    (0.0, "div", ZeroDivisionError),  # 1 / 0
+])
+def test_forward_raises_where_the_eager_engine_raises(bad, op, cause) -> None:
+    x = Value(1.5, label="x")
+    q = (x.log() * (1 / x)).relu()  # relu turns the NaN into 0.0: the root looks fine
+    q.label = "q"
+    compiled = compile_graph(q)
+    assert compiled.forward() == pytest.approx(q.data)
+    compiled.set([x], [bad])
+    with pytest.raises(ForwardError) as info:
+        compiled.forward()
+    assert info.value.op == op and isinstance(info.value.cause, cause)
+    assert f"inputs [{'1.0, ' if op == 'div' else ''}{bad}]" in str(info.value)
+    with pytest.raises(ForwardError):  # as the eager engine, on the same input
+        x2 = Value(bad)
+        (x2.log() * (1 / x2)).relu()
+    assert compiled.forward(check=False) == 0.0  # unchecked: NaN and inf flow on
+
+
+def test_the_failing_node_is_named_by_label_or_position() -> None:
+    x = Value(6.0, label="x")
+    root = (x - 5.0).log(), (x - 5.0).log()
+    labelled = root[0]
+    labelled.label = "lg"
+    compiled = compile_graph(labelled + root[1])
+    compiled.forward()
+    compiled.set([x], [1.0])
+    with pytest.raises(ForwardError, match=r"op 'log' failed at 'lg' \(compiled\) on inputs "
+                                           r"\[-4.0\]"):
+        compiled.forward()
+    compiled = compile_graph(root[1] * 2.0)
+    compiled.set([x], [1.0])
+    position = compiled.index(root[1])
+    with pytest.raises(ForwardError, match=f"the unlabelled value at position {position}"):
+        compiled.forward()
+
+
+def test_infinities_the_rules_themselves_give_are_results() -> None:
+    """exp past 709 and log of 0 are infinite in the eager engine too, without an error."""
+    x = Value(1.0)
+    root = x.exp() + (x - 1.0).log()
+    compiled = compile_graph(root)
+    compiled.set([x], [800.0])
+    assert compiled.forward() == math.inf
+    eager = Value(800.0)
+    assert (eager.exp() + (eager - 1.0).log()).data == math.inf
+    compiled.set([x], [1.0])
+    assert compiled.forward() == -math.inf
