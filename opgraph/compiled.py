@@ -9,7 +9,7 @@ too, only slower. Results equal the eager engine's to rounding (the tests hold t
 Where the eager engine raises (``log`` of a negative number, ``1/0``), so does `forward`: numpy
 gives NaN or infinity there, and when any value comes out not finite, the scalar rule of each
 node holding one is run again on that node's inputs to find the one that fails (the check of
-the whole array costs about 1% of a step; ``forward(check=False)`` skips it).
+the whole array costs under 1% of a step; ``forward(check=False)`` skips it).
 
     compiled = compile_graph(loss)
     for step in range(100):
