@@ -22,6 +22,8 @@ import numbers
 import operator
 import os
 import sys
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -107,10 +109,12 @@ def lookup_op(name: str) -> OpDef:
 # --- source locations ----------------------------------------------------------------------------
 
 _track_source = False
-_graphs_made = False
+_live_graphs = 0  # Graph objects alive in the process (counted by `_graph_born`)
 # True while no node can need more than its four fields: source tracking is off and no `Graph`
-# exists (so no input can belong to one). The hot paths test this one flag.
+# is alive (a value in a graph holds its graph, so then no input can belong to one). The hot
+# paths test this one flag. It and the two above change together, under this lock.
 _plain = True
+_flags_lock = threading.RLock()  # re-entrant: a finalizer may run inside, during a collection
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -144,15 +148,27 @@ def track_source(enabled: bool = True) -> Iterator[None]:
 def set_source_tracking(enabled: bool) -> bool:
     """Switch source-location recording on or off for the whole process; returns the old state."""
     global _track_source, _plain
-    previous, _track_source = _track_source, bool(enabled)
-    _plain = not _track_source and not _graphs_made
+    with _flags_lock:
+        previous, _track_source = _track_source, bool(enabled)
+        _plain = not _track_source and _live_graphs == 0
     return previous
 
 
-def _note_graph_made() -> None:
-    """Called by every new `Graph`: from now on new nodes check their inputs' graphs."""
-    global _graphs_made, _plain
-    _graphs_made, _plain = True, False
+def _graph_born(graph: Graph) -> None:
+    """Called for every `Graph` made (or unpickled): while any is alive, new nodes check whether
+    their inputs belong to one."""
+    global _live_graphs, _plain
+    with _flags_lock:
+        _live_graphs += 1
+        _plain = False
+    weakref.finalize(graph, _graph_gone)
+
+
+def _graph_gone() -> None:
+    global _live_graphs, _plain
+    with _flags_lock:
+        _live_graphs -= 1
+        _plain = not _track_source and _live_graphs == 0
 
 
 # --- Value ---------------------------------------------------------------------------------------
@@ -471,7 +487,7 @@ def _new_node(data, op: OpDef, inputs: tuple[Value, ...], attrs) -> Value:
 
 def _apply_checked(op: OpDef, inputs: tuple[Value, ...], attrs: dict[str, Any] | None) -> Value:
     """``op`` over ``inputs`` (arity and attributes already checked), joining their graph."""
-    owner = _owner(inputs, op) if _graphs_made else None
+    owner = _owner(inputs, op) if _live_graphs else None
     node = compute(op, inputs, attrs)
     return node if owner is None else _finish(node, owner)
 

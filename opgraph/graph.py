@@ -33,7 +33,12 @@ class Graph:
         self.max_nodes = max_nodes
         self.nodes: list[Value] = []
         self.version = 0
-        engine._note_graph_made()
+        engine._graph_born(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling (and copying) makes a graph too: count it, as `__init__` does."""
+        self.__dict__.update(state)
+        engine._graph_born(self)
 
     def __repr__(self) -> str:
         return f"Graph(name={self.name!r}, nodes={len(self.nodes)}, version={self.version})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import textwrap
@@ -15,14 +16,12 @@ from opgraph import engine, hookimpl, registry
 
 @pytest.fixture(autouse=True)
 def plain_engine():
-    """Start each core test as a fresh process does: no `Graph` made yet, so new nodes take the
-    engine's fast path (`engine._plain`) until the test makes one. Without this, the first
-    Graph of the session would switch the fast path off for every later test."""
-    saved = engine._graphs_made, engine._plain
-    engine._graphs_made = False
-    engine._plain = not engine._track_source
+    """Start each core test as a fresh process does, with no `Graph` alive, so that new nodes
+    take the engine's fast path (`engine._plain`) until the test makes one: the graphs of
+    earlier tests are collected first (they live in reference cycles with their nodes)."""
+    if engine._live_graphs:
+        gc.collect()
     yield
-    engine._graphs_made, engine._plain = saved
 
 
 @pytest.fixture

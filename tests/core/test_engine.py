@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import math
+import pickle
 
 import pytest
 
@@ -14,6 +16,7 @@ from opgraph import (
     ForwardError,
     GradRuleError,
     Graph,
+    GraphMismatchError,
     InputTypeError,
     OpDef,
     OpgraphError,
@@ -668,3 +671,38 @@ def test_values_from_before_the_first_graph_join_it():
     assert len(g) == 6  # w, x, the constant 2.0, y, y * w, z
     z.backward()
     assert x.grad == pytest.approx(2.0 * 0.5 * (1 - math.tanh(3.0) ** 2))
+    # ** and mixing graphs check ownership too
+    assert (x ** 2).graph is g and (x ** w).graph is g
+    other = Graph("other")
+    with pytest.raises(GraphMismatchError, match="different graphs"):
+        x * other.leaf(1.0)
+    with pytest.raises(GraphMismatchError):
+        x ** other.leaf(2.0)
+
+
+def test_the_fast_path_comes_back_when_the_graphs_are_gone():
+    g = Graph("transient")
+    y = g.leaf(2.0) * 3.0
+    assert not engine._plain and y.graph is g
+    del g, y
+    gc.collect()  # a graph and its nodes form reference cycles
+    assert engine._plain and engine._live_graphs == 0
+    assert (Value(1.0) + 2.0).graph is None
+
+
+def test_an_unpickled_graph_still_adopts_new_nodes():
+    g = Graph("saved")
+    a = g.leaf(2.0, label="a")
+    (a * a).label = "sq"
+    data = pickle.dumps(g)
+    del g, a
+    gc.collect()
+    assert engine._plain
+    loaded = pickle.loads(data)
+    assert not engine._plain
+    sq = loaded.node(1)
+    cube = sq * loaded.node(0)
+    assert cube.graph is loaded and cube.id == 2 and cube.data == 8.0
+    twin = pickle.loads(data)
+    with pytest.raises(GraphMismatchError):
+        sq + twin.node(0)
