@@ -698,21 +698,33 @@ def _grad_failed(node: Value, exc: BaseException) -> GradRuleError:
                          op=name, node=describe(node), cause=exc)
 
 
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # blocks inside `gc_paused` now, in every thread
+_gc_resume = False  # whether the collector ran when the first of them began
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector inside the block (if it was running).
 
     Building or differentiating a big graph makes many objects and no reference cycles; the
     collector would otherwise run full collections over the whole graph again and again.
+    Pauses nest and overlap across threads (a server's event loop and its workers): the
+    collector runs again when the last one ends.
     """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
+    global _gc_pauses, _gc_resume
+    with _gc_lock:
+        if not _gc_pauses:
+            _gc_resume = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        gc.enable()
+        with _gc_lock:
+            _gc_pauses -= 1
+            if not _gc_pauses and _gc_resume:
+                gc.enable()
 
 
 def backward(root: Value) -> None:

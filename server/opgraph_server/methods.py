@@ -5,14 +5,13 @@ its required arguments and the option names it accepts; it is ``async`` when it 
 graph's lock or a worker thread), plain when it answers at once (``node.get``: the server then
 makes no coroutine for it). `Server.check` splits ``params`` (arguments by position, then one
 optional map of options) and checks them; the session runs the method. Long reads (analysis,
-pictures, gradcheck, export) run in a worker thread, so one client's big analysis does not
-stall another's small queries.
+pictures, gradcheck, export; `Call.in_thread`) and big changes (`Call.change`) run in worker
+threads, so one client's big work does not stall another's small queries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import inspect
 from collections.abc import Callable, Mapping
@@ -158,23 +157,25 @@ class Call:
         if type(value) is int:
             return [value]
         if isinstance(value, list):
-            if len(value) > MAX_IDS:
-                raise RpcError("limit_exceeded", f"{self.method}: {len(value)} {what}; at "
-                               f"most {MAX_IDS} per request", {"limit": "ids", "max": MAX_IDS})
             for i in value:  # (a plain loop: most requests ask for one id or a few)
                 if type(i) is not int:
                     break
             else:
+                if len(value) > MAX_IDS:
+                    raise RpcError("limit_exceeded", f"{self.method}: {len(value)} {what}; "
+                                   f"at most {MAX_IDS} per request",
+                                   {"limit": "ids", "max": MAX_IDS})
                 return value
         raise self.invalid(f"{what} must be a node id or a list of node ids, got "
                            f"{_kind(value)}")
 
     async def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking work in a worker thread, so the event loop keeps answering others.
+        """Run a blocking read (an analysis, a picture) in a worker thread, so the event loop
+        keeps answering others.
 
-        This is where the request time limit applies: everything else a method does is quick.
-        A thread that runs over is answered with ``limit_exceeded`` and left to finish in the
-        background (its result is dropped).
+        This is where the request time limit applies (big changes run to their end instead: see
+        `change`). A thread that runs over is answered with ``limit_exceeded`` and left to
+        finish in the background (its result is dropped).
         """
         limit = self.server.limits.request_timeout
         try:
@@ -185,20 +186,35 @@ class Call:
                 from None
 
 
-    async def change(self, size: int, func: Callable[..., Any], *args: Any) -> Any:
-        """``func(*args)``, a change to a graph whose write lock the caller holds: run on the
-        event loop when ``size`` (the nodes the work grows with) is small, else in a worker
-        thread, to its end. There is no time limit here: stopping half-way would leave the
-        graph half changed, so the lock is held until the thread is done."""
+    async def change(self, entry: Entry, size: int, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)``, a change to ``entry``'s graph, whose write lock the caller holds:
+        run on the event loop when ``size`` (the nodes the work grows with) is small, else in
+        a worker thread of the server's own pool for changes (not queued behind analyses), to
+        its end. There is no time limit here: stopping half-way would leave the graph half
+        changed, so the lock is held until the thread is done, even if this task is cancelled
+        (as it is when the server stops). Meanwhile `graph.list` and the like report the
+        graph as it was before the change (`Entry.settled`)."""
         if size < THREADED_CHANGE_NODES:
             return func(*args)
-        future = asyncio.get_running_loop().run_in_executor(None, _without_gc, func, *args)
+        graph = entry.graph
+        entry.settled = (len(graph.nodes), graph.version)
+        future = asyncio.get_running_loop().run_in_executor(
+            self.server.change_pool(), _without_gc, func, *args)
+        cancelled = False
         try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:  # the server is stopping: still let the change finish
-            with contextlib.suppress(BaseException):
-                await future
-            raise
+            while True:
+                try:
+                    result = await asyncio.shield(future)
+                    break
+                except asyncio.CancelledError:
+                    if future.done():
+                        raise
+                    cancelled = True  # wait on: the thread is still changing the graph
+        finally:
+            entry.settled = None
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
 
 
 def _without_gc(func: Callable[..., Any], *args: Any) -> Any:
@@ -326,8 +342,7 @@ def ops_list(call: Call) -> list[dict[str, Any]]:
 
 
 def _graph_summary(entry: Entry) -> dict[str, Any]:
-    graph = entry.graph
-    return {"name": graph.name, "nodes": len(graph.nodes), "version": graph.version,
+    return {"name": entry.name, "nodes": entry.size, "version": entry.version,
             "subscribers": len(entry.subscribers)}
 
 
@@ -496,7 +511,8 @@ async def node_set(call: Call, graph: Any, id: Any, data: Any) -> dict[str, Any]
     node_id = call.integer(id, "id")
     data = call.number(data, "data")
     async with entry.lock.write():
-        changed = await call.change(len(entry.graph.nodes), entry.graph.set, node_id, data)
+        changed = await call.change(entry, len(entry.graph.nodes), entry.graph.set,
+                                    node_id, data)
         call.server.changed(entry)
         return {"id": node_id, "changed": changed, "version": entry.graph.version}
 
@@ -551,14 +567,14 @@ async def graph_batch(call: Call, graph: Any, steps: Any) -> dict[str, Any]:
     if not isinstance(steps, list):
         raise call.invalid(f"steps must be a list, got {_kind(steps)}")
     limit = call.server.limits.max_nodes
-    if len(entry.graph.nodes) + len(steps) > limit:
+    if entry.size + len(steps) > limit:
         raise RpcError("limit_exceeded", f"{len(steps)} steps would take graph "
                                          f"{entry.name!r} over its limit of {limit} nodes")
     async with entry.lock.write():
         g = entry.graph
         mark = g.checkpoint()
         try:
-            ids = await call.change(len(steps), _run_steps_frozen, call, g, steps)
+            ids = await call.change(entry, len(steps), _run_steps_frozen, call, g, steps)
         except BaseException:
             g.rollback(mark)
             raise
@@ -704,7 +720,8 @@ async def graph_backward(call: Call, graph: Any, root: Any) -> dict[str, Any]:
     entry = call.entry(graph)
     root = call.integer(root, "root")
     async with entry.lock.write():
-        reached = await call.change(len(entry.graph.nodes), entry.graph.backward, root)
+        reached = await call.change(entry, len(entry.graph.nodes), entry.graph.backward,
+                                    root)
         call.server.changed(entry)
         return {"root": root, "reached": len(reached), "version": entry.graph.version}
 
@@ -719,7 +736,7 @@ async def graph_grads(call: Call, graph: Any, root: Any, ids: Any) -> dict[str, 
         g = entry.graph
         for i in wanted:
             g.node(i)
-        await call.change(len(g.nodes), g.backward, root)
+        await call.change(entry, len(g.nodes), g.backward, root)
         call.server.changed(entry)
         return {"root": root, "grads": {str(i): g.nodes[i].grad for i in wanted},
                 "version": g.version}
@@ -834,7 +851,7 @@ async def graph_subscribe(call: Call, graph: Any) -> dict[str, Any]:
     entry = call.entry(graph)
     entry.subscribers.add(call.session)
     call.session.subscriptions.add(entry.name)
-    return {"graph": entry.name, "version": entry.graph.version}
+    return {"graph": entry.name, "version": entry.version}
 
 
 @method("graph.unsubscribe", ("graph",))
@@ -843,5 +860,5 @@ async def graph_unsubscribe(call: Call, graph: Any) -> dict[str, Any]:
     entry = call.entry(graph)
     entry.subscribers.discard(call.session)
     call.session.subscriptions.discard(entry.name)
-    return {"graph": entry.name, "version": entry.graph.version}
+    return {"graph": entry.name, "version": entry.version}
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import difflib
 import enum
-import gc
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
 import msgpack
 
+from opgraph.engine import gc_paused
 from opgraph_server.errors import RpcError, render_error
 
 __all__ = [
@@ -323,16 +323,14 @@ class RpcProtocol:
     def _decode(self, raw: bytearray) -> Event:
         # A big message decodes into many containers and no reference cycles; pausing the
         # cyclic garbage collector meanwhile saves it from scanning them over and over.
-        pause = len(raw) > _GC_PAUSE_BYTES and gc.isenabled()
-        if pause:
-            gc.disable()
         try:
-            msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+            if len(raw) > _GC_PAUSE_BYTES:
+                with gc_paused():
+                    msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+            else:
+                msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
         except (ValueError, msgpack.UnpackException) as exc:  # UnicodeDecodeError, map keys
             raise RemoteProtocolError(RpcError("parse_error", _msgpack_problem(exc))) from exc
-        finally:
-            if pause:
-                gc.enable()
         event = _parse_message(msg)
         # Nesting deeper than max_depth needs more than max_depth container headers, each one
         # byte of the message: counting those bytes (C speed) rules most messages out at once.

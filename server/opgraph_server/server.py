@@ -19,6 +19,7 @@ import socket
 import stat
 import sys
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any
@@ -289,6 +290,15 @@ class Server:
         self._unix_paths: list[str] = []
         self._pending: set[Entry] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._change_pool: ThreadPoolExecutor | None = None
+
+    def change_pool(self) -> ThreadPoolExecutor:
+        """The worker threads for big changes (`Call.change`), apart from the default pool
+        where analyses and pictures run, so a change never queues behind them."""
+        if self._change_pool is None:
+            self._change_pool = ThreadPoolExecutor(max_workers=4,
+                                                   thread_name_prefix="opgraph-change")
+        return self._change_pool
 
     # --- graphs -------------------------------------------------------------------------
 
@@ -474,6 +484,9 @@ class Server:
                 os.unlink(path)
         self._servers.clear()
         self._unix_paths.clear()
+        if self._change_pool is not None:
+            self._change_pool.shutdown(wait=False)
+            self._change_pool = None
 
 
 def _remove_stale_socket(path: str) -> None:

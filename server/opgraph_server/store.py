@@ -110,8 +110,21 @@ class Entry:
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     subscribers: set[Any] = field(default_factory=set)
     dropped: bool = False
+    settled: tuple[int, int] | None = None
+    """``(nodes, version)`` from before a change running in a worker thread, while it runs:
+    what methods that take no lock report (the graph itself is half changed meanwhile)."""
 
     @property
     def name(self) -> str:
         """The graph's name."""
         return self.graph.name
+
+    @property
+    def size(self) -> int:
+        """The graph's node count (from before a change running in a worker thread)."""
+        return len(self.graph.nodes) if self.settled is None else self.settled[0]
+
+    @property
+    def version(self) -> int:
+        """The graph's version (from before a change running in a worker thread)."""
+        return self.graph.version if self.settled is None else self.settled[1]

@@ -4,13 +4,14 @@ being changed wait for the whole change, and a failed change still leaves the gr
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import opgraph_server.methods as methods
 import pytest
 from opgraph_client import Client, ServerError
-from server_harness import SEED, SEED_GRADS, TIMEOUT, Raw, ThreadedServer
+from server_harness import SEED, SEED_GRADS, TIMEOUT, Raw, ThreadedServer, wait_until
 
 import opgraph
 
@@ -39,7 +40,7 @@ def test_a_big_batch_does_not_hold_up_other_clients(server: ThreadedServer, thre
     monkeypatch.setattr(methods, "_run_steps", run_steps)
     with Client(server.tcp) as setup:
         setup.call("graph.create", "big")
-        before = setup.call("node.leaf", "big", 1.0)
+        setup.call("node.leaf", "big", 1.0)
     outcome: dict[str, Any] = {}
 
     def batch() -> None:
@@ -57,16 +58,18 @@ def test_a_big_batch_does_not_hold_up_other_clients(server: ThreadedServer, thre
         demo = b.call("node.get", "demo", [0])  # answered while the batch waits
         assert demo["nodes"][0]["id"] == 0
         assert writer.is_alive() and "batch" not in outcome
+    entry = server.server.graphs["big"]
     reader = threading.Thread(target=read_big)
     reader.start()
-    server.wait_sessions(2)  # the reader is connected (its request may still be in flight)
+    wait_until(lambda: server.sync(lambda: bool(entry.lock._waiters)),
+               what="the node.get waiting for the change")
     release.set()
     writer.join(TIMEOUT)
     reader.join(TIMEOUT)
     assert not writer.is_alive() and not reader.is_alive()
     assert loop_thread[0] is not server.thread
     assert outcome["batch"]["ids"] == list(range(1, 51))
-    assert outcome["read"]["version"] in (before["version"], outcome["batch"]["version"])
+    assert outcome["read"]["version"] == outcome["batch"]["version"]
     assert outcome["read"]["nodes"][0]["data"] == 1.0
 
 
@@ -85,7 +88,7 @@ def test_a_read_during_a_threaded_change_waits_for_all_of_it(
     monkeypatch.setattr(methods, "_run_steps", run_steps)
     with Client(server.tcp) as setup:
         setup.call("graph.create", "big")
-        setup.call("node.leaf", "big", 1.0)
+        before = setup.call("node.leaf", "big", 1.0)
     outcome: dict[str, Any] = {}
 
     def batch() -> None:
@@ -95,6 +98,11 @@ def test_a_read_during_a_threaded_change_waits_for_all_of_it(
     writer = threading.Thread(target=batch)
     writer.start()
     assert half_done.wait(TIMEOUT)
+    with Client(server.tcp, timeout=TIMEOUT) as other:  # answered at once, about the graph
+        listed = {g["name"]: g for g in other.call("graph.list")}  # as it was before
+        subscribed = other.call("graph.subscribe", "big")
+    assert (listed["big"]["nodes"], listed["big"]["version"]) == (1, before["version"])
+    assert subscribed["version"] == before["version"]
     with Raw(server.unix) as b:
         b.ok("initialize")
         msgid = b.request("node.get", "big", [0])
@@ -169,3 +177,59 @@ def test_threaded_changes_from_many_clients_are_serialised(server: ThreadedServe
     for ids in results:
         assert ids == list(range(ids[0], ids[0] + 20))
     assert sorted(i for ids in results for i in ids) == list(range(count * 200))
+
+
+@pytest.mark.parametrize(("steps", "threaded_run"), [
+    (methods.THREADED_CHANGE_NODES - 1, False), (methods.THREADED_CHANGE_NODES, True)])
+def test_the_threshold_between_loop_and_thread(server: ThreadedServer,
+                                               monkeypatch: pytest.MonkeyPatch, steps: int,
+                                               threaded_run: bool) -> None:
+    ran_in: list[threading.Thread] = []
+    real_run_steps = methods._run_steps
+
+    def run_steps(call: Any, g: Any, steps: list[Any]) -> list[int]:
+        ran_in.append(threading.current_thread())
+        return real_run_steps(call, g, steps)
+
+    monkeypatch.setattr(methods, "_run_steps", run_steps)
+    with Client(server.tcp, timeout=TIMEOUT) as c:
+        c.call("graph.create", "sized")
+        assert len(c.call("graph.batch", "sized", [{"leaf": 1.0}] * steps)["ids"]) == steps
+    assert (ran_in[0] is not server.thread) == threaded_run
+
+
+def test_cancelled_twice_the_change_still_holds_the_lock_to_its_end() -> None:
+    """A server stopping cancels the task of a request; even a second cancellation must not
+    let the write lock go while the worker thread is still changing the graph."""
+    from opgraph_server.server import Server
+
+    from opgraph.graph import Graph
+
+    async def scenario() -> None:
+        server = Server()
+        entry = server.add_graph(Graph("g"))
+        call = methods.Call(server, None, "graph.batch")  # type: ignore[arg-type]
+        started, release = threading.Event(), threading.Event()
+
+        def work() -> str:
+            started.set()
+            assert release.wait(TIMEOUT)
+            return "done"
+
+        async def hold() -> str:
+            async with entry.lock.write():
+                return await call.change(entry, methods.THREADED_CHANGE_NODES, work)
+
+        task = asyncio.get_running_loop().create_task(hold())
+        assert await asyncio.to_thread(started.wait, TIMEOUT)
+        for _ in range(2):
+            task.cancel()
+            await asyncio.sleep(0.05)
+            assert entry.lock.writing and not task.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not entry.lock.writing and entry.settled is None
+        await server.close()
+
+    asyncio.run(scenario())

@@ -356,6 +356,16 @@ def test_depth_is_judged_by_structure_not_by_container_like_bytes() -> None:
     deep.append(lookalikes)
     (event,) = receive(pack([0, 2, "m", deep]), max_depth=3)
     assert isinstance(event, Rejected) and event.msgid == 2
+    # Deep nesting made only of arrays and maps past 15 items (array 16 and map 16 headers,
+    # 0xdc and 0xde), with no look-alike bytes anywhere: still found.
+    wide: Any = 0
+    for level in range(40):
+        wide = [wide] + [1] * 15 if level % 2 else {f"k{i}": (wide if i == 0 else 1)
+                                                    for i in range(16)}
+    raw = pack([0, 3, "m", [wide]])
+    assert sum(0x80 <= b < 0xA0 for b in raw) == 2  # the message and params arrays only
+    (event,) = receive(raw, max_depth=32)
+    assert isinstance(event, Rejected) and event.msgid == 3
 
 
 def test_depth_limit_can_be_disabled() -> None:
