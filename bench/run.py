@@ -8,6 +8,7 @@ micrograd / opgraph (above 1: opgraph is faster).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -55,6 +56,22 @@ def fmt_time(result: dict) -> str:
             f"{result['max'] * scale:.3g})")
 
 
+def print_torch_floor(compiled: dict | None, repeat: int) -> None:
+    """The W3 step in PyTorch on tensors, the floor for the compiled executor (if installed)."""
+    if importlib.util.find_spec("torch") is None:
+        print("PyTorch is not installed here: `.venv/bin/pip install torch` (a CPU build) adds "
+              "the W3 step on tensors, the floor for the compiled executor.")
+        return
+    torch = measure("torch", "w3", None, repeat)
+    version = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    line = (f"PyTorch {version} on tensors, the same W3 step (the floor): {fmt_time(torch)}, "
+            f"peak RSS {torch['rss']:.0f} MB")
+    if compiled and "median" in compiled:
+        line += f"; the compiled executor takes {compiled['median'] / torch['median']:.1f}x that"
+    print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per cell")
@@ -83,6 +100,9 @@ def main() -> None:
         results.append({"workload": label, "micrograd": a, "opgraph": b, "engine": ours})
     print("\nmicrograd runs at Python's default recursion limit, except W4, which needs "
           "sys.setrecursionlimit(10**7) for its recursive topological sort.")
+    if not args.only or "W3" in args.only:
+        compiled = next((r["opgraph"] for r in results if r["engine"] == "compiled"), None)
+        print_torch_floor(compiled, args.repeat)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

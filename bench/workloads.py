@@ -2,12 +2,13 @@
 
     python bench/workloads.py ENGINE WORKLOAD [N]
 
-ENGINE is ``opgraph``, ``micrograd`` or ``compiled``; prints one JSON line with the seconds
-taken and the process's peak resident memory.
+ENGINE is ``opgraph``, ``micrograd``, ``compiled`` (W3 only) or ``torch`` (W3 only, PyTorch
+on tensors); prints one JSON line with the seconds taken and the process's peak resident memory.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -126,6 +127,48 @@ def w3_compiled(steps: int = 20) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def w3_torch(steps: int = 200) -> float:
+    """The same step in PyTorch on tensors (the floor the compiled executor is measured
+    against): the 100 points as one (100, 2) tensor, the same MLP as three weight matrices."""
+    import torch
+
+    from opgraph.datasets import make_moons
+
+    torch.manual_seed(1337)
+    X, y = make_moons(100, noise=0.1, seed=0)
+    X = torch.tensor(X, dtype=torch.float64)
+    y = torch.tensor(y, dtype=torch.float64)
+    sizes = [2, 16, 16, 1]
+    params = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        params.append((torch.rand(fan_in, fan_out, dtype=torch.float64) * 2 - 1)
+                      .requires_grad_())  # weights uniform in [-1, 1], as micrograd's
+        params.append(torch.zeros(fan_out, dtype=torch.float64, requires_grad=True))
+
+    def step() -> None:
+        h = X
+        for k in range(0, len(params), 2):
+            h = h @ params[k] + params[k + 1]
+            if k < len(params) - 2:
+                h = torch.relu(h)  # ReLU on hidden layers, linear output
+        data_loss = torch.relu(1 - y * h[:, 0]).mean()
+        reg_loss = 1e-4 * sum((p * p).sum() for p in params)
+        total = data_loss + reg_loss
+        for p in params:
+            p.grad = None
+        total.backward()
+        with torch.no_grad():
+            for p in params:
+                p -= 0.1 * p.grad
+
+    for _ in range(20):
+        step()  # warm up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
 def w4(name: str, n: int = 200_000) -> float:
     """Wide sum: the sum of n products a_i * b_i, built left to right; backward."""
     Value, _ = engine(name)
@@ -148,6 +191,8 @@ def main() -> None:
     try:
         if engine_name == "compiled":
             seconds = w3_compiled()
+        elif engine_name == "torch":
+            seconds = w3_torch()
         else:
             seconds = {"w1": w1, "w2": w2, "w3": w3, "w4": w4}[workload](engine_name, **kwargs)
         result = {"seconds": seconds}
