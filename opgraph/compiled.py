@@ -5,7 +5,8 @@ takes the graph once: networkx gives its topological generations (nodes whose in
 in earlier generations), the nodes of each generation are grouped by op, and each group runs as
 one call of the op's vectorised kernel (`OpDef.vforward` / `OpDef.vgrad`) over numpy arrays of
 all node values. An op without kernels runs its scalar rules node by node, so plugin ops work
-too, only slower. Results equal the eager engine's to rounding (the tests hold them to 1e-12).
+too, only slower; so do groups of fewer than `SMALL_GROUP` nodes, where a numpy call costs
+more than the scalar rules (a loss summed over a batch is a long serial run of them). Results equal the eager engine's to rounding (the tests hold them to 1e-12).
 Where the eager engine raises (``log`` of a negative number, ``1/0``), so does `forward`: numpy
 gives NaN or infinity there, and when any value comes out not finite, the scalar rule of each
 node holding one is run again on that node's inputs to find the one that fails (the check of
@@ -34,6 +35,11 @@ from opgraph.engine import Value
 from opgraph.errors import ForwardError, GraphMismatchError, InputTypeError, NotALeafError
 from opgraph.opdef import OpDef
 
+SMALL_GROUP = 8
+"""Groups of fewer nodes run node by node with the scalar rules: a numpy call costs a few
+microseconds however small its arrays, a scalar rule about half of one. (The serial tails of a
+graph, such as a loss summed over a batch, are long runs of one-node groups.)"""
+
 
 @dataclass
 class _Group:
@@ -45,9 +51,13 @@ class _Group:
     ins: list[np.ndarray]  # positions of each input slot, aligned with ``out``
     unique: list[bool]  # whether each input slot's positions are free of repeats
 
-    @property
-    def vectorised(self) -> bool:
-        return self.op.vforward is not None and self.op.vgrad is not None
+    def __post_init__(self) -> None:
+        self.vectorised = self.op.vforward is not None and self.op.vgrad is not None
+        self.batched = self.vectorised and len(self.out) >= SMALL_GROUP
+        # each node's position and its inputs' positions, for the node-by-node path
+        self.rows: list[tuple[int, list[int]]] = [] if self.batched else list(zip(
+            self.out.tolist(), [list(r) for r in zip(*[i.tolist() for i in self.ins],
+                                                     strict=True)], strict=True))
 
 
 class CompiledGraph:
@@ -147,27 +157,28 @@ class CompiledGraph:
         values = self.values
         with np.errstate(all="ignore"):  # NaN and infinity are checked for below, not warned of
             for group in self.groups:
-                op, attrs = group.op, group.attrs
-                if group.vectorised:
-                    values[group.out] = op.vforward(*[values[i] for i in group.ins], **attrs)
+                if group.batched:
+                    values[group.out] = group.op.vforward(*[values[i] for i in group.ins],
+                                                          **group.attrs)
                 else:
-                    values[group.out] = self._scalar_forward(group, check)
+                    self._scalar_forward(group, check)
         if check and not np.isfinite(values).all():
             self._raise_if_a_rule_fails()
         return float(values[self._root_index])
 
-    def _scalar_forward(self, group: _Group, check: bool) -> list[float]:
-        """A group of an op without vector kernels, node by node with its scalar rule."""
-        op, attrs, out = group.op, group.attrs, group.out.tolist()
-        results = []
-        for k, xs in enumerate(zip(*[self.values[i].tolist() for i in group.ins], strict=True)):
+    def _scalar_forward(self, group: _Group, check: bool) -> None:
+        """A small group, or one of an op without vector kernels: node by node, scalar rule."""
+        op, attrs = group.op, group.attrs
+        values = self.values
+        item = values.item
+        for out, ins in group.rows:
+            xs = [item(i) for i in ins]
             try:
-                results.append(op.forward(*xs, **attrs))
+                values[out] = op.forward(*xs, **attrs)
             except Exception as exc:
                 if check:
-                    raise self._failure(out[k], list(xs), exc) from exc
-                results.append(math.nan)
-        return results
+                    raise self._failure(out, xs, exc) from exc
+                values[out] = math.nan
 
     def _failure(self, index: int, inputs: list[float], exc: Exception) -> ForwardError:
         """The error for the node at ``index`` whose forward rule raised ``exc``."""
@@ -202,17 +213,18 @@ class CompiledGraph:
         values, grads = self.values, self.grads
         grads.fill(0.0)
         grads[self._root_index] = 1.0
+        item, grad_of = values.item, grads.item
         for group in reversed(self.groups):
             op, attrs = group.op, group.attrs
+            if not group.batched:  # node by node, with the scalar rule
+                for out, ins in reversed(group.rows):
+                    g = grad_of(out)
+                    local = op.grad(*[item(i) for i in ins], item(out), **attrs)
+                    for i, d in zip(ins, local, strict=True):
+                        grads[i] += g * d
+                continue
             g = grads[group.out]
-            ins = [values[i] for i in group.ins]
-            if group.vectorised:
-                local = op.vgrad(*ins, values[group.out], **attrs)
-            else:
-                rows = [op.grad(*xs, out, **attrs) for *xs, out in
-                        zip(*[i.tolist() for i in ins], values[group.out].tolist(),
-                            strict=True)]
-                local = list(zip(*rows, strict=True)) if rows else []
+            local = op.vgrad(*[values[i] for i in group.ins], values[group.out], **attrs)
             for idx, unique, partial in zip(group.ins, group.unique, local, strict=True):
                 contribution = g * partial
                 if unique:

@@ -9,15 +9,18 @@ input.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import types
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import opgraph.compiled as compiled_module
 from opgraph import (
     ForwardError,
     GraphMismatchError,
@@ -70,6 +73,26 @@ def poison(compiled: CompiledGraph) -> None:
     """Overwrite every computed node's value, so that only `forward` can bring it back."""
     computed = [i for i, v in enumerate(compiled.nodes) if not v.is_leaf]
     compiled.values[computed] = np.nan
+
+
+@contextlib.contextmanager
+def kernels_everywhere() -> Iterator[None]:
+    """Compile with every group that has vector kernels run by them, however small (by default
+    groups under `SMALL_GROUP` nodes run the scalar rules), so the kernels get checked too."""
+    default = compiled_module.SMALL_GROUP
+    compiled_module.SMALL_GROUP = 1
+    try:
+        yield
+    finally:
+        compiled_module.SMALL_GROUP = default
+
+
+def compile_both_ways(root: Value) -> list[CompiledGraph]:
+    """``root`` compiled as usual, and with `kernels_everywhere`."""
+    with kernels_everywhere():
+        everywhere = compile_graph(root)
+    assert all(g.batched for g in everywhere.groups if g.vectorised)
+    return [compile_graph(root), everywhere]
 
 
 def check_against_eager(root: Value, compiled: CompiledGraph | None = None) -> CompiledGraph:
@@ -270,17 +293,17 @@ def conditioning(order: list[Value]) -> tuple[float, np.ndarray]:
 )
 def test_random_expressions_equal_the_eager_engine(leaves, steps) -> None:
     root = build(default_ops(), leaves, steps)
-    compiled = compile_graph(root)
-    worst, scale = conditioning(compiled.nodes)
-    # safe expressions only: no node so ill-conditioned that 1 ulp becomes 1e-12 (x - x and
-    # the like, where the engines may rightly differ in the last bits of a tiny result)
-    assume(worst < 1e3)
-    poison(compiled)
-    assert_close(compiled.forward(), root.data, "root value")
-    assert_close(compiled.values, eager_data(compiled.nodes), "forward values")
-    # gradients to 1e-12 relative to the sum of the magnitudes that make them up
-    assert_close(compiled.backward(), eager_grads(root, compiled.nodes), "gradients",
-                 scale=scale)
+    for compiled in compile_both_ways(root):  # scalar rules for small groups, then kernels
+        worst, scale = conditioning(compiled.nodes)
+        # safe expressions only: no node so ill-conditioned that 1 ulp becomes 1e-12 (x - x
+        # and the like, where the engines may rightly differ in the last bits of a tiny result)
+        assume(worst < 1e3)
+        poison(compiled)
+        assert_close(compiled.forward(), root.data, "root value")
+        assert_close(compiled.values, eager_data(compiled.nodes), "forward values")
+        # gradients to 1e-12 relative to the sum of the magnitudes that make them up
+        assert_close(compiled.backward(), eager_grads(root, compiled.nodes), "gradients",
+                     scale=scale)
 
 
 def test_one_expression_with_every_default_op_and_attributes() -> None:
@@ -289,10 +312,11 @@ def test_one_expression_with_every_default_op_and_attributes() -> None:
     steps = [(i, [0, 1], i % len(EXPONENTS)) for i in range(len(ops))]
     steps += [(i, [i + 3, 2 * i + 5], (i + 1) % len(EXPONENTS)) for i in range(len(ops))]
     root = build(ops, [0.7, -1.3, 2.1], steps)
-    compiled = check_against_eager(root)
-    assert {g.op.name for g in compiled.groups} >= DEFAULT_OPS
-    exponents = {g.attrs["exponent"] for g in compiled.groups if g.op.name == "pow_const"}
-    assert len(exponents) > 1  # nodes of one op with different attributes in separate groups
+    for compiled in compile_both_ways(root):  # scalar rules for small groups, then kernels
+        check_against_eager(root, compiled)
+        assert {g.op.name for g in compiled.groups} >= DEFAULT_OPS
+        exponents = {g.attrs["exponent"] for g in compiled.groups if g.op.name == "pow_const"}
+        assert len(exponents) > 1  # one op with different attributes: separate groups
 
 
 # --- repeated inputs: the np.add.at path ---------------------------------------------------------
@@ -303,20 +327,21 @@ def test_an_input_used_many_times_in_one_group_accumulates_every_use() -> None:
     # x*a, x*b, x*c, x*x: one generation, one mul group, x repeated in the first slot;
     # x*x has x in both slots; tanh(x) and exp(x) use it through unary groups too
     root = x * a + x * b + x * c + x * x + x.tanh() * x.exp()
-    compiled = compile_graph(root)
-    muls = [g for g in compiled.groups if g.op.name == "mul" and len(g.out) >= 4]
-    assert muls and not muls[0].unique[0], "expected a mul group with x repeated in a slot"
-    check_against_eager(root, compiled)
-    t, e = math.tanh(x.data), math.exp(x.data)
-    expected = a.data + b.data + c.data + 2 * x.data + (1 - t * t) * e + t * e
-    assert_close(compiled.grad(x), expected, "d root / d x, by hand")
-    assert compiled.grad(a) == x.data and compiled.grad(b) == x.data
+    for compiled in compile_both_ways(root):  # node by node, then np.add.at
+        muls = [g for g in compiled.groups if g.op.name == "mul" and len(g.out) >= 4]
+        assert muls and not muls[0].unique[0], "expected a mul group with x repeated in a slot"
+        check_against_eager(root, compiled)
+        t, e = math.tanh(x.data), math.exp(x.data)
+        expected = a.data + b.data + c.data + 2 * x.data + (1 - t * t) * e + t * e
+        assert_close(compiled.grad(x), expected, "d root / d x, by hand")
+        assert compiled.grad(a) == x.data and compiled.grad(b) == x.data
 
 
 def test_the_w3_graph_uses_the_add_at_path() -> None:
-    total, _ = w3_graph(points=3)
+    total, _ = w3_graph(points=10)
     compiled = compile_graph(total)
-    assert any(not unique for g in compiled.groups for unique in g.unique)
+    assert any(g.batched and not unique for g in compiled.groups for unique in g.unique)
+    assert any(not g.batched for g in compiled.groups)  # its serial tail: scalar rules
     check_against_eager(total, compiled)
 
 
