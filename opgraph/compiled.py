@@ -6,7 +6,8 @@ in earlier generations), the nodes of each generation are grouped by op, and eac
 one call of the op's vectorised kernel (`OpDef.vforward` / `OpDef.vgrad`) over numpy arrays of
 all node values. An op without kernels runs its scalar rules node by node, so plugin ops work
 too, only slower; so do groups of fewer than `SMALL_GROUP` nodes, where a numpy call costs
-more than the scalar rules (a loss summed over a batch is a long serial run of them). Results equal the eager engine's to rounding (the tests hold them to 1e-12).
+more than the scalar rules (a loss summed over a batch is a long serial run of them). Results
+equal the eager engine's to rounding (the tests hold them to 1e-12).
 Where the eager engine raises (``log`` of a negative number, ``1/0``), so does `forward`: numpy
 gives NaN or infinity there, and when any value comes out not finite, the scalar rule of each
 node holding one is run again on that node's inputs to find the one that fails (the check of
