@@ -8,10 +8,13 @@ all node values. An op without kernels runs its scalar rules node by node, so pl
 too, only slower; so do groups of fewer than `SMALL_GROUP` nodes, where a numpy call costs
 more than the scalar rules (a loss summed over a batch is a long serial run of them). Results
 equal the eager engine's to rounding (the tests hold them to 1e-12).
-Where the eager engine raises (``log`` of a negative number, ``1/0``), so does `forward`: numpy
-gives NaN or infinity there, and when any value comes out not finite, the scalar rule of each
-node holding one is run again on that node's inputs to find the one that fails (the check of
-the whole array costs under 1% of a step; ``forward(check=False)`` skips it).
+Where the eager engine raises (``log`` of a negative number, ``1/0``, a rule returning what
+is not a real number), so does `forward`, naming the first such node in topological order:
+numpy gives NaN or infinity there, and when any value comes out not finite, the scalar rule of
+each node holding one is run again on that node's inputs to find the one that fails (the check
+of the whole array costs under 1% of a step; ``forward(check=False)`` skips it and leaves
+numpy's values). `backward` follows numpy where a gradient rule fails (``x ** 0.5`` at 0
+gives an infinite gradient, where the eager engine raises `GradRuleError`).
 
     compiled = compile_graph(loss)
     for step in range(100):
@@ -24,6 +27,7 @@ the whole array costs under 1% of a step; ``forward(check=False)`` skips it).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +37,13 @@ import numpy as np
 
 from opgraph import engine
 from opgraph.engine import Value
-from opgraph.errors import ForwardError, GraphMismatchError, InputTypeError, NotALeafError
+from opgraph.errors import (
+    ForwardError,
+    GradRuleError,
+    GraphMismatchError,
+    InputTypeError,
+    NotALeafError,
+)
 from opgraph.opdef import OpDef
 
 SMALL_GROUP = 8
@@ -153,7 +163,8 @@ class CompiledGraph:
         """Recompute every node from the leaves; returns the root's data.
 
         Raises `ForwardError` where the eager engine would (see the module's docstring), unless
-        ``check`` is false: then such nodes hold NaN or infinity.
+        ``check`` is false: then such nodes hold what numpy gives (NaN or infinity; NaN for an
+        op without vector kernels).
         """
         values = self.values
         with np.errstate(all="ignore"):  # NaN and infinity are checked for below, not warned of
@@ -168,30 +179,34 @@ class CompiledGraph:
         return float(values[self._root_index])
 
     def _scalar_forward(self, group: _Group, check: bool) -> None:
-        """A small group, or one of an op without vector kernels: node by node, scalar rule."""
+        """A small group, or one of an op without vector kernels: node by node, scalar rule.
+
+        Where the rule raises or returns something that is not a real number, the node gets
+        NaN when checking (so that `_raise_if_a_rule_fails` finds it, in topological order
+        among all failures), else what the op's kernel gives, as in a big group.
+        """
         op, attrs = group.op, group.attrs
         values = self.values
         item = values.item
         for out, ins in group.rows:
             xs = [item(i) for i in ins]
             try:
-                values[out] = op.forward(*xs, **attrs)
-            except Exception as exc:
-                if check:
-                    raise self._failure(out, xs, exc) from exc
-                values[out] = math.nan
+                result = op.forward(*xs, **attrs)
+            except Exception:
+                result = None
+            if type(result) is not float and not _is_real(result):
+                result = math.nan if check else _kernel_value(group, xs)
+            values[out] = result
 
-    def _failure(self, index: int, inputs: list[float], exc: Exception) -> ForwardError:
-        """The error for the node at ``index`` whose forward rule raised ``exc``."""
+    def _failure(self, index: int, inputs: list[float], problem: str,
+                 cause: BaseException | None = None) -> ForwardError:
+        """The error for the node at ``index``, whose forward rule ``problem``."""
         node = self.nodes[index]
         op = node._opdef
         assert op is not None
-        where = engine.describe(node).rsplit(" (data", 1)[0]  # (its data is stale)
-        if where == "unlabelled value":
-            where = f"the unlabelled value at position {index}"
-        return ForwardError(
-            f"op {op.name!r} failed at {where} (compiled) on inputs {inputs}: forward rule "
-            f"raised {type(exc).__name__}: {exc}", op=op.name, node=where, cause=exc)
+        where = _where(node, index)
+        return ForwardError(f"op {op.name!r} failed at {where} (compiled) on inputs {inputs}: "
+                            f"forward rule {problem}", op=op.name, node=where, cause=cause)
 
     def _raise_if_a_rule_fails(self) -> None:
         """Rerun the scalar forward rule of every computed node whose value is not finite, in
@@ -205,12 +220,21 @@ class CompiledGraph:
                 continue
             inputs = [float(values[self.position[v]]) for v in node._inputs]
             try:
-                op.forward(*inputs, **(node._attrs or {}))
+                out = op.forward(*inputs, **(node._attrs or {}))
             except Exception as exc:
-                raise self._failure(index, inputs, exc) from exc
+                raise self._failure(index, inputs, f"raised {type(exc).__name__}: {exc}",
+                                    exc) from exc
+            if not _is_real(out):
+                raise self._failure(index, inputs, f"returned {type(out).__name__} {out!r}, "
+                                                   "not a real number")
 
     def backward(self) -> np.ndarray:
-        """Gradients of the root with respect to every node (fresh, not accumulated)."""
+        """Gradients of the root with respect to every node (fresh, not accumulated).
+
+        Follows numpy where a gradient rule fails (``x ** 0.5`` at 0): the gradient is
+        infinite or NaN, as the op's kernel gives it, in small groups as in big ones. Only an
+        op without kernels whose rule fails raises `GradRuleError`.
+        """
         values, grads = self.values, self.grads
         grads.fill(0.0)
         grads[self._root_index] = 1.0
@@ -220,7 +244,17 @@ class CompiledGraph:
             if not group.batched:  # node by node, with the scalar rule
                 for out, ins in reversed(group.rows):
                     g = grad_of(out)
-                    local = op.grad(*[item(i) for i in ins], item(out), **attrs)
+                    xs = [item(i) for i in ins]
+                    local = None
+                    try:
+                        local = op.grad(*xs, item(out), **attrs)
+                        if len(local) != len(ins):
+                            raise ValueError(f"{len(local)} partials for {len(ins)} inputs")
+                        for d in local:
+                            if type(d) is not float:
+                                raise TypeError(f"a partial is {type(d).__name__} {d!r}")
+                    except Exception as exc:
+                        local = self._slow_grad(group, out, xs, local, exc)
                     for i, d in zip(ins, local, strict=True):
                         grads[i] += g * d
                 continue
@@ -233,6 +267,33 @@ class CompiledGraph:
                 else:
                     np.add.at(grads, idx, np.broadcast_to(contribution, idx.shape))
         return grads
+
+    def _slow_grad(self, group: _Group, index: int, xs: list[float], local: Any,
+                   exc: Exception) -> list[float]:
+        """The partials of a node whose gradient rule raised or did not give one float per
+        input: real numbers are taken as they are; otherwise the op's kernel gives them (as
+        in a big group); an op without kernels raises `GradRuleError`."""
+        try:
+            if len(local) == len(xs) and all(_is_real(d) for d in local):
+                return [float(d) for d in local]
+        except TypeError:
+            pass
+        if group.vectorised:
+            with np.errstate(all="ignore"):
+                try:
+                    partials = group.op.vgrad(*[np.array([x]) for x in xs],
+                                              np.array([self.values.item(index)]),
+                                              **group.attrs)
+                    return [float(np.broadcast_to(np.asarray(p, dtype=np.float64), (1,))[0])
+                            for p in partials]
+                except Exception:
+                    return [math.nan] * len(xs)
+        node = self.nodes[index]
+        where = _where(node, index)
+        name = group.op.name
+        raise GradRuleError(
+            f"op {name!r} gradient rule failed at {where} (compiled) on inputs {xs}: "
+            f"{type(exc).__name__}: {exc}", op=name, node=where, cause=exc) from exc
 
     def sgd_step(self, lr: float, parameters: Iterable[Value] | np.ndarray | None = None) -> None:
         """``data -= lr * grad`` for ``parameters`` (Values or positions; default every leaf)."""
@@ -257,6 +318,28 @@ class CompiledGraph:
                                     strict=True):
             node.data = data
             node.grad = grad
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _kernel_value(group: _Group, xs: list[float]) -> float:
+    """What the op's kernel gives for one node (NaN for an op without kernels)."""
+    if not group.vectorised:
+        return math.nan
+    with np.errstate(all="ignore"):
+        try:
+            out = group.op.vforward(*[np.array([x]) for x in xs], **group.attrs)
+            return float(np.broadcast_to(np.asarray(out, dtype=np.float64), (1,))[0])
+        except Exception:
+            return math.nan
+
+
+def _where(node: Value, index: int) -> str:
+    """How errors name a node of a compiled graph: its label or id, else its position."""
+    where = engine.describe(node).rsplit(" (data", 1)[0]  # (its data is stale here)
+    return f"the unlabelled value at position {index}" if where == "unlabelled value" else where
 
 
 def compile_graph(root: Value) -> CompiledGraph:

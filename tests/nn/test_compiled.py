@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import opgraph.compiled as compiled_module
 from opgraph import (
     ForwardError,
+    GradRuleError,
     GraphMismatchError,
     InputTypeError,
     NotALeafError,
@@ -515,6 +516,8 @@ def test_a_leaf_root_and_a_graph_order_matching_the_engine() -> None:
 
 
 # --- where the eager engine raises, so does the compiled graph -----------------------------------
+# Each test runs both ways: small groups by the scalar rules (the default) and every group by
+# the op's kernels, whose NaN and infinities `forward` then has to trace back to a rule.
 
 
 @pytest.mark.parametrize(("bad", "op", "cause"), [
@@ -525,17 +528,17 @@ def test_forward_raises_where_the_eager_engine_raises(bad, op, cause) -> None:
     x = Value(1.5, label="x")
     q = (x.log() * (1 / x)).relu()  # relu turns the NaN into 0.0: the root looks fine
     q.label = "q"
-    compiled = compile_graph(q)
-    assert compiled.forward() == pytest.approx(q.data)
-    compiled.set([x], [bad])
-    with pytest.raises(ForwardError) as info:
-        compiled.forward()
-    assert info.value.op == op and isinstance(info.value.cause, cause)
-    assert f"inputs [{'1.0, ' if op == 'div' else ''}{bad}]" in str(info.value)
-    with pytest.raises(ForwardError):  # as the eager engine, on the same input
+    with pytest.raises(ForwardError):  # the eager engine, on the same input
         x2 = Value(bad)
         (x2.log() * (1 / x2)).relu()
-    assert compiled.forward(check=False) == 0.0  # unchecked: NaN and inf flow on
+    for compiled in compile_both_ways(q):
+        assert compiled.forward() == pytest.approx(q.data)
+        compiled.set([x], [bad])
+        with pytest.raises(ForwardError) as info:
+            compiled.forward()
+        assert info.value.op == op and isinstance(info.value.cause, cause)
+        assert f"inputs [{'1.0, ' if op == 'div' else ''}{bad}]" in str(info.value)
+        assert compiled.forward(check=False) == 0.0  # unchecked: NaN and inf flow on
 
 
 def test_the_failing_node_is_named_by_label_or_position() -> None:
@@ -543,27 +546,115 @@ def test_the_failing_node_is_named_by_label_or_position() -> None:
     root = (x - 5.0).log(), (x - 5.0).log()
     labelled = root[0]
     labelled.label = "lg"
-    compiled = compile_graph(labelled + root[1])
-    compiled.forward()
-    compiled.set([x], [1.0])
-    with pytest.raises(ForwardError, match=r"op 'log' failed at 'lg' \(compiled\) on inputs "
-                                           r"\[-4.0\]"):
+    for compiled in compile_both_ways(labelled + root[1]):
         compiled.forward()
-    compiled = compile_graph(root[1] * 2.0)
-    compiled.set([x], [1.0])
-    position = compiled.index(root[1])
-    with pytest.raises(ForwardError, match=f"the unlabelled value at position {position}"):
-        compiled.forward()
+        compiled.set([x], [1.0])
+        with pytest.raises(ForwardError, match=r"op 'log' failed at 'lg' \(compiled\) on "
+                                               r"inputs \[-4.0\]"):
+            compiled.forward()
+    for compiled in compile_both_ways(root[1] * 2.0):
+        compiled.set([x], [1.0])
+        position = compiled.index(root[1])
+        with pytest.raises(ForwardError, match=f"the unlabelled value at position {position}"):
+            compiled.forward()
+
+
+def test_the_first_failure_in_topological_order_is_the_one_named() -> None:
+    """As in the eager engine, which stops at the first node that fails."""
+    x, y = Value(6.0), Value(2.0)
+    first = (x - 5.0).log()
+    first.label = "first"
+    second = y.log()
+    second.label = "second"
+    root = first + second
+    for compiled in compile_both_ways(root):
+        assert compiled.index(first) < compiled.index(second)
+        compiled.set([x, y], [1.0, -1.0])
+        with pytest.raises(ForwardError, match="'first'"):
+            compiled.forward()
+
+
+def test_unchecked_values_are_the_same_both_ways() -> None:
+    x = Value(1.0)
+    root = (1 / x).relu() + 0.0  # 1/0: infinity by numpy, where the scalar rule raises
+    values = []
+    for compiled in compile_both_ways(root):
+        compiled.set([x], [0.0])
+        values.append(compiled.forward(check=False))
+    assert values == [math.inf, math.inf]
 
 
 def test_infinities_the_rules_themselves_give_are_results() -> None:
     """exp past 709 and log of 0 are infinite in the eager engine too, without an error."""
     x = Value(1.0)
-    root = x.exp() + (x - 1.0).log()
-    compiled = compile_graph(root)
-    compiled.set([x], [800.0])
-    assert compiled.forward() == math.inf
     eager = Value(800.0)
     assert (eager.exp() + (eager - 1.0).log()).data == math.inf
-    compiled.set([x], [1.0])
-    assert compiled.forward() == -math.inf
+    for compiled in compile_both_ways(x.exp() + (x - 1.0).log()):
+        compiled.set([x], [800.0])
+        assert compiled.forward() == math.inf
+        compiled.set([x], [1.0])
+        assert compiled.forward() == -math.inf
+
+
+@pytest.fixture
+def odd_ops():
+    """Ops whose scalar forward rules return what is not a real number on some inputs."""
+
+    @hookimpl
+    def opgraph_register_ops():
+        return [
+            OpDef("csqrt", 1, lambda x: x ** 0.5, lambda x, out: (0.5 / out,),
+                  vforward=np.sqrt, vgrad=lambda x, out: (0.5 / out,)),  # complex below 0
+            OpDef("step", 1, lambda x: True if x > 2 else 0.0, lambda x, out: (0.0,)),
+            OpDef("strop", 1, lambda x: str(x) if x > 2 else x, lambda x, out: (1.0,)),
+        ]
+
+    plugin = types.SimpleNamespace(opgraph_register_ops=opgraph_register_ops)
+    previous = registry.set_default_registry(registry.default_registry())
+    registry.set_default_registry(registry.build_registry(plugins=[("odd_ops", plugin)]))
+    yield
+    registry.set_default_registry(previous)
+
+
+@pytest.mark.parametrize(("name", "returned"), [("csqrt", "complex"), ("step", "bool"),
+                                                ("strop", "str")])
+def test_a_rule_returning_a_non_number_is_a_forward_error(odd_ops, name, returned) -> None:
+    """Built where the rule gives a number, then run where it gives a complex number (where
+    the kernel gives NaN), a bool or a str (which numpy would quietly take as 1.0 or 4.0)."""
+    good, bad = (4.0, -4.0) if name == "csqrt" else (1.0, 4.0)
+    with pytest.raises(ForwardError, match="not a real number"):  # the eager engine
+        apply(name, Value(bad))
+    x = Value(good)
+    node = apply(name, x)
+    for compiled in compile_both_ways(node * 1.0):
+        compiled.set([x], [bad])
+        with pytest.raises(ForwardError, match=f"returned {returned} .*not a real number"):
+            compiled.forward()
+
+
+def test_backward_follows_numpy_where_a_gradient_rule_fails() -> None:
+    """d sqrt(x) / dx at 0: the eager rule divides by zero; the compiled gradient is infinite,
+    in small groups as in big ones."""
+    x = Value(1.0)
+    root = x ** 0.5
+    x0 = Value(0.0)
+    with pytest.raises(GradRuleError):
+        (x0 ** 0.5).backward()
+    for compiled in compile_both_ways(root):
+        compiled.set([x], [0.0])
+        assert compiled.forward() == 0.0
+        assert compiled.backward()[compiled.index(x)] == math.inf
+
+
+def test_a_failing_gradient_rule_without_kernels_is_a_grad_rule_error(scalar_only_ops) -> None:
+    x = Value(4.0, label="x")
+    r = x.sqrt_test()
+    r.label = "r"
+    compiled = compile_graph(r * 2.0)
+    compiled.forward()
+    compiled.set([x], [0.0])  # sqrt(0) = 0; its gradient rule 0.5 / out divides by zero
+    assert compiled.forward() == 0.0
+    with pytest.raises(GradRuleError, match=r"op 'sqrt_test' gradient rule failed at 'r' "
+                                            r"\(compiled\) on inputs \[0.0\]: "
+                                            r"ZeroDivisionError"):
+        compiled.backward()
