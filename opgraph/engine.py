@@ -709,8 +709,11 @@ def gc_paused() -> Iterator[None]:
 
     Building or differentiating a big graph makes many objects and no reference cycles; the
     collector would otherwise run full collections over the whole graph again and again.
-    Pauses nest and overlap across threads (a server's event loop and its workers): the
-    collector runs again when the last one ends.
+    Pauses taken with this function nest and overlap across threads (a server's event loop
+    and its workers): the collector runs again when the last one ends. (`Value.backward`
+    pauses on its own, to keep its fixed cost low: a backward pass in one thread ending
+    while another thread is inside this block turns the collector back on early, which
+    costs only time.)
     """
     global _gc_pauses, _gc_resume
     with _gc_lock:

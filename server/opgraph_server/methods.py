@@ -197,19 +197,26 @@ class Call:
         if size < THREADED_CHANGE_NODES:
             return func(*args)
         graph = entry.graph
-        entry.settled = (len(graph.nodes), graph.version)
-        future = asyncio.get_running_loop().run_in_executor(
-            self.server.change_pool(), _without_gc, func, *args)
         cancelled = False
         try:
+            entry.settled = (len(graph.nodes), graph.version)
+            future = asyncio.get_running_loop().run_in_executor(
+                self.server.change_pool(), _without_gc, func, *args)
             while True:
                 try:
                     result = await asyncio.shield(future)
                     break
                 except asyncio.CancelledError:
-                    if future.done():
-                        raise
-                    cancelled = True  # wait on: the thread is still changing the graph
+                    if not future.done():
+                        cancelled = True  # wait on: the thread is still changing the graph
+                        continue
+                    if not future.cancelled():
+                        future.exception()  # (retrieved: asyncio would log it as lost)
+                    raise
+        except BaseException as exc:
+            if cancelled and not isinstance(exc, asyncio.CancelledError):
+                raise asyncio.CancelledError from exc  # the change failed; the task still ends
+            raise
         finally:
             entry.settled = None
         if cancelled:

@@ -6,6 +6,7 @@ import gc
 import inspect
 import math
 import pickle
+import threading
 
 import pytest
 
@@ -706,3 +707,27 @@ def test_an_unpickled_graph_still_adopts_new_nodes():
     twin = pickle.loads(data)
     with pytest.raises(GraphMismatchError):
         sq + twin.node(0)
+
+
+def test_gc_pauses_overlapping_in_two_threads():
+    """The collector stays paused until the last of two overlapping pauses ends, whichever
+    thread took the first (a server's event loop and a worker)."""
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with engine.gc_paused():
+            first_in.set()
+            assert second_in.wait(10)
+        first_out.set()
+
+    assert gc.isenabled()
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_in.wait(10)
+    with engine.gc_paused():
+        second_in.set()
+        assert first_out.wait(10)
+        seen.append(gc.isenabled())  # the first pause ended: this one still holds
+    thread.join(10)
+    assert seen == [False] and gc.isenabled()

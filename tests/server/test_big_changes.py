@@ -196,9 +196,12 @@ def test_the_threshold_between_loop_and_thread(server: ThreadedServer,
         c.call("graph.create", "sized")
         assert len(c.call("graph.batch", "sized", [{"leaf": 1.0}] * steps)["ids"]) == steps
     assert (ran_in[0] is not server.thread) == threaded_run
+    if threaded_run:  # the server's own pool for changes, not the one analyses queue in
+        assert ran_in[0].name.startswith("opgraph-change")
 
 
-def test_cancelled_twice_the_change_still_holds_the_lock_to_its_end() -> None:
+@pytest.mark.parametrize("work_fails", [False, True])
+def test_cancelled_twice_the_change_still_holds_the_lock_to_its_end(work_fails: bool) -> None:
     """A server stopping cancels the task of a request; even a second cancellation must not
     let the write lock go while the worker thread is still changing the graph."""
     from opgraph_server.server import Server
@@ -214,6 +217,8 @@ def test_cancelled_twice_the_change_still_holds_the_lock_to_its_end() -> None:
         def work() -> str:
             started.set()
             assert release.wait(TIMEOUT)
+            if work_fails:
+                raise ValueError("the change failed")
             return "done"
 
         async def hold() -> str:
@@ -229,6 +234,7 @@ def test_cancelled_twice_the_change_still_holds_the_lock_to_its_end() -> None:
         release.set()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert task.cancelled()  # cancelled, whether the change itself failed or not
         assert not entry.lock.writing and entry.settled is None
         await server.close()
 

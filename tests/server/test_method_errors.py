@@ -79,6 +79,8 @@ CASES: list[tuple[str, list[Any], str]] = [
     ("node.get", ["demo", ["@x1", 99]], "unknown_node"),
     ("node.get", ["demo", "0"], "invalid_params"),
     ("node.get", ["demo", [0.5]], "invalid_params"),
+    ("node.get", ["demo", ["x"] * 100_001], "invalid_params"),  # not ids: said before too many
+    ("node.get", ["demo", [0] * 100_001], "limit_exceeded"),
     ("node.get", ["demo"], "invalid_params"),
     ("node.get", ["demo", ["@x1"], {"fields": ["data"]}], "invalid_params"),
     ("node.get", ["nope", ["@x1"]], "unknown_graph"),
