@@ -9,12 +9,15 @@ too, only slower; so do groups of fewer than `SMALL_GROUP` nodes, where a numpy 
 more than the scalar rules (a loss summed over a batch is a long serial run of them). Results
 equal the eager engine's to rounding (the tests hold them to 1e-12).
 Where the eager engine raises (``log`` of a negative number, ``1/0``, a rule returning what
-is not a real number), so does `forward`, naming the first such node in topological order:
-numpy gives NaN or infinity there, and when any value comes out not finite, the scalar rule of
-each node holding one is run again on that node's inputs to find the one that fails (the check
-of the whole array costs under 1% of a step; ``forward(check=False)`` skips it and leaves
-numpy's values). `backward` follows numpy where a gradient rule fails (``x ** 0.5`` at 0
-gives an infinite gradient, where the eager engine raises `GradRuleError`).
+is not a real number), so does `forward`, naming the first such node in topological order,
+wherever numpy gives NaN or infinity there (the default ops' kernels do in every such case):
+when any value comes out not finite, the scalar rule of each node holding one is run again on
+that node's inputs to find the one that fails (the check of the whole array costs under 1% of
+a step; ``forward(check=False)`` skips it and leaves numpy's values). Small groups give what
+the kernel gives where their scalar rule fails, so both paths agree. `backward` follows numpy
+where a gradient rule fails (``x ** 0.5`` at 0 gives an infinite gradient, where the eager
+engine raises `GradRuleError`). A vector kernel that raises is a plugin's bug: `ForwardError`
+or `GradRuleError` naming the op and the kernel.
 
     compiled = compile_graph(loss)
     for step in range(100):
@@ -162,28 +165,31 @@ class CompiledGraph:
     def forward(self, *, check: bool = True) -> float:
         """Recompute every node from the leaves; returns the root's data.
 
-        Raises `ForwardError` where the eager engine would (see the module's docstring), unless
-        ``check`` is false: then such nodes hold what numpy gives (NaN or infinity; NaN for an
-        op without vector kernels).
+        Raises `ForwardError` where the eager engine would and numpy gives NaN or infinity
+        (see the module's docstring), unless ``check`` is false: then such nodes keep numpy's
+        values (NaN for an op without vector kernels).
         """
         values = self.values
         with np.errstate(all="ignore"):  # NaN and infinity are checked for below, not warned of
             for group in self.groups:
                 if group.batched:
-                    values[group.out] = group.op.vforward(*[values[i] for i in group.ins],
-                                                          **group.attrs)
+                    try:
+                        out = group.op.vforward(*[values[i] for i in group.ins], **group.attrs)
+                    except Exception as exc:
+                        raise _kernel_failed(group, "vforward", exc) from exc
+                    values[group.out] = out
                 else:
-                    self._scalar_forward(group, check)
+                    self._scalar_forward(group)
         if check and not np.isfinite(values).all():
             self._raise_if_a_rule_fails()
         return float(values[self._root_index])
 
-    def _scalar_forward(self, group: _Group, check: bool) -> None:
+    def _scalar_forward(self, group: _Group) -> None:
         """A small group, or one of an op without vector kernels: node by node, scalar rule.
 
-        Where the rule raises or returns something that is not a real number, the node gets
-        NaN when checking (so that `_raise_if_a_rule_fails` finds it, in topological order
-        among all failures), else what the op's kernel gives, as in a big group.
+        Where the rule raises or gives what is not a real number (or a float), the node gets
+        what the op's kernel gives, as in a big group (NaN without kernels); where that is not
+        finite, `_raise_if_a_rule_fails` then finds the rule's failure.
         """
         op, attrs = group.op, group.attrs
         values = self.values
@@ -192,11 +198,11 @@ class CompiledGraph:
             xs = [item(i) for i in ins]
             try:
                 result = op.forward(*xs, **attrs)
+                if type(result) is not float and not _is_real(result):
+                    raise TypeError("not a real number")
+                values[out] = result  # (an int too big for a float raises OverflowError)
             except Exception:
-                result = None
-            if type(result) is not float and not _is_real(result):
-                result = math.nan if check else _kernel_value(group, xs)
-            values[out] = result
+                values[out] = _kernel_value(group, xs)
 
     def _failure(self, index: int, inputs: list[float], problem: str,
                  cause: BaseException | None = None) -> ForwardError:
@@ -224,9 +230,18 @@ class CompiledGraph:
             except Exception as exc:
                 raise self._failure(index, inputs, f"raised {type(exc).__name__}: {exc}",
                                     exc) from exc
+            problem = None
             if not _is_real(out):
-                raise self._failure(index, inputs, f"returned {type(out).__name__} {out!r}, "
-                                                   "not a real number")
+                problem = "not a real number"
+            elif type(out) is not float:
+                try:
+                    float(out)
+                except OverflowError:
+                    problem = "too big for a float"
+            if problem:
+                text = repr(out) if len(repr(out)) <= 40 else repr(out)[:37] + "..."
+                raise self._failure(index, inputs,
+                                    f"returned {type(out).__name__} {text}, {problem}")
 
     def backward(self) -> np.ndarray:
         """Gradients of the root with respect to every node (fresh, not accumulated).
@@ -235,59 +250,89 @@ class CompiledGraph:
         infinite or NaN, as the op's kernel gives it, in small groups as in big ones. Only an
         op without kernels whose rule fails raises `GradRuleError`.
         """
-        values, grads = self.values, self.grads
+        grads = self.grads
         grads.fill(0.0)
         grads[self._root_index] = 1.0
-        item, grad_of = values.item, grads.item
-        for group in reversed(self.groups):
-            op, attrs = group.op, group.attrs
-            if not group.batched:  # node by node, with the scalar rule
-                for out, ins in reversed(group.rows):
-                    g = grad_of(out)
-                    xs = [item(i) for i in ins]
-                    local = None
-                    try:
-                        local = op.grad(*xs, item(out), **attrs)
-                        if len(local) != len(ins):
-                            raise ValueError(f"{len(local)} partials for {len(ins)} inputs")
-                        for d in local:
-                            if type(d) is not float:
-                                raise TypeError(f"a partial is {type(d).__name__} {d!r}")
-                    except Exception as exc:
-                        local = self._slow_grad(group, out, xs, local, exc)
-                    for i, d in zip(ins, local, strict=True):
-                        grads[i] += g * d
-                continue
-            g = grads[group.out]
-            local = op.vgrad(*[values[i] for i in group.ins], values[group.out], **attrs)
-            for idx, unique, partial in zip(group.ins, group.unique, local, strict=True):
-                contribution = g * partial
-                if unique:
-                    grads[idx] += contribution
+        with np.errstate(all="ignore"):  # infinities and NaN are results here, as in numpy
+            for group in reversed(self.groups):
+                if group.batched:
+                    self._batched_backward(group)
                 else:
-                    np.add.at(grads, idx, np.broadcast_to(contribution, idx.shape))
+                    self._scalar_backward(group)
         return grads
 
-    def _slow_grad(self, group: _Group, index: int, xs: list[float], local: Any,
-                   exc: Exception) -> list[float]:
-        """The partials of a node whose gradient rule raised or did not give one float per
-        input: real numbers are taken as they are; otherwise the op's kernel gives them (as
-        in a big group); an op without kernels raises `GradRuleError`."""
+    def _batched_backward(self, group: _Group) -> None:
+        values, grads = self.values, self.grads
+        g = grads[group.out]
         try:
-            if len(local) == len(xs) and all(_is_real(d) for d in local):
-                return [float(d) for d in local]
-        except TypeError:
-            pass
+            local = group.op.vgrad(*[values[i] for i in group.ins], values[group.out],
+                                   **group.attrs)
+            if len(local) != len(group.ins):
+                raise ValueError(f"{len(local)} partials for {len(group.ins)} inputs")
+        except Exception as exc:
+            raise _kernel_failed(group, "vgrad", exc) from exc
+        for idx, unique, partial in zip(group.ins, group.unique, local, strict=True):
+            contribution = g * partial
+            if unique:
+                grads[idx] += contribution
+            else:
+                np.add.at(grads, idx, np.broadcast_to(contribution, idx.shape))
+
+    def _scalar_backward(self, group: _Group) -> None:
+        """Node by node, with the scalar rule; one or two float partials (the common case)
+        are added at once, anything else goes through `_slow_grad`."""
+        op, attrs = group.op, group.attrs
+        grads = self.grads
+        item, grad_of = self.values.item, grads.item
+        for out, ins in reversed(group.rows):
+            g = grad_of(out)
+            xs = [item(i) for i in ins]
+            local: Any = None
+            exc: Exception | None = None
+            try:
+                local = op.grad(*xs, item(out), **attrs)
+                if len(ins) == 1:
+                    (d,) = local = tuple(local)
+                    if type(d) is float or isinstance(d, float):  # (np.float64 is one)
+                        grads[ins[0]] += g * d
+                        continue
+                elif len(ins) == 2:
+                    da, db = local = tuple(local)
+                    if (type(da) is float or isinstance(da, float)) and (
+                            type(db) is float or isinstance(db, float)):
+                        grads[ins[0]] += g * da
+                        grads[ins[1]] += g * db
+                        continue
+            except Exception as raised:
+                exc = raised
+            for i, d in zip(ins, self._slow_grad(group, out, xs, local, exc), strict=True):
+                grads[i] += g * d
+
+    def _slow_grad(self, group: _Group, index: int, xs: list[float], local: Any,
+                   exc: Exception | None) -> list[float]:
+        """The partials of a node whose gradient rule raised (``exc``) or did not give one
+        float per input: real numbers (bools and ints too, as the eager engine takes them)
+        are taken as they are; otherwise the op's kernel gives them, as in a big group; an
+        op without kernels raises `GradRuleError`."""
+        if exc is None:
+            try:
+                given = tuple(local)
+                if len(given) == len(xs) and all(isinstance(d, numbers.Real | np.bool_)
+                                                 for d in given):
+                    return [float(d) for d in given]
+            except (TypeError, ValueError, OverflowError):
+                pass
+            exc = TypeError(f"it returned {local!r}, not one real number per input")
         if group.vectorised:
-            with np.errstate(all="ignore"):
-                try:
-                    partials = group.op.vgrad(*[np.array([x]) for x in xs],
-                                              np.array([self.values.item(index)]),
-                                              **group.attrs)
-                    return [float(np.broadcast_to(np.asarray(p, dtype=np.float64), (1,))[0])
-                            for p in partials]
-                except Exception:
-                    return [math.nan] * len(xs)
+            try:
+                partials = group.op.vgrad(*[np.array([x]) for x in xs],
+                                          np.array([self.values.item(index)]), **group.attrs)
+                if len(partials) != len(xs):
+                    raise ValueError(f"{len(partials)} partials for {len(xs)} inputs")
+                return [float(np.broadcast_to(np.asarray(p, dtype=np.float64), (1,))[0])
+                        for p in partials]
+            except Exception as kernel_exc:
+                raise _kernel_failed(group, "vgrad", kernel_exc) from kernel_exc
         node = self.nodes[index]
         where = _where(node, index)
         name = group.op.name
@@ -328,12 +373,19 @@ def _kernel_value(group: _Group, xs: list[float]) -> float:
     """What the op's kernel gives for one node (NaN for an op without kernels)."""
     if not group.vectorised:
         return math.nan
-    with np.errstate(all="ignore"):
-        try:
-            out = group.op.vforward(*[np.array([x]) for x in xs], **group.attrs)
-            return float(np.broadcast_to(np.asarray(out, dtype=np.float64), (1,))[0])
-        except Exception:
-            return math.nan
+    try:
+        out = group.op.vforward(*[np.array([x]) for x in xs], **group.attrs)
+        return float(np.broadcast_to(np.asarray(out, dtype=np.float64), (1,))[0])
+    except Exception as exc:
+        raise _kernel_failed(group, "vforward", exc) from exc
+
+
+def _kernel_failed(group: _Group, kernel: str, exc: Exception) -> ForwardError | GradRuleError:
+    """A vector kernel that raised (or gave the wrong number of partials): a plugin's bug."""
+    name = group.op.name
+    kind = ForwardError if kernel == "vforward" else GradRuleError
+    return kind(f"op {name!r}: its vector kernel {kernel} raised {type(exc).__name__}: {exc} "
+                f"(compiled, over {len(group.out)} nodes)", op=name, node="", cause=exc)
 
 
 def _where(node: Value, index: int) -> str:

@@ -10,6 +10,7 @@ input.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import types
@@ -658,3 +659,99 @@ def test_a_failing_gradient_rule_without_kernels_is_a_grad_rule_error(scalar_onl
                                             r"\(compiled\) on inputs \[0.0\]: "
                                             r"ZeroDivisionError"):
         compiled.backward()
+
+
+def test_unchecked_nan_flows_into_the_gradients_both_ways() -> None:
+    """x ** 2.5 at x = -2: NaN forward (unchecked) and NaN gradient, in small groups too."""
+    x = Value(2.0)
+    for compiled in compile_both_ways(x ** 2.5 * 1.0):
+        compiled.set([x], [-2.0])
+        assert math.isnan(compiled.forward(check=False))
+        assert math.isnan(compiled.backward()[compiled.index(x)])
+
+
+def test_the_kernel_gets_the_attributes_in_small_groups_too() -> None:
+    x = Value(2.0)
+    values = []
+    for compiled in compile_both_ways(x ** -1.0 + 0.0):
+        compiled.set([x], [0.0])
+        values.append(compiled.forward(check=False))
+    assert values == [math.inf, math.inf]
+
+
+@pytest.fixture
+def loose_ops():
+    """Ops without kernels whose rules return what the eager engine takes, though not floats:
+    ints, bools, numpy scalars, generators; and ones that return too much or too little."""
+
+    def ints(a, b, out):
+        return (1, 1)  # a + b
+
+    def bools(x, out):
+        return (x > 0,)  # relu
+
+    def generator(a, b, out):
+        return (d for d in (b, a))  # a * b
+
+    @hookimpl
+    def opgraph_register_ops():
+        return [
+            OpDef("add_i", 2, lambda a, b: a + b, ints),
+            OpDef("relu_b", 1, lambda x: x if x > 0 else 0.0, bools),
+            OpDef("mul_g", 2, lambda a, b: a * b, generator),
+            OpDef("mul_np", 2, lambda a, b: np.float64(a * b),
+                  lambda a, b, out: (np.float64(b), np.float64(a))),
+            OpDef("too_many", 1, lambda x: 2 * x, lambda x, out: (2.0, 0.0)),
+            OpDef("too_big", 1, lambda x: 10 ** 400 if x > 1 else x, lambda x, out: (1.0,)),
+        ]
+
+    plugin = types.SimpleNamespace(opgraph_register_ops=opgraph_register_ops)
+    previous = registry.set_default_registry(registry.default_registry())
+    registry.set_default_registry(registry.build_registry(plugins=[("loose_ops", plugin)]))
+    yield
+    registry.set_default_registry(previous)
+
+
+def test_partials_the_eager_engine_takes_are_taken(loose_ops) -> None:
+    x, y = Value(1.5), Value(-0.5)
+    root = apply("mul_np", apply("mul_g", apply("add_i", x, y), apply("relu_b", x)), y)
+    compiled = check_against_eager(root)
+    assert compiled.grad(x) == pytest.approx(x.grad) and compiled.grad(y) != 0.0
+
+
+def test_a_rule_with_the_wrong_number_of_partials_is_a_grad_rule_error(loose_ops) -> None:
+    x = Value(1.0, label="x")
+    t = apply("too_many", x)
+    t.label = "t"
+    with pytest.raises(GradRuleError):  # the eager engine
+        t.backward()
+    compiled = compile_graph(t * 1.0)
+    compiled.forward()
+    with pytest.raises(GradRuleError, match=r"op 'too_many' gradient rule failed at 't'"):
+        compiled.backward()
+
+
+def test_a_result_too_big_for_a_float_is_a_forward_error(loose_ops) -> None:
+    x = Value(1.0)
+    compiled = compile_graph(apply("too_big", x) * 1.0)
+    compiled.set([x], [2.0])
+    with pytest.raises(ForwardError, match=r"returned int 1000.*too big for a float"):
+        compiled.forward()
+    assert math.isnan(compiled.forward(check=False))  # no kernel: NaN
+
+
+def test_a_vector_kernel_that_raises_names_the_op(odd_ops) -> None:
+    """A plugin's broken kernel is an error naming the op and the kernel, both ways."""
+    def broken(x):
+        raise RuntimeError("kernel bug")
+
+    x = Value(4.0)
+    node = x.csqrt()
+    for compiled in compile_both_ways(node * 1.0):
+        compiled.forward()
+        csqrt = next(g for g in compiled.groups if g.op.name == "csqrt")
+        csqrt.op = dataclasses.replace(csqrt.op, vforward=broken)
+        compiled.set([x], [-4.0])  # the small path asks the kernel where the rule fails
+        with pytest.raises(ForwardError, match=r"op 'csqrt': its vector kernel vforward "
+                                               r"raised RuntimeError: kernel bug"):
+            compiled.forward()

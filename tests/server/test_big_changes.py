@@ -239,3 +239,22 @@ def test_cancelled_twice_the_change_still_holds_the_lock_to_its_end(work_fails: 
         await server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_change_that_cannot_start_its_thread_leaves_no_stale_figures(
+        server: ThreadedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_threads() -> Any:
+        raise RuntimeError("can't start new thread")
+
+    with Client(server.tcp, timeout=TIMEOUT) as c:
+        c.call("graph.create", "g")
+        c.call("node.leaf", "g", 1.0)
+        monkeypatch.setattr(methods, "THREADED_CHANGE_NODES", 0)
+        monkeypatch.setattr(server.server, "change_pool", no_threads)
+        with pytest.raises(ServerError) as info:
+            c.call("graph.batch", "g", [{"leaf": 2.0}])
+        assert info.value.name == "internal_error"
+        monkeypatch.setattr(methods, "THREADED_CHANGE_NODES", 10_000)
+        made = c.call("node.leaf", "g", 3.0)  # a small change, on the loop
+        listed = {g["name"]: g for g in c.call("graph.list")}
+        assert (listed["g"]["nodes"], listed["g"]["version"]) == (2, made["version"])
