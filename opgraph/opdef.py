@@ -32,7 +32,9 @@ class OpDef:
     - ``sample_attrs``: attribute values to use when checking the op (needed when ``attrs`` is
       not empty).
     - ``vforward`` / ``vgrad``: optional numpy kernels with the same signatures as ``forward`` and
-      ``grad`` but taking and returning arrays, used by the compiled executor.
+      ``grad`` but taking and returning arrays, used by the compiled executor. Where the scalar
+      rule raises, the kernel should give NaN or infinity (as numpy does): that is how the
+      executor finds the node whose rule fails.
     - ``plugin``: filled in by opgraph with the name of the plugin that delivered the op.
     """
 
