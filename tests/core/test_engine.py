@@ -731,3 +731,16 @@ def test_gc_pauses_overlapping_in_two_threads():
         seen.append(gc.isenabled())  # the first pause ended: this one still holds
     thread.join(10)
     assert seen == [False] and gc.isenabled()
+
+
+def test_gc_paused_is_public_and_restores_the_collector():
+    assert gc.isenabled()
+    with opgraph.gc_paused():
+        assert not gc.isenabled()
+        with opgraph.gc_paused():  # nested
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), opgraph.gc_paused():
+        raise RuntimeError("inside")
+    assert gc.isenabled()
