@@ -8,6 +8,7 @@ on tensors); prints one JSON line with the seconds taken and the process's peak 
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import math
@@ -106,6 +107,16 @@ def w3(name: str, steps: int = 1) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def w3_gc_off(name: str, steps: int = 1) -> float:
+    """W3 with Python's cyclic garbage collector off during the step (as ``gc_paused`` does),
+    which is where micrograd's per-node closures cost it most."""
+    gc.disable()
+    try:
+        return w3(name, steps)
+    finally:
+        gc.enable()
+
+
 def w3_compiled(steps: int = 20) -> float:
     """The same step with the compiled executor: compiled once, then run ``steps`` times."""
     from opgraph.compiled import compile_graph
@@ -194,7 +205,8 @@ def main() -> None:
         elif engine_name == "torch":
             seconds = w3_torch()
         else:
-            seconds = {"w1": w1, "w2": w2, "w3": w3, "w4": w4}[workload](engine_name, **kwargs)
+            seconds = {"w1": w1, "w2": w2, "w3": w3, "w3_gc_off": w3_gc_off,
+                       "w4": w4}[workload](engine_name, **kwargs)
         result = {"seconds": seconds}
     except RecursionError:
         result = {"error": "RecursionError"}
