@@ -329,8 +329,7 @@ class CompiledGraph:
                                           np.array([self.values.item(index)]), **group.attrs)
                 if len(partials) != len(xs):
                     raise ValueError(f"{len(partials)} partials for {len(xs)} inputs")
-                return [float(np.broadcast_to(np.asarray(p, dtype=np.float64), (1,))[0])
-                        for p in partials]
+                return [_only_value(p) for p in partials]
             except Exception as kernel_exc:
                 raise _kernel_failed(group, "vgrad", kernel_exc) from kernel_exc
         node = self.nodes[index]
@@ -375,9 +374,14 @@ def _kernel_value(group: _Group, xs: list[float]) -> float:
         return math.nan
     try:
         out = group.op.vforward(*[np.array([x]) for x in xs], **group.attrs)
-        return float(np.broadcast_to(np.asarray(out, dtype=np.float64), (1,))[0])
+        return _only_value(out)
     except Exception as exc:
         raise _kernel_failed(group, "vforward", exc) from exc
+
+
+def _only_value(result: Any) -> float:
+    """The one value of a kernel's result over 1-element arrays (it may be a plain number)."""
+    return float(np.broadcast_to(np.asarray(result, dtype=np.float64), (1,))[0])
 
 
 def _kernel_failed(group: _Group, kernel: str, exc: Exception) -> ForwardError | GradRuleError:

@@ -366,12 +366,6 @@ class Server:
         return (isinstance(token, str) and self.token is not None
                 and hmac.compare_digest(token.encode(), self.token.encode()))
 
-    async def dispatch(self, session: Session, name: str, params: list[Any]) -> Any:
-        """Check and run one method call for ``session``; raises `RpcError`."""
-        spec, args, options = self.check(session, name, params)
-        result = spec.handler(Call(self, session, name), *args, **options)
-        return await result if spec.awaits or type(result) is CoroutineType else result
-
     def check(self, session: Session, name: str,
               params: list[Any]) -> tuple[MethodSpec, list[Any], dict[str, Any]]:
         """Check one method call for ``session``: its method, arguments and options.

@@ -374,28 +374,38 @@ def _hypot_grad(a, b, out):
     return (a / out, b / out)
 
 
-@pytest.fixture
-def scalar_only_ops():
-    """A registry of the installed plugins plus ops without vector kernels, made the default;
-    the previous registry is restored afterwards."""
+@contextlib.contextmanager
+def ops_installed(name: str, *opdefs: OpDef) -> Iterator[None]:
+    """A registry of the installed plugins plus a plugin ``name`` delivering ``opdefs``, made
+    the default; the previous registry is restored afterwards."""
 
     @hookimpl
     def opgraph_register_ops():
-        return [
-            OpDef("softsign", 1, _softsign, _softsign_grad, doc="x / (1 + |x|)"),
-            OpDef("hypot_test", 2, _hypot, _hypot_grad, doc="sqrt(a^2 + b^2)",
-                  domain=((0.5, 3.0), (0.5, 3.0))),
-            OpDef("lerp", 2, _lerp, _lerp_grad, attrs=("t",), sample_attrs={"t": 0.25},
-                  doc="a + t (b - a)"),
-            OpDef("sqrt_test", 1, math.sqrt, lambda x, out: (0.5 / out,), doc="sqrt(x)",
-                  domain=((0.5, 3.0),)),
-        ]
+        return list(opdefs)
 
     plugin = types.SimpleNamespace(opgraph_register_ops=opgraph_register_ops)
     previous = registry.set_default_registry(registry.default_registry())
-    registry.set_default_registry(registry.build_registry(plugins=[("compiled_test", plugin)]))
-    yield
-    registry.set_default_registry(previous)
+    registry.set_default_registry(registry.build_registry(plugins=[(name, plugin)]))
+    try:
+        yield
+    finally:
+        registry.set_default_registry(previous)
+
+
+@pytest.fixture
+def scalar_only_ops():
+    """Ops without vector kernels, installed for the test."""
+    with ops_installed(
+        "compiled_test",
+        OpDef("softsign", 1, _softsign, _softsign_grad, doc="x / (1 + |x|)"),
+        OpDef("hypot_test", 2, _hypot, _hypot_grad, doc="sqrt(a^2 + b^2)",
+              domain=((0.5, 3.0), (0.5, 3.0))),
+        OpDef("lerp", 2, _lerp, _lerp_grad, attrs=("t",), sample_attrs={"t": 0.25},
+              doc="a + t (b - a)"),
+        OpDef("sqrt_test", 1, math.sqrt, lambda x, out: (0.5 / out,), doc="sqrt(x)",
+              domain=((0.5, 3.0),)),
+    ):
+        yield
 
 
 def test_ops_without_vector_kernels_fall_back_to_their_scalar_rules(scalar_only_ops) -> None:
@@ -600,21 +610,14 @@ def test_infinities_the_rules_themselves_give_are_results() -> None:
 @pytest.fixture
 def odd_ops():
     """Ops whose scalar forward rules return what is not a real number on some inputs."""
-
-    @hookimpl
-    def opgraph_register_ops():
-        return [
-            OpDef("csqrt", 1, lambda x: x ** 0.5, lambda x, out: (0.5 / out,),
-                  vforward=np.sqrt, vgrad=lambda x, out: (0.5 / out,)),  # complex below 0
-            OpDef("step", 1, lambda x: True if x > 2 else 0.0, lambda x, out: (0.0,)),
-            OpDef("strop", 1, lambda x: str(x) if x > 2 else x, lambda x, out: (1.0,)),
-        ]
-
-    plugin = types.SimpleNamespace(opgraph_register_ops=opgraph_register_ops)
-    previous = registry.set_default_registry(registry.default_registry())
-    registry.set_default_registry(registry.build_registry(plugins=[("odd_ops", plugin)]))
-    yield
-    registry.set_default_registry(previous)
+    with ops_installed(
+        "odd_ops",
+        OpDef("csqrt", 1, lambda x: x ** 0.5, lambda x, out: (0.5 / out,),
+              vforward=np.sqrt, vgrad=lambda x, out: (0.5 / out,)),  # complex below 0
+        OpDef("step", 1, lambda x: True if x > 2 else 0.0, lambda x, out: (0.0,)),
+        OpDef("strop", 1, lambda x: str(x) if x > 2 else x, lambda x, out: (1.0,)),
+    ):
+        yield
 
 
 @pytest.mark.parametrize(("name", "returned"), [("csqrt", "complex"), ("step", "bool"),
@@ -693,23 +696,17 @@ def loose_ops():
     def generator(a, b, out):
         return (d for d in (b, a))  # a * b
 
-    @hookimpl
-    def opgraph_register_ops():
-        return [
-            OpDef("add_i", 2, lambda a, b: a + b, ints),
-            OpDef("relu_b", 1, lambda x: x if x > 0 else 0.0, bools),
-            OpDef("mul_g", 2, lambda a, b: a * b, generator),
-            OpDef("mul_np", 2, lambda a, b: np.float64(a * b),
-                  lambda a, b, out: (np.float64(b), np.float64(a))),
-            OpDef("too_many", 1, lambda x: 2 * x, lambda x, out: (2.0, 0.0)),
-            OpDef("too_big", 1, lambda x: 10 ** 400 if x > 1 else x, lambda x, out: (1.0,)),
-        ]
-
-    plugin = types.SimpleNamespace(opgraph_register_ops=opgraph_register_ops)
-    previous = registry.set_default_registry(registry.default_registry())
-    registry.set_default_registry(registry.build_registry(plugins=[("loose_ops", plugin)]))
-    yield
-    registry.set_default_registry(previous)
+    with ops_installed(
+        "loose_ops",
+        OpDef("add_i", 2, lambda a, b: a + b, ints),
+        OpDef("relu_b", 1, lambda x: x if x > 0 else 0.0, bools),
+        OpDef("mul_g", 2, lambda a, b: a * b, generator),
+        OpDef("mul_np", 2, lambda a, b: np.float64(a * b),
+              lambda a, b, out: (np.float64(b), np.float64(a))),
+        OpDef("too_many", 1, lambda x: 2 * x, lambda x, out: (2.0, 0.0)),
+        OpDef("too_big", 1, lambda x: 10 ** 400 if x > 1 else x, lambda x, out: (1.0,)),
+    ):
+        yield
 
 
 def test_partials_the_eager_engine_takes_are_taken(loose_ops) -> None:
