@@ -13,6 +13,7 @@ from opgraph_client import (
     AsyncClient,
     ClientError,
     ConnectionLost,
+    GraphExistsError,
     UnauthorizedError,
     UnknownGraphError,
     UnknownNodeError,
@@ -176,3 +177,40 @@ def test_a_refused_initialize_leaves_nothing_open() -> None:
         guarded.stop()
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaks == []
+
+
+def test_async_create_graph_and_its_hint_in_python(server: ThreadedServer) -> None:
+    async def scenario() -> None:
+        async with await AsyncClient.connect(server.tcp) as c:
+            g = await c.create_graph("amine")
+            assert (await g.leaf(1.5, "x"))["id"] == 0
+            with pytest.raises(GraphExistsError) as err:
+                await c.create_graph("amine")
+            assert str(err.value) == ("graph_exists: a graph named 'amine' exists; to replace "
+                                      "it, call await create_graph('amine', replace=True)")
+            with pytest.raises(GraphExistsError,
+                               match=r"call await graph\('amine'\)\.create\(replace=True\)$"):
+                await g.create()
+            with pytest.raises(GraphExistsError,
+                               match=r"call call\('graph\.create', 'amine', replace=True\)$"):
+                await c.call("graph.create", "amine")
+            with pytest.raises(UnknownGraphError):  # other errors pass through as they are
+                await c.call("graph.info", "nope")
+            assert (await (await c.create_graph("amine", replace=True)).info())["nodes"] == 0
+
+    run(scenario())
+
+
+def test_async_notify_and_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    guarded = ThreadedServer(token="right", unix=False)
+    monkeypatch.setenv("OPGRAPH_TOKEN", "right")
+
+    async def scenario() -> list[str]:
+        async with await AsyncClient.connect(guarded.tcp) as c:
+            await c.notify("graph.create", "by-notification")  # notifications are ignored
+            return [g["name"] for g in await c.call("graph.list")]
+
+    try:
+        assert run(scenario()) == ["demo"]
+    finally:
+        guarded.stop()

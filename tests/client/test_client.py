@@ -300,3 +300,52 @@ def test_arguments_msgpack_cannot_carry_are_a_client_error(server) -> None:
         with pytest.raises(ClientError, match=r"node\.get: cannot send these arguments"):
             c.call("node.get", "demo", 2**70)
         assert c.call("graph.info", "demo")["name"] == "demo"  # the connection is still good
+
+
+# --- hints in Python, and the token from the environment ---------------------------------------
+
+
+def test_graph_exists_says_how_to_replace_in_python(server: ThreadedServer) -> None:
+    """The server's hint is for the wire (``replace: true``); a Python caller reads Python."""
+    with Client(server.tcp) as c:
+        c.create_graph("mine")
+        with pytest.raises(GraphExistsError) as err:
+            c.create_graph("mine")
+        assert str(err.value) == ("graph_exists: a graph named 'mine' exists; to replace it, "
+                                  "call create_graph('mine', replace=True)")
+        assert err.value.name == "graph_exists" and err.value.code == CATALOGUE[
+            "graph_exists"].code
+        assert err.value.__suppress_context__  # the wire's wording does not follow it
+        with pytest.raises(GraphExistsError,
+                           match=r"call graph\('mine'\)\.create\(replace=True\)$"):
+            c.graph("mine").create()
+        with pytest.raises(GraphExistsError,
+                           match=r"call call\('graph\.create', 'mine', replace=True\)$"):
+            c.call("graph.create", "mine")
+        document = c.graph("mine").export()
+        with pytest.raises(GraphExistsError,
+                           match=r"call call\('graph\.import', 'mine', data, replace=True\)$"):
+            c.call("graph.import", "mine", document)
+        assert c.create_graph("mine", replace=True).info()["nodes"] == 0  # the hint works
+
+
+def test_the_token_comes_from_opgraph_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    guarded = ThreadedServer(token="right", unix=False)
+    try:
+        monkeypatch.delenv("OPGRAPH_TOKEN", raising=False)
+        with pytest.raises(UnauthorizedError):
+            Client(guarded.tcp, timeout=TIMEOUT)
+        monkeypatch.setenv("OPGRAPH_TOKEN", "right")
+        with Client(guarded.tcp, timeout=TIMEOUT) as c:
+            assert c.call("graph.list")[0]["name"] == "demo"
+        with pytest.raises(UnauthorizedError):  # a token given outright wins
+            Client(guarded.tcp, token="wrong", timeout=TIMEOUT)
+    finally:
+        guarded.stop()
+
+
+def test_spawn_with_opgraph_token_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child server reads ``$OPGRAPH_TOKEN`` (as ``opgraph serve`` does); so does the client."""
+    monkeypatch.setenv("OPGRAPH_TOKEN", "from-the-environment")
+    with Client.spawn(timeout=TIMEOUT) as c:
+        assert c.call("graph.list") == []

@@ -33,12 +33,29 @@ from opgraph_server.protocol import (
 )
 from opgraph_server.server import parse_url
 
-from opgraph_client.errors import ClientError, ConnectionLost, from_wire
+from opgraph_client.errors import (
+    ClientError,
+    ConnectionLost,
+    GraphExistsError,
+    ServerError,
+    exists_in_python,
+    from_wire,
+    in_python,
+)
 from opgraph_client.remote import RemoteGraph, local_document
 
 NotificationHandler = Callable[[str, list[Any]], None]
 DEFAULT_URL = "tcp://127.0.0.1:7450"
 STDIO_COMMAND = (sys.executable, "-m", "opgraph", "serve", "--stdio", "--no-demo")
+
+
+TOKEN_VARIABLE = "OPGRAPH_TOKEN"
+"""The environment variable a client takes its token from when it is given none."""
+
+
+def _token(token: str | None) -> str | None:
+    """``token``, or else ``$OPGRAPH_TOKEN`` (the variable ``opgraph serve`` reads), if set."""
+    return token if token is not None else os.environ.get(TOKEN_VARIABLE) or None
 
 
 def _options(args: tuple[Any, ...], options: dict[str, Any]) -> list[Any]:
@@ -95,7 +112,8 @@ class Client:
     """A blocking client. ``with Client("tcp://127.0.0.1:7450") as c: c.call("graph.list")``.
 
     ``on_notification(method, params)`` is called for server notifications that arrive while
-    waiting for a reply or in `poll`. ``initialize`` runs on connect (with ``token``).
+    waiting for a reply or in `poll`. ``initialize`` runs on connect, with ``token``, or when
+    that is not given, with ``$OPGRAPH_TOKEN`` if it is set (as for ``opgraph serve``).
     """
 
     def __init__(
@@ -119,6 +137,7 @@ class Client:
         self.server_info: dict[str, Any] = {}
         if initialize:
             options: dict[str, Any] = {"client": {"name": "opgraph-python"}}
+            token = _token(token)
             if token is not None:
                 options["token"] = token
             if structured_errors:
@@ -178,7 +197,7 @@ class Client:
                 event = self._read_event()
                 if isinstance(event, Response) and event.msgid == msgid:
                     if event.error is not None:
-                        raise from_wire(event.error)
+                        raise in_python(from_wire(event.error), method, args)
                     return event.result
 
     def notify(self, method: str, *args: Any) -> None:
@@ -251,8 +270,15 @@ class Client:
         return RemoteGraph(self, name)
 
     def create_graph(self, name: str, *, replace: bool = False) -> RemoteGraph:
-        """Create graph ``name`` on the server and return a handle on it."""
-        self.call("graph.create", name, replace=replace)
+        """Create graph ``name`` on the server and return a handle on it.
+
+        A graph of that name is a `GraphExistsError`, unless ``replace`` is true: then the new,
+        empty graph replaces it.
+        """
+        try:
+            self.call("graph.create", name, replace=replace)
+        except GraphExistsError as exc:
+            raise exists_in_python(exc, name, f"create_graph({name!r}, replace=True)") from None
         return RemoteGraph(self, name)
 
     def publish(self, name: str, root: Any) -> dict[str, Any]:
@@ -298,7 +324,7 @@ class AsyncClient:
     async def connect(cls, url: str = DEFAULT_URL, *, token: str | None = None,
                       on_notification: NotificationHandler | None = None,
                       structured_errors: bool = True, initialize: bool = True) -> AsyncClient:
-        """Connect to ``url`` and (by default) initialize."""
+        """Connect to ``url`` and (by default) initialize, with ``token`` or ``$OPGRAPH_TOKEN``."""
         address = parse_url(url)
         try:
             if address.scheme == "tcp":
@@ -334,6 +360,7 @@ class AsyncClient:
 
     async def _initialize(self, token: str | None, structured: bool) -> None:
         options: dict[str, Any] = {"client": {"name": "opgraph-python-async"}}
+        token = _token(token)
         if token is not None:
             options["token"] = token
         if structured:
@@ -377,9 +404,25 @@ class AsyncClient:
                 await self._writer.drain()
             except OSError as exc:
                 raise ConnectionLost(f"lost the connection to {self.url}: {exc}") from None
-            return await future
+            try:
+                return await future
+            except ServerError as exc:
+                worded = in_python(exc, method, args)
+                if worded is exc:
+                    raise
+                raise worded from None
         finally:
             self._waiting.pop(msgid, None)
+
+    async def notify(self, method: str, *args: Any) -> None:
+        """Send a notification (no reply)."""
+        if self._closed:
+            raise ClientError("the client is closed")
+        self._writer.write(self._protocol.send(Notification(method, list(args))))
+        try:
+            await self._writer.drain()
+        except OSError as exc:
+            raise ConnectionLost(f"lost the connection to {self.url}: {exc}") from None
 
     async def notifications(self) -> AsyncIterator[tuple[str, list[Any]]]:
         """Server notifications as ``(method, params)``, until the connection closes."""
@@ -423,6 +466,15 @@ class AsyncClient:
 
     def graph(self, name: str) -> RemoteGraph:
         """A handle on graph ``name`` whose methods return awaitables."""
+        return RemoteGraph(self, name)
+
+    async def create_graph(self, name: str, *, replace: bool = False) -> RemoteGraph:
+        """Create graph ``name`` on the server and return a handle on it (see `Client`)."""
+        try:
+            await self.call("graph.create", name, replace=replace)
+        except GraphExistsError as exc:
+            raise exists_in_python(
+                exc, name, f"await create_graph({name!r}, replace=True)") from None
         return RemoteGraph(self, name)
 
     async def publish(self, name: str, root: Any) -> dict[str, Any]:

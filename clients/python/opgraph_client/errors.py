@@ -56,3 +56,26 @@ def from_wire(error: Any) -> ServerError:
     """The typed exception for an ``error`` element of a response (either shape)."""
     rpc: RpcError = error_from_wire(error)
     return ERRORS[rpc.name](rpc.name, rpc.code, rpc.message, rpc.data)
+
+
+_REPLACEABLE = {"graph.create": "{name!r}", "graph.import": "{name!r}, data"}
+"""Methods whose ``graph_exists`` error a ``replace=True`` keyword avoids, with their arguments."""
+
+
+def exists_in_python(error: ServerError, name: Any, how: str) -> ServerError:
+    """``error`` (a ``graph_exists``) with its hint in Python: ``how`` is the call to make.
+
+    The server words the hint for the wire (``pass replace: true``); a Python caller passes
+    the keyword argument ``replace=True``.
+    """
+    message = f"a graph named {name!r} exists; to replace it, call {how}"
+    return type(error)(error.name, error.code, message, error.data)
+
+
+def in_python(error: ServerError, method: str, args: tuple[Any, ...]) -> ServerError:
+    """``error``, as `Client.call(method, *args)` raises it: hints worded for Python."""
+    arguments = _REPLACEABLE.get(method)
+    if error.name == "graph_exists" and arguments is not None and args:
+        how = f"call({method!r}, {arguments.format(name=args[0])}, replace=True)"
+        return exists_in_python(error, args[0], how)
+    return error

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable
 from typing import Any
+
+from opgraph_client.errors import GraphExistsError, exists_in_python
 
 
 def local_document(root: Any) -> dict[str, Any]:
@@ -10,6 +14,13 @@ def local_document(root: Any) -> dict[str, Any]:
     from opgraph import fileformat
 
     return fileformat.to_document(root)
+
+
+async def _exists_in_python_async(result: Awaitable[Any], name: str, how: str) -> Any:
+    try:
+        return await result
+    except GraphExistsError as exc:
+        raise exists_in_python(exc, name, how) from None
 
 
 class RemoteGraph:
@@ -27,8 +38,15 @@ class RemoteGraph:
         return f"RemoteGraph({self.name!r} on {self.client.url})"
 
     def create(self, *, replace: bool = False) -> Any:
-        """Create this graph on the server."""
-        return self.client.call("graph.create", self.name, replace=replace)
+        """Create this graph on the server (``replace``: in place of one of that name)."""
+        how = f"graph({self.name!r}).create(replace=True)"
+        try:
+            result = self.client.call("graph.create", self.name, replace=replace)
+        except GraphExistsError as exc:
+            raise exists_in_python(exc, self.name, how) from None
+        if inspect.isawaitable(result):
+            return _exists_in_python_async(result, self.name, "await " + how)
+        return result
 
     def info(self) -> Any:
         """Node count, version, leaves and outputs."""
