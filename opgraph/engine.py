@@ -174,12 +174,31 @@ def _graph_gone() -> None:
 # --- Value ---------------------------------------------------------------------------------------
 
 
-def _check_data(data: Any, where: str) -> float | int:
-    if type(data) is float or type(data) is int:
+def _check_data(data: Any, where: str) -> float:
+    """``data`` as the float a node holds: ints (and other real numbers) are converted, as
+    PyTorch and JAX do for float64 tensors; anything else, or a number too big for a double,
+    raises `InputTypeError` naming ``where``."""
+    if type(data) is float:
         return data
     if isinstance(data, bool) or not isinstance(data, numbers.Real):
-        raise InputTypeError(f"{where}: expected a real number, got {type(data).__name__} {data!r}")
-    return float(data)
+        raise InputTypeError(f"{where}: expected a real number, got {type(data).__name__} "
+                             f"{_show_number(data)}")
+    try:
+        return float(data)
+    except (OverflowError, ValueError):
+        raise InputTypeError(f"{where}: {_show_number(data)} is too big for a float (a double "
+                             f"holds up to about 1.8e308)") from None
+
+
+def _show_number(data: Any) -> str:
+    """``repr(data)``, cut short: an int of thousands of digits is named by its size."""
+    if isinstance(data, int) and not isinstance(data, bool) and data.bit_length() > 200:
+        return f"an int of {int(data.bit_length() * 0.30103) + 1} digits"  # (about)
+    try:
+        text = repr(data)
+    except Exception:  # pragma: no cover - a hostile __repr__
+        return type(data).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Value:
@@ -201,6 +220,9 @@ class Value:
     _loc: SourceLocation | None = None
 
     def __init__(self, data: float, label: str = "") -> None:
+        """A leaf holding ``data`` as a float: ``Value(3).data == 3.0`` (ints are converted, so
+        no op computes with unbounded Python integers); a number too big for a double, a
+        bool or a non-number raises `InputTypeError`."""
         if not _ops_loaded:
             _table()  # so that plugin ops are methods (x.softplus()) from the first value on
         self.data = data if type(data) is float else _check_data(data, "Value(data)")
@@ -270,7 +292,9 @@ class Value:
     def __pow__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
             return apply_op(lookup_op("pow"), (self, other))
-        exponent = _check_data(other, "Value ** exponent")
+        # A constant exponent is an attribute, not data: an int stays one (drawn as ``**2``); a
+        # float base makes the power a float one, so even a huge int exponent costs nothing.
+        exponent = other if type(other) is int else _check_data(other, "Value ** exponent")
         return _apply_checked(lookup_op("pow_const"), (self,), {"exponent": exponent})
 
     def __pos__(self) -> Value:
@@ -432,12 +456,19 @@ def _forward_failed(op: OpDef, inputs: Sequence[Value], exc: BaseException) -> F
     )
 
 
-def _coerce_output(out: Any, op: OpDef, inputs: Sequence[Value]) -> float | int:
-    if type(out) is int or (isinstance(out, numbers.Real) and not isinstance(out, bool)):
-        return out if type(out) is int else float(out)
+def _coerce_output(out: Any, op: OpDef, inputs: Sequence[Value]) -> float:
+    """A forward rule's result that is not a float, as the float a node holds: an int (or
+    another real number) is converted, so that no chain of ops computes with exact integers
+    of growing size; anything else, or an int too big for a double, is a `ForwardError`."""
+    if isinstance(out, numbers.Real) and not isinstance(out, bool):
+        try:
+            return float(out)
+        except (OverflowError, ValueError):
+            problem = f"{_show_number(out)}, too big for a float"
+    else:
+        problem = f"{type(out).__name__} {_show_number(out)}, not a real number"
     raise ForwardError(
-        f"op {op.name!r} on {_describe_inputs(inputs)}: forward rule returned "
-        f"{type(out).__name__} {out!r}, not a real number",
+        f"op {op.name!r} on {_describe_inputs(inputs)}: forward rule returned {problem}",
         op=op.name, node=_describe_inputs(inputs),
     )
 

@@ -663,7 +663,7 @@ def _check_bindings(parsed: ParsedExpression, bindings: Mapping[Any, Any]) -> di
         if isinstance(value, Value):
             given[name] = value
         elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            given[name] = float(value)
+            given[name] = engine._check_data(value, f"binding {name!r}")  # a float, or refused
         else:
             raise InputTypeError(f"binding {name!r}: expected a number or a Value, got "
                                  f"{type(value).__name__} {value!r:.80}")

@@ -17,11 +17,18 @@ A graph file holds one *document*, a map that describes itself::
 Node fields: ``id`` (required, equal to the node's position in ``nodes``); ``op`` (the name of
 an installed op, None for a leaf); ``inputs`` (ids of earlier nodes, in the op's argument order);
 ``attrs`` (the op's constant attributes: str keys, int/float/str values); ``label`` (str);
-``data`` (int or float; required for leaves, optional for computed nodes); ``grad`` (int or
-float); ``source`` (``[file, line]`` where the node was created, or None). The writer writes every
+``data`` (a number; required for leaves, optional for computed nodes); ``grad`` (a number);
+``source`` (``[file, line]`` where the node was created, or None). The writer writes every
 field; a reader fills a missing optional one with ``[]``, ``{}``, ``""``, ``0.0`` or None, which
 keeps hand-written documents short. Unknown fields are refused (a misspelt field is an error,
-not a silent default). Ints keep their type; ints beyond 64 bits are written as floats.
+not a silent default).
+
+Numbers: ``data`` and ``grad`` are IEEE doubles. The writer writes them as floats; a reader
+takes an int there (``"data": 3``) and converts it to the float it stands for on entry, as the
+engine does (``Value(3).data == 3.0``), so no op ever computes with exact Python integers that
+grow with every step. An int too big for a double (only JSON can hold one) is refused, naming
+the node and the field. Attribute values keep their type (``{"exponent": 2}`` stays an int,
+drawn as ``**2``); an int attribute beyond 64 bits is written, and read, as a float.
 
 The msgpack form is that map packed with ``use_bin_type=True``. The JSON form is the same map;
 because JSON has no NaN or infinity, non-finite floats are written as ``{"$float": "nan"}``,
@@ -147,6 +154,15 @@ def _number_out(value: object, node: int, field: str) -> int | float:
     return float(value)
 
 
+def _float_out(value: object, node: int, field: str) -> float:
+    """A node's data or grad as the document stores it: a float (an int set by hand on a
+    value is converted; one beyond a double's range is written as an infinity)."""
+    if type(value) is float:
+        return value
+    number = _number_out(value, node, field)
+    return number if type(number) is float else float(number)
+
+
 def to_document(graph_or_value: Graph | Value, *, name: str | None = None) -> dict[str, Any]:
     """The document (a plain dict of str, int, float, list, dict, None) describing a graph.
 
@@ -189,8 +205,8 @@ def to_document(graph_or_value: Graph | Value, *, name: str | None = None) -> di
             "inputs": inputs,
             "attrs": attrs,
             "label": v.label,
-            "data": _number_out(v.data, i, "data"),
-            "grad": _number_out(v.grad, i, "grad"),
+            "data": _float_out(v.data, i, "data"),
+            "grad": _float_out(v.grad, i, "grad"),
             "source": None if loc is None else [str(loc[0]), int(loc[1])],
         })
     return {
@@ -435,6 +451,7 @@ class _Node:
         attrs = raw.get("attrs", {})
         if not isinstance(attrs, dict):
             raise self._type(i, "attrs", "a map", attrs, where)
+        attrs = dict(attrs)  # (a copy: the caller's document is not changed)
         for key, val in attrs.items():
             if not isinstance(key, str):
                 raise GraphFileError(f"{where}: attribute names must be strings, got "
@@ -444,6 +461,8 @@ class _Node:
                     f"{where}: attribute {key!r} must be a number or a string, got "
                     f"{_kind(val)} {_show(val)}", node=i, field="attrs",
                 )
+            if type(val) is int and not _INT64_MIN <= val <= _UINT64_MAX:
+                attrs[key] = _float_in(val, i, "attrs", where, f"attribute {key!r}")
         self.attrs = attrs
 
         if op is None and inputs:
@@ -457,7 +476,7 @@ class _Node:
             data = raw["data"]
             if not _is_number(data):
                 raise self._type(i, "data", "a number", data, where)
-            self.data: int | float | None = data
+            self.data: float | None = _float_in(data, i, "data", where)
         elif op is None:
             raise GraphFileError(f"{where}: a leaf needs 'data'", node=i, field="data")
         else:
@@ -466,7 +485,7 @@ class _Node:
         grad = raw.get("grad", 0.0)
         if not _is_number(grad):
             raise self._type(i, "grad", "a number", grad, where)
-        self.grad = grad
+        self.grad = _float_in(grad, i, "grad", where)
 
         source = raw.get("source")
         if source is not None:
@@ -486,6 +505,23 @@ class _Node:
             f"{where or _where(i)}: {field!r} must be {wanted}, got {_kind(got)} {_show(got)}",
             node=i, field=field,
         )
+
+
+def _float_in(value: int | float, node: int, field: str, where: str,
+              what: str | None = None) -> float:
+    """A number read from a document as the double it stands for; an int too big for one is
+    refused, naming the node and the field."""
+    if type(value) is float:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        digits = int(value.bit_length() * 0.30103) + 1  # about; str() of it may be refused
+        raise GraphFileError(
+            f"{where}: {what or repr(field)} is an int of {digits} digits, too big for a float "
+            f"(graph files hold numbers as IEEE doubles, up to about 1.8e308)",
+            node=node, field=field,
+        ) from None
 
 
 def _agrees(stored: float, computed: float) -> bool:
@@ -636,6 +672,25 @@ def _parse_msgpack(data: bytes) -> object:
     return doc
 
 
+# The first byte of a msgpack map: fixmap (0x80-0x8f), map 16 (0xde), map 32 (0xdf).
+_MSGPACK_MAP_MARKERS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+# The first byte of a msgpack string: fixstr (0xa0-0xbf), str 8, 16 and 32 (0xd9-0xdb).
+_MSGPACK_STR_MARKERS = frozenset(range(0xA0, 0xC0)) | {0xD9, 0xDA, 0xDB}
+
+
+def _may_be_a_graph_map(data: bytes) -> bool:
+    """Whether msgpack ``data`` begins as a graph document does: a map whose first key (if it
+    has one, and the bytes go that far) is a string."""
+    first = data[0]
+    if first not in _MSGPACK_MAP_MARKERS:
+        return False
+    header = 1 if first < 0x90 else (3 if first == 0xDE else 5)
+    empty = first == 0x80 or (header > 1 and data[1:header] == bytes(header - 1))
+    if empty or len(data) <= header:
+        return True  # decoded as it is: an empty map, or a truncated file
+    return data[header] in _MSGPACK_STR_MARKERS
+
+
 def _sniff_json(data: bytes) -> bool:
     start = data.lstrip(b" \t\r\n")
     if start.startswith(b"\xef\xbb\xbf"):
@@ -661,7 +716,18 @@ def parse(data: bytes | bytearray | memoryview | str) -> object:
         except UnicodeDecodeError as exc:
             raise GraphFileError(f"corrupt graph file: JSON that is not UTF-8 ({exc})") from None
         return _parse_json(text)
-    return _parse_msgpack(data)
+    if _may_be_a_graph_map(data):
+        return _parse_msgpack(data)
+    # Every graph file is a map with string keys. Bytes that begin something else and do not
+    # decode as one whole msgpack value (a text file, a picture, a Python file renamed .opg)
+    # are no graph file at all, rather than a corrupt one.
+    try:
+        return _parse_msgpack(data)
+    except GraphFileError:
+        raise GraphFileError(
+            f"not an opgraph graph file: it begins with {data[:16]!r}, not with a graph "
+            f"document (a msgpack map with string keys, or a JSON object)"
+        ) from None
 
 
 def loads(data: bytes | bytearray | memoryview | str, *, name: str | None = None,

@@ -161,6 +161,8 @@ def test_bad_bindings():
         build("x + 1", {"x": "3"})
     with pytest.raises(InputTypeError, match=r"binding 'x'.*bool"):
         build("x + 1", {"x": True})
+    with pytest.raises(InputTypeError, match=r"^binding 'x': an int of 401 digits is too big"):
+        build("x + 1", {"x": 10**400})  # refused as a number, not an OverflowError
     with pytest.raises(InputTypeError, match="mapping"):
         build("x + 1", [("x", 1.0)])  # type: ignore[arg-type]
     with pytest.raises(InputTypeError, match="must be a string"):

@@ -157,9 +157,9 @@ def test_every_installed_op_round_trips(tmp_path: Path) -> None:
         assert_same_graph(g.nodes, loaded), how
 
 
-def test_ints_negative_zero_and_non_finite_numbers_round_trip(tmp_path: Path) -> None:
+def test_negative_zero_and_non_finite_numbers_round_trip(tmp_path: Path) -> None:
     g = Graph("numbers")
-    i = g.leaf(7, "int")
+    i = g.leaf(7.0, "seven")
     g.leaf(-0.0, "negative zero")
     g.leaf(math.nan, "nan")
     g.leaf(math.inf, "inf")
@@ -167,7 +167,6 @@ def test_ints_negative_zero_and_non_finite_numbers_round_trip(tmp_path: Path) ->
     g.leaf(2**63 - 1, "big int")
     sq = i * i
     sq.grad = math.nan
-    assert type(sq.data) is int
     for how, loaded in roundtrips(g, tmp_path).items():
         assert_same_graph(g.nodes, loaded), how
     text = ff.to_json(g)
@@ -175,10 +174,69 @@ def test_ints_negative_zero_and_non_finite_numbers_round_trip(tmp_path: Path) ->
     assert '{"$float": "nan"}' in text and '{"$float": "-inf"}' in text
 
 
+def _int_document(steps: int, leaf: object = 3) -> dict[str, Any]:
+    """A leaf holding ``leaf`` (an int), then ``steps`` nodes each squaring the one before."""
+    nodes = [{"id": 0, "op": None, "data": leaf}]
+    nodes += [{"id": i, "op": "mul", "inputs": [i - 1, i - 1]} for i in range(1, steps + 1)]
+    return {"format": "opgraph-graph", "version": 1, "name": "squares", "nodes": nodes}
+
+
+def test_int_data_and_grads_are_read_as_doubles() -> None:
+    """Files hold IEEE doubles: an int in 'data' or 'grad' is the float it stands for."""
+    doc = {"format": "opgraph-graph", "version": 1, "nodes": [
+        {"id": 0, "op": None, "data": 3, "grad": 2},
+        {"id": 1, "op": None, "data": -(2**63), "grad": 0},
+        {"id": 2, "op": "mul", "inputs": [0, 0], "data": 9, "grad": 1},
+        {"id": 3, "op": "pow_const", "inputs": [0], "attrs": {"exponent": 2}},
+    ]}
+    for loaded in (ff.from_document(doc), ff.loads(msgpack.packb(doc)),
+                   ff.from_json(json.dumps(doc)), ff.from_document(doc, strict=True)):
+        assert [v.data for v in loaded] == [3.0, -(2.0**63), 9.0, 9.0]
+        assert all(type(v.data) is float and type(v.grad) is float for v in loaded)
+        assert [v.grad for v in loaded] == [2.0, 0.0, 1.0, 0.0]
+        assert type(loaded.nodes[3].attrs["exponent"]) is int  # attributes keep their type
+    assert doc["nodes"][3]["attrs"] == {"exponent": 2}  # the caller's document is unchanged
+    # and the writer writes floats
+    written = ff.to_document(ff.from_document(doc))
+    assert [type(n["data"]) for n in written["nodes"]] == [float] * 4
+
+
+def test_squaring_an_int_leaf_thirty_times_stays_small() -> None:
+    """A file of a few hundred bytes cannot make the loader compute with ever longer exact
+    integers (3 squared 30 times has 500 million digits): it is computed in floats."""
+    data = msgpack.packb(_int_document(30), use_bin_type=True)
+    assert len(data) < 1000
+    for loaded in (ff.loads(data), ff.from_json(json.dumps(_int_document(30)))):
+        assert all(type(v.data) is float for v in loaded)
+        assert loaded.nodes[1].data == 9.0 and loaded.nodes[-1].data == math.inf
+
+
+@pytest.mark.parametrize("field", ["data", "grad"])
+def test_an_int_too_big_for_a_double_is_refused(field: str) -> None:
+    doc = _int_document(1)
+    doc["nodes"][1][field] = 10**400
+    text = json.dumps(doc)
+    with refused(rf"^node 1: '{field}' is an int of 401 digits, too big for a float") as info:
+        ff.from_json(text)
+    assert (info.value.node, info.value.field) == (1, field)
+
+
+def test_int_attributes_beyond_64_bits_are_floats_and_too_big_ones_refused() -> None:
+    doc = _int_document(0, leaf=1.0)
+    doc["nodes"].append({"id": 1, "op": "pow_const", "inputs": [0],
+                         "attrs": {"exponent": 2**70}})
+    loaded = ff.from_json(json.dumps(doc))
+    assert loaded.nodes[1].attrs == {"exponent": float(2**70)}
+    doc["nodes"][1]["attrs"]["exponent"] = -(10**400)
+    with refused(r"^node 1: attribute 'exponent' is an int of 401 digits, too big") as info:
+        ff.from_json(json.dumps(doc))
+    assert (info.value.node, info.value.field) == (1, "attrs")
+
+
 def test_ints_beyond_64_bits_are_written_as_floats() -> None:
     g = Graph()
-    g.leaf(2**70)
-    g.leaf(-(10**400))
+    g.leaf(1.0).data = 2**70  # set by hand: the engine itself converts ints on entry
+    g.leaf(1.0).data = -(10**400)
     doc = ff.to_document(g)
     assert doc["nodes"][0]["data"] == float(2**70)
     assert doc["nodes"][1]["data"] == -math.inf
@@ -542,17 +600,17 @@ def test_corrupt_files() -> None:
         ff.loads(data + b"\x00")
     with refused(r"^corrupt graph file: not valid msgpack \(a byte that begins no msgpack "
                  r"value\)$"):
-        ff.loads(b"\xc1")  # the one byte msgpack never uses
+        ff.loads(b"\x81\xa1a\xc1")  # the one byte msgpack never uses
     with refused("corrupt graph file: not valid msgpack"):
         ff.loads(b"\x81\xa3abc\xa2\xff\xfe")  # a string that is not UTF-8
     with refused("corrupt graph file: not valid msgpack"):
-        ff.loads(msgpack.packb(msgpack.ExtType(5, b"12345")))  # no extension types
+        ff.loads(msgpack.packb({"format": msgpack.ExtType(5, b"12345")}))  # no extensions
     with refused("corrupt graph file: not valid msgpack"):
-        ff.loads(msgpack.packb({1: 2}))  # map keys must be strings
+        ff.loads(b"\x82\xa1a\x00\x01\x02")  # map keys must be strings
     with refused(r"^corrupt graph file: not valid msgpack \(values nested too deeply\)$"):
-        ff.loads(b"\x91" * 5000 + b"\x00")
+        ff.loads(b"\x81\xa1a" + b"\x91" * 5000 + b"\x00")
     with refused("truncated or corrupt graph file: a msgpack length is more than the 5 bytes"):
-        ff.loads(b"\xdd\xff\xff\xff\xff")  # claims four billion items
+        ff.loads(b"\xdf\xff\xff\xff\xff")  # claims four billion entries
     with refused(r"corrupt graph file: not valid JSON \(Expecting property name enclosed in "
                  r"double quotes at line 1 column 2\)"):
         ff.loads(b"{,}")
@@ -560,8 +618,23 @@ def test_corrupt_files() -> None:
         ff.loads(b"[" * 100_000)
     with refused("corrupt graph file: JSON that is not UTF-8"):
         ff.loads(b'{"format": "\xff"}')
-    with refused("not valid msgpack|truncated"):
-        ff.loads(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+
+
+@pytest.mark.parametrize("data", [
+    b"garbage", b"garbage\n", b'"""A Python module."""\nimport os\n', b"#!/bin/sh\necho hi\n",
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"\xc1", b"\x00\x01\x02", b"\x81\x01\x02",
+    b"\xde\x00\x01\x01\x02",
+])
+def test_bytes_that_are_no_graph_file_at_all(data: bytes, tmp_path: Path) -> None:
+    """Not a corrupt graph but no graph file at all: a text file, a picture, a script."""
+    start = re.escape(repr(data[:16]))
+    with refused(rf"^not an opgraph graph file: it begins with {start}, not with a graph "
+                 r"document \(a msgpack map with string keys, or a JSON object\)$"):
+        ff.loads(data)
+    path = tmp_path / "renamed.opg"
+    path.write_bytes(data)
+    with refused(rf"^{re.escape(str(path))}: not an opgraph graph file"):
+        ff.load(path)
 
 
 def test_load_names_the_path(tmp_path: Path) -> None:
