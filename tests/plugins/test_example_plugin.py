@@ -1,4 +1,9 @@
-"""The README's example plugin package, installed for real and found through its entry point."""
+"""The README's example plugin package, installed for real and found through its entry point.
+
+The package is made of the README's own blocks (``# pyproject.toml``, ``# opgraph_softplus.py``;
+``tests/docs`` checks that they are the files of ``examples/softplus_plugin``), so what the
+README shows is what installs.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,39 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
+from readme_snippets import blocks, check_session, package_files, shell_session
+from server_harness import ProcessServer, connect, pack
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "examples" / "softplus_plugin"
+PLUGIN = "Writing an op plugin"
+
+
+def _install(package: Path, target: Path) -> None:
+    """pip-install ``package`` into ``target`` (a folder of its own, not the venv)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(package)],
+        check=True, capture_output=True, timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """The example package pip-installed into a folder of its own (not into the venv)."""
+def readme_package(tmp_path_factory) -> Path:
+    """The README's plugin blocks written out as a package folder."""
+    package = tmp_path_factory.mktemp("opgraph-softplus")
+    files = package_files(PLUGIN)
+    assert set(files) == {"pyproject.toml", "opgraph_softplus.py"}
+    for name, text in files.items():
+        (package / name).write_text(text)
+    return package
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, readme_package: Path) -> Path:
+    """The README's example package, pip-installed into a folder of its own."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(PACKAGE)],
-        check=True, capture_output=True, timeout=300,
-    )
+    _install(readme_package, target)
     return target
 
 
@@ -69,3 +92,50 @@ def test_without_the_plugin_the_op_is_unknown():
     assert result.returncode == 2
     assert "no op named 'softplus'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_readme_session_after_installing(installed: Path, tmp_path: Path) -> None:
+    """``opgraph ops check --op softplus`` and ``opgraph eval ...`` show what the README shows."""
+    (block,) = [b for b in blocks() if b.under(PLUGIN) and b.text.startswith("$ ")]
+    commands = shell_session(block)
+    assert commands[0].args[:2] == ["pip", "install"]  # done by the fixture
+    ran = check_session(commands, cwd=tmp_path, env={"PYTHONPATH": str(installed)},
+                        skip=("pip",))
+    assert len(ran) == len(commands) - 1 >= 2
+
+
+def _ops_list(url: str) -> list[str]:
+    sock = connect(url)
+    try:
+        sock.sendall(pack([0, 1, "ops.list", []]))
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection"
+            unpacker.feed(data)
+            for message in unpacker:
+                assert message[2] is None, message[2]
+                return [op["name"] for op in message[3]]
+    finally:
+        sock.close()
+
+
+@pytest.mark.slow
+def test_a_running_server_knows_a_plugin_only_after_a_restart(
+        readme_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README says: the plugins are read once, when a program starts using ops."""
+    target = tmp_path / "site"
+    target.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(target))  # where the plugin will be installed
+    server = ProcessServer()
+    try:
+        assert "softplus" not in _ops_list(server.url)
+        _install(readme_package, target)
+        assert "softplus" not in _ops_list(server.url)  # installed, but not read again
+    finally:
+        server.stop()
+    server = ProcessServer()
+    try:
+        assert "softplus" in _ops_list(server.url)
+    finally:
+        server.stop()
