@@ -35,7 +35,6 @@ from opgraph.errors import (
     GradRuleError,
     GraphMismatchError,
     InputTypeError,
-    UnknownOpError,
 )
 from opgraph.opdef import OpDef
 
@@ -103,7 +102,10 @@ def lookup_op(name: str) -> OpDef:
     try:
         return _table()[name]
     except (KeyError, TypeError):  # (TypeError: an unhashable name)
-        raise UnknownOpError(name, _OPS) from None
+        from opgraph.registry import default_registry
+
+        # (the registry's error: unknown, with suggestions, or left out by a plugin clash)
+        raise default_registry().missing(name) from None
 
 
 # --- source locations ----------------------------------------------------------------------------

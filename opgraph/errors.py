@@ -22,11 +22,13 @@ class OpgraphError(Exception):
 class UnknownOpError(OpgraphError, KeyError):
     """An op name that no installed plugin provides."""
 
-    def __init__(self, name: str, known: Iterable[str] = ()):
+    def __init__(self, name: str, known: Iterable[str] = (), *, reason: str | None = None):
         self.name = name
         self.suggestions = difflib.get_close_matches(str(name), list(known), n=3)
         hint = f"; did you mean {self.suggestions[0]!r}?" if self.suggestions else ""
-        super().__init__(f"no op named {name!r}{hint}")
+        # ``reason`` replaces "no op named ..." where the name is known but unusable (two
+        # plugins define it)
+        super().__init__(reason or f"no op named {name!r}{hint}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
@@ -106,8 +108,10 @@ class OpDefError(PluginError, ValueError):
 class PluginConflictError(PluginError):
     """Two plugins define the same op name."""
 
-    def __init__(self, op: str, first: str, second: str):
-        super().__init__(f"op {op!r} is defined by two plugins: {first!r} and {second!r}")
+    def __init__(self, op: str, first: str, second: str, *, message: str | None = None):
+        # ``message`` (from the registry) also names the distributions and says how to fix it
+        super().__init__(message or f"op {op!r} is defined by two plugins: {first!r} and "
+                                    f"{second!r}")
         self.op = op
         self.plugins = (first, second)
 

@@ -3,6 +3,12 @@
 `make_plugin_manager()` is the factory (specs added, entry points loaded, each failure isolated
 and reported by plugin name); `Registry` turns the plugins' hook results into a name -> OpDef
 table. `default_registry()` builds the process-wide one on first use, never at import time.
+
+Two plugins defining one op name is a `PluginClash`: the op is left out (neither definition is
+used: which one was meant cannot be known), every other op works, and the problem names both
+plugins with the distributions (and versions) they come from and says what to uninstall. Using
+the op raises `UnknownOpError` with that message; ``build_registry(raise_on_clash=True)`` raises
+`PluginConflictError` instead.
 """
 
 from __future__ import annotations
@@ -34,6 +40,22 @@ class PluginProblem:
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r}: {self.message}"
+
+
+@dataclass(frozen=True)
+class PluginClash(PluginProblem):
+    """An op name that two (or more) plugins define; the op is left out of the table.
+
+    ``definitions`` are the op's definitions in load order; ``sources`` say where each comes
+    from (``"'sp_one' (from sp-one 0.1)"``). ``plugin`` is the last plugin that defined it.
+    """
+
+    op: str = ""
+    definitions: tuple[OpDef, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def make_plugin_manager(
@@ -78,47 +100,70 @@ def make_plugin_manager(
 
 
 class Registry:
-    """The op table: every installed op by name, with the plugin that delivered it."""
+    """The op table: every installed op by name, with the plugin that delivered it.
 
-    def __init__(self, pm: pluggy.PluginManager, problems: Iterable[PluginProblem] = ()):
+    ``problems`` lists what went wrong (plugins that failed to load, malformed definitions,
+    clashes); ``clashes`` maps each op name two plugins define to its `PluginClash`.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, problems: Iterable[PluginProblem] = (), *,
+                 raise_on_clash: bool = False):
         self.plugin_manager = pm
         self.problems: list[PluginProblem] = list(problems)
         self._ops: dict[str, OpDef] = {}
+        self.clashes: dict[str, PluginClash] = {}
+        defined: dict[str, list[OpDef]] = {}
         for impl in pm.hook.opgraph_register_ops.get_hookimpls():
-            self._add_from(impl.plugin_name, impl.function)
+            for op in self._add_from(impl.plugin_name, impl.function):
+                defined.setdefault(op.name, []).append(op)
+        for name, ops in defined.items():
+            if len(ops) == 1:
+                self._ops[name] = ops[0]
+                continue
+            clash = _clash(pm, name, ops, left_out=not raise_on_clash)
+            if raise_on_clash:
+                raise PluginConflictError(name, ops[0].plugin, ops[1].plugin,
+                                          message=clash.message)
+            self.clashes[name] = clash
+            self.problems.append(clash)
         for problem in self.problems:
             warnings.warn(str(problem), OpgraphPluginWarning, stacklevel=3)
 
-    def _add_from(self, plugin: str, hook) -> None:
+    def _add_from(self, plugin: str, hook) -> list[OpDef]:
+        """The op definitions ``plugin`` delivers (none if any of them is unusable)."""
         # Each plugin's hook is called on its own so that one failure is pinned to its plugin.
         try:
             delivered = list(hook() or ())
         except Exception as exc:
             self.problems.append(PluginProblem(plugin, f"opgraph_register_ops failed: "
                                                        f"{_describe(exc)}"))
-            return
+            return []
         accepted: list[OpDef] = []
         for item in delivered:
             if not isinstance(item, OpDef):
                 self.problems.append(PluginProblem(
                     plugin, f"opgraph_register_ops returned {type(item).__name__} {item!r}, "
                             "not an OpDef; its ops were left out"))
-                return
+                return []
             try:
                 accepted.append(dataclasses.replace(item, plugin=plugin))
             except OpDefError as exc:
                 self.problems.append(PluginProblem(plugin, str(exc)))
-                return
-        for op in accepted:
-            if op.name in self._ops:
-                raise PluginConflictError(op.name, self._ops[op.name].plugin, plugin)
-            self._ops[op.name] = op
+                return []
+        return accepted
 
     def __getitem__(self, name: str) -> OpDef:
         try:
             return self._ops[name]
         except (KeyError, TypeError):
-            raise UnknownOpError(name, self._ops) from None
+            raise self.missing(name) from None
+
+    def missing(self, name: str) -> UnknownOpError:
+        """The error for an op name the table does not hold: unknown (with suggestions), or
+        left out because two plugins define it (with the clash's message)."""
+        clash = self.clashes.get(name) if isinstance(name, str) else None
+        return UnknownOpError(name, [*self._ops, *self.clashes],
+                              reason=clash.message if clash else None)
 
     def get(self, name: str) -> OpDef | None:
         """The op named ``name``, or None."""
@@ -146,11 +191,16 @@ class Registry:
 
 
 def build_registry(
-    plugins: Iterable[tuple[str, object]] = (), *, entry_points: bool = True
+    plugins: Iterable[tuple[str, object]] = (), *, entry_points: bool = True,
+    raise_on_clash: bool = False,
 ) -> Registry:
-    """A fresh registry from installed entry points and/or the given ``(name, plugin)`` pairs."""
+    """A fresh registry from installed entry points and/or the given ``(name, plugin)`` pairs.
+
+    An op two plugins define is left out and reported (see `PluginClash`), or with
+    ``raise_on_clash`` raises `PluginConflictError`.
+    """
     pm, problems = make_plugin_manager(plugins, entry_points=entry_points)
-    return Registry(pm, problems)
+    return Registry(pm, problems, raise_on_clash=raise_on_clash)
 
 
 _default: Registry | None = None
@@ -178,3 +228,59 @@ def set_default_registry(registry: Registry | None) -> Registry | None:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+_OWN_DISTRIBUTION = "opgraph"
+
+
+def _distribution(pm: pluggy.PluginManager, plugin: str) -> tuple[str, str] | None:
+    """``(name, version)`` of the installed distribution whose entry point gave ``plugin``, or
+    None for a plugin registered directly."""
+    obj = pm.get_plugin(plugin)
+    module = getattr(obj, "__name__", None) or getattr(obj, "__module__", None)
+    found = [ep for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP,
+                                                          name=plugin)
+             if getattr(ep, "dist", None) is not None]
+    matching = [ep for ep in found if ep.module == module] or (found if len(found) == 1
+                                                                else [])
+    if not matching:
+        return None
+    dist = matching[0].dist
+    return dist.metadata["Name"] or dist.name, dist.version
+
+
+def _clash(pm: pluggy.PluginManager, name: str, ops: list[OpDef],
+           left_out: bool = True) -> PluginClash:
+    """The problem of op ``name`` defined by every op of ``ops`` (two or more plugins)."""
+    sources: list[str] = []
+    removable: list[str] = []  # third-party distributions to uninstall, in load order
+    built_in = direct = 0
+    for op in ops:
+        dist = _distribution(pm, op.plugin)
+        if dist is None:
+            direct += 1
+            sources.append(f"{op.plugin!r} (registered directly, not installed)")
+        elif dist[0].lower() == _OWN_DISTRIBUTION:
+            built_in += 1
+            sources.append(f"{op.plugin!r} (built into {dist[0]} {dist[1]})")
+        else:
+            sources.append(f"{op.plugin!r} (from {dist[0]} {dist[1]})")
+            if dist[0] not in removable:
+                removable.append(dist[0])
+    if len(removable) >= 2:
+        fix = ("uninstall the one you do not want ("
+               + ", or ".join(f"pip uninstall {d}" for d in removable)
+               + "), or rename the op in one of them")
+    elif removable and not built_in and not direct:
+        fix = f"rename one of the ops in {removable[0]}, which defines it more than once"
+    elif removable:
+        also = f", which {_OWN_DISTRIBUTION} itself defines" if built_in else ""
+        fix = f"uninstall {removable[0]} (pip uninstall {removable[0]}), or rename its op{also}"
+    else:
+        fix = "register only one of them, or rename the op in one"
+    count = {2: "two", 3: "three"}.get(len(ops), str(len(ops)))
+    listed = ", ".join(sources[:-1]) + f" and {sources[-1]}"
+    outcome = ", so it is left out" if left_out else ""
+    message = f"op {name!r} is defined by {count} plugins: {listed}{outcome}; to fix it, {fix}"
+    return PluginClash(plugin=ops[-1].plugin, message=message, op=name,
+                       definitions=tuple(ops), sources=tuple(sources))

@@ -119,33 +119,93 @@ def test_entry_point_op_works_everywhere_once_installed(make_dist, install_ops):
 
 
 def test_two_plugins_defining_one_op_name(make_dist):
+    """The op is left out (which one was meant cannot be known), every other op works, and
+    the problem names the plugins, their distributions and versions, and what to uninstall."""
     make_dist("sp_one", {"sp_one": "sp_one_mod"}, {"sp_one_mod": SOFTPLUS})
     make_dist("sp_two", {"sp_two": "sp_two_mod"},
               {"sp_two_mod": _module_defining("softplus")})
-    with pytest.raises(PluginConflictError) as info:
-        build_registry()
-    err = info.value
-    assert err.op == "softplus"
-    assert set(err.plugins) == {"sp_one", "sp_two"}
-    message = str(err)
-    assert "'softplus'" in message and "'sp_one'" in message and "'sp_two'" in message
+    with pytest.warns(OpgraphPluginWarning) as record:
+        registry = build_registry()
+    message = ("op 'softplus' is defined by two plugins: 'sp_one' (from sp-one 0.1) and "
+               "'sp_two' (from sp-two 0.1), so it is left out; to fix it, uninstall the one "
+               "you do not want (pip uninstall sp-one, or pip uninstall sp-two), or rename "
+               "the op in one of them")
+    assert [str(w.message) for w in record] == [message]
+    clash = registry.clashes["softplus"]
+    assert registry.problems == [clash] and str(clash) == message
+    assert clash.op == "softplus" and [op.plugin for op in clash.definitions] == ["sp_one",
+                                                                                "sp_two"]
+    assert "softplus" not in registry and set(registry.names()) >= DEFAULT_OPS
+    with pytest.raises(opgraph.UnknownOpError) as info:
+        registry["softplus"]
+    assert str(info.value) == message
+    # and raise_on_clash makes it an error, with the same names
+    with pytest.raises(PluginConflictError) as raised:
+        build_registry(raise_on_clash=True)
+    err = raised.value
+    assert err.op == "softplus" and set(err.plugins) == {"sp_one", "sp_two"}
+    assert str(err) == message.replace(", so it is left out", "")
+
+
+def test_a_clashing_op_is_refused_on_use_with_the_clash(make_dist, install_ops):
+    make_dist("sp_one", {"sp_one": "sp_one_mod"}, {"sp_one_mod": SOFTPLUS})
+    make_dist("sp_two", {"sp_two": "sp_two_mod"},
+              {"sp_two_mod": _module_defining("softplus")})
+    with pytest.warns(OpgraphPluginWarning):
+        install_ops()
+    assert (Value(2.0) * 3).data == 6.0  # everything else works
+    for use in (lambda: opgraph.lookup_op("softplus"), lambda: opgraph.apply("softplus", 1.0),
+                lambda: Graph("g").apply("softplus", [])):
+        with pytest.raises(opgraph.UnknownOpError, match=r"^op 'softplus' is defined by two "
+                                                         r"plugins: .*pip uninstall sp-one"):
+            use()
+    with pytest.raises(opgraph.UnknownOpError,
+                       match=r"^no op named 'softplsu'; did you mean 'softplus'"):
+        opgraph.lookup_op("softplsu")
 
 
 def test_plugin_redefining_a_default_op(make_dist):
     make_dist("my_tanh", {"my_tanh": "my_tanh_mod"}, {"my_tanh_mod": _module_defining("tanh")})
+    with pytest.warns(OpgraphPluginWarning):
+        registry = build_registry()
+    (problem,) = registry.problems
+    version = importlib.metadata.version("opgraph")
+    assert str(problem) == (
+        f"op 'tanh' is defined by two plugins: 'activations' (built into opgraph {version}) "
+        f"and 'my_tanh' (from my-tanh 0.1), so it is left out; to fix it, uninstall my-tanh "
+        f"(pip uninstall my-tanh), or rename its op, which opgraph itself defines")
     with pytest.raises(PluginConflictError) as info:
-        build_registry()
+        build_registry(raise_on_clash=True)
     assert set(info.value.plugins) == {"activations", "my_tanh"}
     assert "'tanh'" in str(info.value)
+
+
+def test_one_distribution_defining_an_op_twice(make_dist):
+    make_dist("twice", {"first": "twice_a", "second": "twice_b"},
+              {"twice_a": _module_defining("double"), "twice_b": _module_defining("double")})
+    with pytest.warns(OpgraphPluginWarning, match=r"'first' \(from twice 0.1\) and 'second' "
+                                                  r"\(from twice 0.1\).*rename one of the "
+                                                  r"ops in twice, which defines it more than"):
+        registry = build_registry()
+    assert "double" not in registry
 
 
 def test_conflict_between_directly_registered_plugins(ops_plugin):
     first = ops_plugin(OpDef("double", 1, lambda x: 2 * x, lambda x, out: (2.0,)))
     second = ops_plugin(OpDef("double", 1, lambda x: x + x, lambda x, out: (2.0,)))
+    third = ops_plugin(OpDef("double", 1, lambda x: x * 2, lambda x, out: (2.0,)))
+    plugins = [("first", first), ("second", second), ("third", third)]
     with pytest.raises(PluginConflictError) as info:
-        build_registry(plugins=[("first", first), ("second", second)], entry_points=False)
+        build_registry(plugins=plugins, entry_points=False, raise_on_clash=True)
     assert info.value.op == "double" and set(info.value.plugins) == {"first", "second"}
-    assert "'first'" in str(info.value) and "'second'" in str(info.value)
+    assert str(info.value) == (
+        "op 'double' is defined by three plugins: 'first' (registered directly, not "
+        "installed), 'second' (registered directly, not installed) and 'third' (registered "
+        "directly, not installed); to fix it, register only one of them, or rename the op in "
+        "one")
+    with pytest.warns(OpgraphPluginWarning, match="'double' is defined by three plugins"):
+        registry = build_registry(plugins=plugins, entry_points=False)
+    assert len(registry) == 0 and list(registry.clashes) == ["double"]
 
 
 def test_two_distributions_using_one_entry_point_name(make_dist):
