@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
+import os
 import socket
+import subprocess
 import threading
 import warnings
 from typing import Any
@@ -349,3 +352,21 @@ def test_spawn_with_opgraph_token_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPGRAPH_TOKEN", "from-the-environment")
     with Client.spawn(timeout=TIMEOUT) as c:
         assert c.call("graph.list") == []
+
+
+def test_the_connect_commands_send_opgraph_token() -> None:
+    """``opgraph analyze --connect`` has no token option: it sends ``$OPGRAPH_TOKEN``."""
+    guarded = ThreadedServer(token="right", unix=False)
+    command = opgraph_command("analyze", "--connect", guarded.tcp, "--graph", "demo", "--json")
+    try:
+        for token, code in ((None, 1), ("right", 0)):
+            env = {k: v for k, v in os.environ.items() if k != "OPGRAPH_TOKEN"}
+            if token is not None:
+                env["OPGRAPH_TOKEN"] = token
+            run = subprocess.run(command, env=env, capture_output=True, text=True,
+                                 timeout=60)
+            assert run.returncode == code, run.stderr
+            assert ("unauthorized" in run.stderr) == (token is None), run.stderr
+        assert json.loads(run.stdout)["nodes"] == 10
+    finally:
+        guarded.stop()

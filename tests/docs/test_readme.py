@@ -8,7 +8,10 @@ example plugin's blocks are installed and run by ``tests/plugins/test_example_pl
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +133,27 @@ def test_the_plugin_blocks_are_the_example_package() -> None:
     assert set(files) == {"pyproject.toml", "opgraph_softplus.py"}
     for name, text in files.items():
         assert text == (package / name).read_text(), f"README.md's {name} is not {package}"
+
+
+def test_a_graph_kept_through_a_restart_as_the_readme_says(tmp_path: Path) -> None:
+    """The README's two shell commands that keep a graph past a restart, run by bash."""
+    text = " ".join(README.read_text().split())
+    spans = re.findall(r"`(opgraph call URL graph\.(?:export|import) [^`]*)`", text)
+    assert len(spans) == 2, spans
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    before, after = ThreadedServer(unix=False), ThreadedServer(unix=False)
+    try:
+        with Client(before.tcp) as client:
+            g = client.create_graph("mine")
+            g.apply("tanh", [g.leaf(0.5, "x")["id"]], label="y")
+            kept = g.nodes()["nodes"]
+        for span, server in zip(spans, (before, after), strict=True):
+            command = span.replace("URL", server.tcp)
+            run = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0, f"{command}\n{run.stderr}"
+        with Client(after.tcp) as client:
+            assert client.graph("mine").nodes()["nodes"] == kept
+    finally:
+        before.stop()
+        after.stop()
