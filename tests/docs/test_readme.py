@@ -157,3 +157,18 @@ def test_a_graph_kept_through_a_restart_as_the_readme_says(tmp_path: Path) -> No
     finally:
         before.stop()
         after.stop()
+
+
+def test_the_errors_the_readme_quotes() -> None:
+    """Each "`EXPR` raises `Error: message`" of the README's text, with ``x = Value(0.5)``."""
+    text = " ".join(README.read_text().split())
+    claims = re.findall(r"`([^`]+)` raises `(\w+): ([^`]+)`", text)
+    assert len(claims) >= 2
+    snippets = [Block("python", "import opgraph\nfrom opgraph import Value\nx = Value(0.5)\n"
+                      f"try:\n    {expression}\nexcept Exception as error:\n"
+                      "    print(f'{type(error).__name__}: {error}')\n", 0, ())
+                for expression, _, _ in claims]
+    results = run_python(snippets)
+    assert [r["problems"] for r in results] == [[]] * len(claims)
+    assert [r["stdout"] for r in results] == [f"{name}: {message}\n"
+                                              for _, name, message in claims]
