@@ -71,6 +71,9 @@ class MethodSpec:
     exact: int = -1
     """The length of params that is exactly the required arguments (-1 when there are optional
     ones): such params need no splitting (see `split_params`)."""
+    reserved: frozenset[str] = frozenset()
+    """The handler's parameter names that are not options (``call``, the positional ones):
+    an option by one of these names is refused, whatever ``any_option`` says."""
 
     @property
     def allowed_options(self) -> frozenset[str] | bool:
@@ -93,10 +96,13 @@ def method(
     """Register ``handler`` as RPC method ``name``."""
 
     def register(handler: Handler) -> Handler:
+        parameters = inspect.signature(handler).parameters.values()
+        reserved = frozenset(p.name for p in parameters
+                             if p.kind is not p.VAR_KEYWORD and p.name not in options)
         METHODS[name] = MethodSpec(name, handler, required, optional, frozenset(options),
                                    before_initialize, any_option,
                                    inspect.iscoroutinefunction(handler),
-                                   -1 if optional else len(required))
+                                   -1 if optional else len(required), reserved)
         return handler
 
     return register
@@ -151,6 +157,20 @@ class Call:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.invalid(f"{what} must be a number, got {_kind(value)}")
         return value
+
+    def data(self, value: Any, what: str) -> float:
+        """A number that becomes a node's data: always an IEEE double (an int is converted,
+        as PyTorch and JAX do with float64 tensors), so that no arithmetic on it is exact
+        integer arithmetic, whose cost grows with the numbers (squaring doubles the digits)."""
+        if type(value) is float:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.invalid(f"{what} must be a number, got {_kind(value)}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise self.invalid(f"{what} is an integer too big for a double "
+                               f"({value.bit_length()} bits)") from None
 
     def ids(self, value: Any, what: str = "ids") -> list[int]:
         """One node id or a list of them (at most MAX_IDS: records are built on the loop)."""
@@ -242,6 +262,79 @@ def _without_gc(func: Callable[..., Any], *args: Any) -> Any:
 def _kind(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def _settle(nodes: list[engine.Value], where: str) -> None:
+    """Check, before a change is committed, that every value of ``nodes`` can be sent:
+    data and grad doubles (ints converted: the engine gives ops' results as doubles, and the
+    methods give leaves doubles, but a document's grads are stored as given), text encodable
+    as UTF-8, attributes within MessagePack's integers. Raises `RpcError` naming the node;
+    the caller rolls back."""
+    for node in nodes:
+        for field in ("data", "grad"):
+            value = getattr(node, field)
+            if type(value) is not float:
+                try:
+                    setattr(node, field, float(value))
+                except (OverflowError, TypeError, ValueError):
+                    raise RpcError("invalid_params", f"{where}: node {node._id} {field} "
+                                   f"{_kind(value)} is not a double") from None
+        label = node.label
+        if label and not label.isascii():
+            _check_text(label, f"{where}: node {node._id} label")
+        attrs = node._attrs
+        if attrs:
+            for key, value in attrs.items():
+                if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
+                    raise RpcError("invalid_params", f"{where}: node {node._id} attribute "
+                                   f"{key!r} is an integer of {value.bit_length()} bits, "
+                                   "more than MessagePack's 64")
+                if type(value) is str and not value.isascii():
+                    _check_text(value, f"{where}: node {node._id} attribute {key!r}")
+        loc = node._loc
+        if loc is not None and not loc[0].isascii():
+            _check_text(loc[0], f"{where}: node {node._id} source file")
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RpcError("invalid_params", f"{where} is not valid Unicode ({exc.reason} at "
+                       f"character {exc.start})") from None
+
+
+def _document_to_doubles(doc: Any) -> Any:
+    """A graph document whose numbers are doubles: ``data`` and ``grad`` ints converted on
+    entry (as over the wire), refused with ``bad_file`` naming the node when too big. The rest
+    of the document is checked by the file loader. Changes ``doc`` in place (it is the
+    request's own decoded data) and returns it."""
+    nodes = doc.get("nodes") if isinstance(doc, dict) else None
+    if not isinstance(nodes, list):
+        return doc
+    for i, raw in enumerate(nodes):
+        if type(raw) is not dict:
+            continue
+        for field in ("data", "grad"):
+            value = raw.get(field)
+            if type(value) is int:
+                try:
+                    raw[field] = float(value)
+                except OverflowError:
+                    raise RpcError("bad_file", f"node {i}: {field!r} is an integer too big for "
+                                   f"a double ({value.bit_length()} bits)",
+                                   {"node": i, "field": field}) from None
+        attrs = raw.get("attrs")
+        if type(attrs) is dict:
+            for key, value in attrs.items():
+                if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
+                    raise RpcError("bad_file", f"node {i}: attribute {key!r} is an integer of "
+                                   f"{value.bit_length()} bits, more than MessagePack's 64",
+                                   {"node": i, "field": "attrs"})
+    return doc
 
 
 def node_record(value: engine.Value) -> dict[str, Any]:
@@ -434,6 +527,16 @@ async def graph_publish(call: Call, graph: Any, data: Any) -> dict[str, Any]:
     return await _import(call, graph, data, True)
 
 
+def _load_document(doc: Any) -> Graph:
+    """A graph from a decoded document: its numbers made doubles first, then every value
+    checked to be sendable (so that a graph on the server can always be sent)."""
+    from opgraph import fileformat
+
+    graph = fileformat.from_document(_document_to_doubles(doc))
+    _settle(graph.nodes, "graph.import")
+    return graph
+
+
 async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, Any]:
     from opgraph import fileformat
 
@@ -444,9 +547,10 @@ async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, 
     if old is not None and not replace:
         raise RpcError("graph_exists", f"a graph named {name!r} exists (pass replace: true)")
     if isinstance(data, bytes):
-        loader = fileformat.loads
+        def loader(data: bytes) -> Graph:
+            return _load_document(fileformat.parse(data))
     elif isinstance(data, dict):
-        loader = fileformat.from_document
+        loader = _load_document
     else:
         raise call.invalid(f"data must be a graph document (map) or msgpack bytes, got "
                            f"{_kind(data)}")
@@ -487,7 +591,7 @@ async def node_leaf(call: Call, graph: Any, data: Any, label: Any = "",
                     source: Any = None) -> dict[str, Any]:
     """A new leaf; returns its id and the graph's version."""
     entry = call.entry(graph)
-    data = call.number(data, "data")
+    data = call.data(data, "data")
     label = call.text(label, "label", max_length=10_000)
     where = _source_option(call, source)
     async with entry.lock.write():
@@ -516,7 +620,7 @@ async def node_set(call: Call, graph: Any, id: Any, data: Any) -> dict[str, Any]
     """Change a leaf's data; what depends on it is recomputed."""
     entry = call.entry(graph)
     node_id = call.integer(id, "id")
-    data = call.number(data, "data")
+    data = call.data(data, "data")
     async with entry.lock.write():
         changed = await call.change(entry, len(entry.graph.nodes), entry.graph.set,
                                     node_id, data)
@@ -626,7 +730,10 @@ def _run_steps(call: Call, g: Graph, steps: list[Any]) -> list[int]:
                     op = call.text(op, f"step {k} op")
                 node = g.apply(op, inputs, attrs, label=label, source=source)
             elif "leaf" in step:
-                node = g.leaf(call.number(step["leaf"], f"step {k} leaf"), label, source=source)
+                data = step["leaf"]
+                if type(data) is not float:
+                    data = call.data(data, f"step {k} leaf")
+                node = g.leaf(data, label, source=source)
             else:
                 raise call.invalid(f"step {k} needs a 'leaf' or an 'op' key")
         except RpcError:
@@ -681,6 +788,7 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
         try:
             resolved = _bindings(call, g, expression, bindings)
             root, leaves = expr.build(expression, resolved, graph=g)
+            _settle(g.nodes[mark[0]:], "graph.eval")
             if label:
                 if root._id is not None and root._id < mark[0]:
                     raise call.invalid(
@@ -705,7 +813,7 @@ def _bindings(call: Call, g: Graph, expression: str, given: Mapping[str, Any]) -
         if isinstance(value, dict) and set(value) == {"id"}:
             resolved[name] = g.node(call.integer(value["id"], f"binding {name!r} id"))
         else:
-            resolved[name] = call.number(value, f"binding {name!r}")
+            resolved[name] = call.data(value, f"binding {name!r}")
     for name in expr.parse(expression).names:
         if name not in resolved:
             found = g.find(name)

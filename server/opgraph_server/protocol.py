@@ -458,13 +458,16 @@ def _check_out_call(method: Any, params: Any) -> None:
 
 def split_params(method: str, params: Sequence[Any], required: Sequence[str],
                  optional: Sequence[str] = (), *,
-                 options: Collection[str] | bool = True) -> tuple[list[Any], dict[str, Any]]:
+                 options: Collection[str] | bool = True,
+                 reserved: Collection[str] = ()) -> tuple[list[Any], dict[str, Any]]:
     """Split ``params`` into positional arguments and the trailing options map.
 
     The convention: the ``required`` arguments by position, then the ``optional`` ones (None
     when absent), then at most one map of options, recognised only past every positional slot.
     ``options``: True accepts any option names, False no options map, a collection only those
-    names. Returns ``(args, opts)``: ``args`` has ``len(required) + len(optional)`` items and
+    names. An option named like a positional argument (or like a name in ``reserved``) is
+    refused whatever ``options`` says: it would stand for that argument a second time.
+    Returns ``(args, opts)``: ``args`` has ``len(required) + len(optional)`` items and
     ``opts`` is ``{}`` when absent; nil or an empty array in the options place also mean no
     options (Neovim sends an empty Lua table ``{}`` as an empty array). Bin option names are
     decoded as UTF-8. Raises `RpcError` ``invalid_params`` naming the method and the argument.
@@ -506,6 +509,10 @@ def split_params(method: str, params: Sequence[Any], required: Sequence[str],
         if not isinstance(name, str):
             raise RpcError("invalid_params", f"{method}: option names must be strings, got "
                            f"{_describe(key)}", {"method": method, "argument": "options"})
+        if name in required or name in optional or name in reserved:
+            raise RpcError("invalid_params", f"{method}: option '{name}' has the name of an "
+                           f"argument, which is given by position, not as an option; "
+                           f"expected {signature}", {"method": method, "argument": name})
         if options is not True and name not in options:
             close = difflib.get_close_matches(name, list(options), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else (

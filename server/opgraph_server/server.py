@@ -390,7 +390,7 @@ class Server:
         if len(params) == spec.exact:  # every argument given, no options: nothing to split
             return spec, params, _NO_OPTIONS
         args, options = split_params(name, params, spec.required, spec.optional,
-                                     options=spec.allowed_options)
+                                     options=spec.allowed_options, reserved=spec.reserved)
         return spec, args, options
 
     # --- transports ---------------------------------------------------------------------

@@ -1,0 +1,284 @@
+"""Every door holds (issue 10): numbers enter as doubles, so no small request makes big work;
+a change whose values could not be sent changes nothing; an option named like an argument is
+refused by name."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+from opgraph_server.errors import RpcError
+from opgraph_server.methods import METHODS, Call
+from server_harness import Raw, ThreadedServer, pack
+
+from opgraph import OpDef, hookimpl, registry
+
+SQUARINGS = 30
+
+
+def squaring_steps(count: int = SQUARINGS) -> list[dict[str, Any]]:
+    """A leaf 3, then ``count`` steps each multiplying the previous node by itself."""
+    steps: list[dict[str, Any]] = [{"leaf": 3}]
+    steps += [{"op": "mul", "inputs": [f"${k}", f"${k}"]} for k in range(count)]
+    return steps
+
+
+def squaring_document(count: int = SQUARINGS) -> dict[str, Any]:
+    """The same graph as a graph-file document (int data in its leaf)."""
+    nodes = [{"id": 0, "op": None, "inputs": [], "attrs": {}, "label": "", "data": 3,
+              "grad": 0, "source": None}]
+    nodes += [{"id": k + 1, "op": "mul", "inputs": [k, k], "attrs": {}, "label": "",
+               "data": 0, "grad": 0, "source": None} for k in range(count)]
+    return {"format": "opgraph-graph", "version": 1, "name": "hostile", "nodes": nodes}
+
+
+def error_text(error: Any) -> str:
+    assert error is not None, "expected an error"
+    return error[1]
+
+
+def answered_while(raw: Raw, other_url: str, method: str, *params: Any) -> tuple[Any, Any]:
+    """Send a request on ``raw`` and, until its answer comes, check that a second client is
+    answered; returns the request's ``(error, result)``."""
+    msgid = raw.request(method, *params)
+    with Raw(other_url) as other:
+        assert other.ok("node.get", "demo", [0])["nodes"][0]["id"] == 0
+    return raw.response(msgid)
+
+
+# --- defect 1: numbers enter as doubles ------------------------------------------------------
+
+
+def test_data_enters_as_doubles_at_every_door(server: ThreadedServer) -> None:
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "ints")
+        leaf = raw.ok("node.leaf", "ints", 3)
+        assert type(leaf["data"]) is float and leaf["data"] == 3.0
+        raw.ok("node.set", "ints", leaf["id"], 7)
+        batch = raw.ok("graph.batch", "ints", [{"leaf": 2}, {"leaf": -(2**63)},
+                                               {"leaf": 2**64 - 1}])
+        evaluated = raw.ok("graph.eval", "ints", "a * a", {"a": 5})
+        nodes = raw.ok("graph.nodes", "ints")["nodes"]
+        assert [n["data"] for n in nodes] == [7.0, 2.0, -(2.0**63), 2.0**64, 5.0, 25.0]
+        assert all(type(n["data"]) is float and type(n["grad"]) is float for n in nodes)
+        assert batch["ids"] == [1, 2, 3] and evaluated["data"] == 25.0
+
+        for method in ("graph.import", "graph.publish"):
+            doc = squaring_document(2)
+            raw.ok(method, f"doc-{method}", doc)
+            nodes = raw.ok("graph.nodes", f"doc-{method}")["nodes"]
+            assert [n["data"] for n in nodes] == [3.0, 9.0, 81.0]
+            assert all(type(n["data"]) is float and type(n["grad"]) is float for n in nodes)
+
+
+def test_booleans_are_not_numbers(server: ThreadedServer) -> None:
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "b")
+        error, _ = raw.call("node.leaf", "b", True)
+        assert error_text(error).startswith("invalid_params: node.leaf: data must be a number, "
+                                            "got bool True")
+        error, _ = raw.call("graph.batch", "b", [{"leaf": False}])
+        assert "step 0 leaf must be a number, got bool False" in error_text(error)
+        assert raw.ok("graph.info", "b")["nodes"] == 0
+
+
+def test_an_int_too_big_for_a_double_is_refused_naming_the_field() -> None:
+    # MessagePack carries 64-bit integers at most (all of which fit a double), so only the
+    # check itself can be given a bigger one.
+    call = Call(None, None, "node.leaf")  # type: ignore[arg-type]
+    with pytest.raises(RpcError, match=r"node.leaf: data is an integer too big for a double "
+                                       r"\(1329 bits\)") as caught:
+        call.data(10**400, "data")
+    assert caught.value.name == "invalid_params"
+
+
+def test_a_730_byte_batch_squaring_an_int_is_cheap(server: ThreadedServer) -> None:
+    steps = squaring_steps()
+    assert len(pack([0, 1, "graph.batch", ["sq", steps]])) < 800
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "sq")
+        error, result = answered_while(raw, server.unix, "graph.batch", "sq", steps)
+        assert error is None, error
+        last = raw.ok("node.get", "sq", result["ids"][-1])["nodes"][0]["data"]
+        assert last == math.inf  # 3 ** (2 ** 30) as a double: it overflows, cheaply
+        assert raw.ok("node.get", "sq", result["ids"][4])["nodes"][0]["data"] == 3.0**16
+
+
+@pytest.mark.parametrize("form", ["document", "msgpack", "json"])
+def test_importing_a_hostile_file_is_cheap(server: ThreadedServer, form: str) -> None:
+    doc = squaring_document()
+    data: Any = {"document": doc, "msgpack": msgpack.packb(doc),
+                 "json": json.dumps(doc).encode()}[form]
+    with Raw(server.tcp) as raw:
+        for method, name in (("graph.import", "hostile"), ("graph.publish", "published")):
+            error, result = answered_while(raw, server.unix, method, name, data)
+            assert error is None, error
+            assert result["nodes"] == SQUARINGS + 1
+            assert raw.ok("node.get", name, SQUARINGS)["nodes"][0]["data"] == math.inf
+
+
+def test_a_json_file_with_an_int_too_big_for_a_double_is_refused(server: ThreadedServer) -> None:
+    doc = squaring_document(1)
+    doc["nodes"][0]["data"] = 10**400
+    with Raw(server.tcp) as raw:
+        error, _ = raw.call("graph.import", "big", json.dumps(doc).encode())
+        assert error_text(error) == ("bad_file: node 0: 'data' is an integer too big for a "
+                                     "double (1329 bits)")
+        doc["nodes"][0]["data"] = 1
+        doc["nodes"][1]["grad"] = -(10**400)
+        error, _ = raw.call("graph.import", "big", json.dumps(doc).encode())
+        assert error_text(error).startswith("bad_file: node 1: 'grad' is an integer too big")
+        assert "big" not in [g["name"] for g in raw.ok("graph.list")]
+
+
+# --- defect 2: a failed request changes nothing; every value can be sent --------------------
+
+
+def test_the_issue_s_int64_leaf_times_itself(server: ThreadedServer) -> None:
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "ints")
+        raw.ok("node.leaf", "ints", 2**63 - 1)
+        made = raw.ok("node.apply", "ints", "mul", [0, 0])
+        assert made["data"] == float(2**63) ** 2
+        assert len(raw.ok("node.get", "ints", [0, 1])["nodes"]) == 2
+
+
+@contextlib.contextmanager
+def ops_installed(*opdefs: OpDef) -> Iterator[None]:
+    """The installed plugins plus one delivering ``opdefs``, as the process's registry."""
+
+    @hookimpl
+    def opgraph_register_ops() -> list[OpDef]:
+        return list(opdefs)
+
+    plugin = types.SimpleNamespace(opgraph_register_ops=opgraph_register_ops)
+    previous = registry.set_default_registry(registry.default_registry())
+    registry.set_default_registry(registry.build_registry(plugins=[("int_ops", plugin)]))
+    try:
+        yield
+    finally:
+        registry.set_default_registry(previous)
+
+
+def _huge(x: float) -> int:
+    return 10**30 if x > 0 else 7  # an int: 10**30 is more than MessagePack can carry
+
+
+def _huge_grad(x: float, out: float) -> tuple[float]:
+    return (0.0,)
+
+
+def _biggest(x: float) -> int:
+    return 10**400 if x > 0 else 1  # an int not even a double can hold
+
+
+@pytest.fixture
+def int_ops() -> Iterator[None]:
+    with ops_installed(OpDef("huge", 1, _huge, _huge_grad, doc="an int result"),
+                       OpDef("biggest", 1, _biggest, _huge_grad, doc="a huge int result")):
+        yield
+
+
+def test_an_op_returning_an_int_gives_a_double(server: ThreadedServer, int_ops: None) -> None:
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "h")
+        raw.ok("node.leaf", "h", 1.0)
+        made = raw.ok("node.apply", "h", "huge", [0])
+        assert made["data"] == 1e30 and type(made["data"]) is float
+        batch = raw.ok("graph.batch", "h", [{"op": "huge", "inputs": [0]},
+                                             {"op": "mul", "inputs": ["$0", "$0"]}])
+        assert raw.ok("node.get", "h", batch["ids"])["nodes"][1]["data"] == 1e30 * 1e30
+        evaluated = raw.ok("graph.eval", "h", "huge(x) * 2", {"x": 1.0})
+        assert evaluated["data"] == 2e30
+        raw.ok("node.set", "h", 0, -1.0)  # huge(-1) is the int 7
+        nodes = raw.ok("graph.nodes", "h")["nodes"]
+        assert nodes[1]["data"] == 7.0 and type(nodes[1]["data"]) is float
+        assert nodes[3]["data"] == 49.0
+
+
+def test_a_value_too_big_to_send_changes_nothing(server: ThreadedServer, int_ops: None) -> None:
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "h")
+        raw.ok("node.leaf", "h", -1.0)
+        raw.ok("node.apply", "h", "biggest", [0])  # 1 for now
+        before = raw.ok("graph.nodes", "h")
+        attempts = [
+            ("node.apply", ["h", "biggest", [1]]),
+            ("graph.batch", ["h", [{"leaf": 1.0}, {"op": "biggest", "inputs": ["$0"]}]]),
+            ("graph.eval", ["h", "biggest(y)", {"y": 2.0}]),
+            ("node.set", ["h", 0, 5.0]),
+        ]
+        for method, params in attempts:
+            error, _ = raw.call(method, *params)
+            assert error_text(error).startswith("op_failed: "), method
+            assert "'biggest'" in error_text(error) and "too big" in error_text(error), method
+            assert raw.ok("graph.nodes", "h") == before, method
+
+
+def test_an_imported_value_that_cannot_be_sent_is_refused(server: ThreadedServer) -> None:
+    doc = squaring_document(1)
+    doc["nodes"][1]["label"] = "bad \ud800 label"  # a lone surrogate: no UTF-8 for it
+    data = msgpack.packb(doc, unicode_errors="surrogatepass")
+    with Raw(server.tcp) as raw:
+        error, _ = raw.call("graph.import", "odd", data)
+        assert error_text(error).startswith("invalid_params: graph.import: node 1 label is not "
+                                            "valid Unicode")
+        doc = squaring_document(0)
+        doc["nodes"].append({"id": 1, "op": "pow_const", "inputs": [0], "attrs": {
+            "exponent": 10**30}, "label": "", "data": 1.0})
+        error, _ = raw.call("graph.import", "odd", json.dumps(doc).encode())
+        assert "attribute 'exponent' is an integer of 100 bits" in error_text(error)
+        assert "odd" not in [g["name"] for g in raw.ok("graph.list")]
+
+
+# --- defect 3: an option named like an argument ----------------------------------------------
+
+
+def _collisions() -> list[tuple[str, str]]:
+    """(method, name) for each method taking options and each name of its handler's
+    parameters that is not an option (``call`` and the positional arguments)."""
+    found = []
+    for name, spec in sorted(METHODS.items()):
+        if spec.allowed_options is False:
+            continue
+        for p in inspect.signature(spec.handler).parameters.values():
+            if p.kind is not p.VAR_KEYWORD and p.name not in spec.options:
+                found.append((name, p.name))
+    return found
+
+
+def test_the_issue_s_inputs_option(server: ThreadedServer) -> None:
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "f0")
+        raw.ok("node.leaf", "f0", 1.0)
+        error, _ = raw.call("node.apply", "f0", "add", [0, 0], {"inputs": 1})
+        assert error_text(error).startswith(
+            "invalid_params: node.apply: option 'inputs' has the name of an argument")
+        assert raw.ok("graph.info", "f0")["nodes"] == 1
+
+
+@pytest.mark.parametrize(("method", "name"), _collisions())
+def test_no_option_may_be_named_like_an_argument(server: ThreadedServer, method: str,
+                                                 name: str) -> None:
+    spec = METHODS[method]
+    params: list[Any] = ["demo"] * len(spec.required) + [None] * len(spec.optional)
+    with Raw(server.tcp) as raw:
+        error, _ = raw.call(method, *params, {name: 1})
+        assert error_text(error).startswith(f"invalid_params: {method}: option '{name}' has "
+                                            "the name of an argument"), error
+
+
+def test_every_method_with_options_is_checked() -> None:
+    checked = {method for method, _ in _collisions()}
+    assert checked == {name for name, spec in METHODS.items()
+                       if spec.allowed_options is not False}
+    assert ("node.apply", "inputs") in _collisions()
+    assert ("node.apply", "call") in _collisions()
+
