@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from opgraph.cli.common import console, friendly_errors, parse_binding, print_json
+from opgraph.cli.common import (
+    console,
+    fail,
+    friendly_errors,
+    parse_binding,
+    print_json,
+    usage,
+    warn_if_not_finite,
+)
 
 EXPR_HELP = "A Python-syntax expression over names, numbers and ops: 'tanh(x*w + b)'."
 
@@ -16,7 +24,7 @@ def _bindings(pairs: list[str]) -> dict[str, float]:
     for text in pairs:
         name, value = parse_binding(text)
         if name in bound:
-            raise typer.BadParameter(f"{name!r} is given twice")
+            raise usage(f"{name!r} is given twice ({text!r}); give each name one value")
         bound[name] = value
     return bound
 
@@ -27,7 +35,7 @@ def _expression_error(exc) -> typer.Exit:
     terminal the text with a caret under the problem as well."""
     import sys
 
-    from opgraph.cli.common import EXIT_FAILED, EXIT_USAGE, fail
+    from opgraph.cli.common import EXIT_FAILED, EXIT_USAGE
     from opgraph.errors import RuleError
 
     code = EXIT_FAILED if isinstance(exc, RuleError) else EXIT_USAGE
@@ -44,7 +52,10 @@ def eval_(
 ) -> None:
     """Evaluate an expression: its value and the gradient with respect to every name.
 
-    Example: opgraph eval "3*x**2 - 4*x + 5" x=3   (value 20, d/dx 14)
+    Example: opgraph eval "3*x**2 - 4*x + 5" x=3   (value 20, d/dx 14). Numbers, bound or
+    written in the expression, are floats (IEEE doubles). An expression may start with a
+    minus sign: opgraph eval "-x + 1" x=2. A value or gradient that is NaN or infinite is
+    named in a warning on stderr (and is null in --json).
     """
     from opgraph.expr import ExpressionError, build
 
@@ -66,6 +77,7 @@ def eval_(
     if json_:
         print_json({"value": root.data, "grads": grads})
         return
+    warn_if_not_finite({"value": root.data, **{f"d/d{name}": g for name, g in grads.items()}})
     from rich.table import Table
 
     table = Table("name", "value", "gradient", title=expression)
@@ -83,12 +95,18 @@ def eval_(
 def plot(
     expression: str = typer.Argument(..., help="An expression in one free name: '3*x**2 - 4*x'."),
     output: Path = typer.Option(..., "-o", "--output", help="The picture: .png, .svg or .pdf."),
-    range_: str = typer.Option("-5:5", "--range", help="The interval of x, as LOW:HIGH."),
-    at: float = typer.Option(None, help="Draw the tangent at this x."),
+    range_: str = typer.Option(None, "--range", show_default=False,
+                               help="The interval of x, as LOW:HIGH.  [default: -5:5]"),
+    at: float = typer.Option(None, help="Draw the tangent at this x (the default range grows "
+                                        "to include it; a --range given must)."),
     points: int = typer.Option(200, min=2, max=100_000, help="How many points to plot."),
     bindings: list[str] = typer.Argument(None, help="Values of other names: a=2 ..."),
 ) -> None:
-    """Plot a function and its derivative (from autograd), as the seed plots f(x)."""
+    """Plot a function and its derivative (from autograd), as the seed plots f(x).
+
+    Points where the function or its derivative is undefined or infinite are left out (and
+    counted); near a pole the y axis is clipped so that the rest of the curve keeps its shape.
+    """
     import math
 
     import matplotlib
@@ -100,7 +118,15 @@ def plot(
     from opgraph.expr import ExpressionError, build, parse
     from opgraph.graph import Graph
 
-    low, high = _interval(range_)
+    low, high = _interval(range_ or DEFAULT_RANGE)
+    notes: list[str] = []
+    if at is not None and not low <= at <= high:
+        if range_ is not None:
+            raise usage(f"--at {at:g} is outside --range {range_}; widen the range to include "
+                        f"it")
+        margin = (high - low) / 10
+        low, high = min(low, at - margin), max(high, at + margin)
+        notes.append(f"range extended to {low:g}:{high:g} to include --at {at:g}")
     fmt = output.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg", "pdf"):
         raise typer.BadParameter(f"{output}: write a .png, .svg or .pdf file",
@@ -111,9 +137,9 @@ def plot(
     except ExpressionError as exc:
         raise _expression_error(exc) from None
     if len(names) != 1:
-        raise typer.BadParameter(
-            f"the expression must have exactly one free name to plot, it has {names or 'none'}"
-            " (bind the others as name=value)")
+        raise usage(
+            f"the expression must have exactly one free name to plot, it has "
+            f"{', '.join(map(repr, names)) if names else 'none'} (bind the others as name=value)")
     var = names[0]
     graph = Graph("plot")
     x = graph.leaf(low, var)
@@ -132,32 +158,56 @@ def plot(
                 break  # not a domain problem: the same at every point
     if root is None:
         raise _expression_error(first_error) from None
-    xs, ys, dys = [], [], []
+    xs, ys, dys = [], [], []  # NaN where undefined: the lines break there
     for i in range(points):
         xv = low + i * step
         try:
             graph.set(x.id, xv)
             graph.backward(root)
+            y, dy = root.data, x.grad
         except Exception:
-            continue  # outside the function's domain (log of a negative number, ...)
-        if not (math.isfinite(root.data) and math.isfinite(x.grad)):
-            continue  # a pole, or log(0): nothing to draw there
+            y = dy = math.nan  # outside the function's domain (log of a negative number, ...)
+        if not (math.isfinite(y) and math.isfinite(dy)):
+            y = dy = math.nan  # a pole, or log(0): nothing to draw there
         xs.append(xv)
-        ys.append(root.data)
-        dys.append(x.grad)
-    if not xs:
-        raise typer.BadParameter(f"the expression is undefined everywhere in [{low}, {high}]")
+        ys.append(y)
+        dys.append(dy)
+    drawn = sum(math.isfinite(y) for y in ys)
+    if not drawn:
+        raise fail(f"the expression is undefined everywhere in [{low:g}, {high:g}]")
+    if drawn < points:
+        notes.append(f"{points - drawn} of {points} left out, where f or f' is undefined or "
+                     f"infinite")
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    tangent = None
+    if at is not None:
+        try:
+            graph.set(x.id, at)
+            graph.backward(root)
+        except Exception as exc:
+            raise fail(f"cannot draw the tangent: f is undefined at {var} = {at:g} ({exc})"
+                       ) from None
+        tangent = (root.data, x.grad)
+        if not (math.isfinite(tangent[0]) and math.isfinite(tangent[1])):
+            raise fail(f"cannot draw the tangent: f({at:g}) = {tangent[0]!r}, f'({at:g}) = "
+                       f"{tangent[1]!r}")
+    window = y_window([v for v in ys + dys if math.isfinite(v)]
+                      + ([tangent[0]] if tangent else []))
+    if window is not None:
+        ys, dys = _break_jumps(ys, window), _break_jumps(dys, window)
+        notes.append(f"y axis clipped to {window[0]:.4g}:{window[1]:.4g}, the curves go beyond")
     ax.plot(xs, ys, label=f"f({var}) = {expression}")
     ax.plot(xs, dys, label=f"f'({var}) (autograd)", linestyle="--")
-    if at is not None:
-        graph.set(x.id, at)
-        graph.backward(root)
-        fa, slope = root.data, x.grad
+    if tangent is not None:
+        fa, slope = tangent
         ax.plot([low, high], [fa + slope * (low - at), fa + slope * (high - at)],
                 label=f"tangent at {var}={at:g}: slope {slope:.6g}", linewidth=0.8)
         ax.plot([at], [fa], "o")
-        ax.set_ylim(min(min(ys), min(dys)) - 1, max(max(ys), max(dys)) + 1)
+    finite = [v for v in ys + dys if math.isfinite(v)] + ([tangent[0]] if tangent else [])
+    bottom, top = window or (min(finite), max(finite))
+    pad = (top - bottom) * 0.05 or 1.0
+    ax.set_ylim(bottom - pad, top + pad)  # (the tangent line does not widen the axis)
+    ax.set_xlim(low, high)
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.grid(True, alpha=0.3)
     ax.set_xlabel(var)
@@ -165,10 +215,47 @@ def plot(
     fig.tight_layout()
     fig.savefig(output, format=fmt, dpi=100)
     plt.close(fig)
-    typer.echo(f"wrote {output} ({len(xs)} points)")
+    extra = "".join(f"; {note}" for note in notes)
+    typer.echo(f"wrote {output} ({drawn} points{extra})", err=True)
+
+
+DEFAULT_RANGE = "-5:5"
+
+
+def y_window(values: list[float]) -> tuple[float, float] | None:
+    """The y range to show for these (finite) values: None (all of them) unless some lie far
+    out of scale with the rest, as near a pole of ``1/x``; then the range between Tukey-style
+    fences around the 10th and 90th percentiles, so that the curve keeps its shape."""
+    if len(values) < 4:
+        return None
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    q1, q9 = ordered[last // 10], ordered[last - last // 10]
+    spread = q9 - q1 or max(abs(q1), 1.0)
+    bottom, top = q1 - 1.5 * spread, q9 + 1.5 * spread
+    if ordered[0] >= bottom and ordered[-1] <= top:
+        return None
+    return max(ordered[0], bottom), min(ordered[-1], top)
+
+
+def _break_jumps(values: list[float], window: tuple[float, float]) -> list[float]:
+    """``values`` with a NaN put where the curve jumps across the whole window (a pole), so
+    that no line is drawn from one end of the axis to the other."""
+    import math
+
+    bottom, top = window
+    out = list(values)
+    for i in range(1, len(values)):
+        a, b = values[i - 1], values[i]
+        if math.isfinite(a) and math.isfinite(b) and ((a > top and b < bottom)
+                                                      or (a < bottom and b > top)):
+            out[i] = math.nan
+    return out
 
 
 def _interval(text: str) -> tuple[float, float]:
+    import math
+
     low, sep, high = text.partition(":")
     try:
         lo, hi = float(low), float(high)
@@ -177,4 +264,7 @@ def _interval(text: str) -> tuple[float, float]:
                                  param_hint="--range") from None
     if not sep or not lo < hi:
         raise typer.BadParameter(f"{text!r}: LOW must be below HIGH", param_hint="--range")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise typer.BadParameter(f"{text!r}: LOW and HIGH must be finite numbers",
+                                 param_hint="--range")
     return lo, hi

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from opgraph.cli.common import console, fail, friendly_errors, print_json, progress
+from opgraph.cli.common import console, fail, friendly_errors, print_json, progress, usage
 
 FILE_HELP = "A graph file (.opg or .json), as written by `opgraph eval --save` or opgraph.save."
 CONNECT_HELP = "Work on a live server's graph instead of a file (tcp://host:port, unix:///path)."
@@ -31,7 +33,25 @@ def load_graph(file: Path | None, connect: str | None, name: str | None):
     from opgraph.fileformat import load
 
     with progress(f"loading {file}") as update:
-        return load(file, progress=update)
+        graph = load(file, progress=update)
+    if not graph.name:
+        graph.name = str(file)  # so that messages say "graph 'n.opg'", not "graph ''"
+    return graph
+
+
+@contextmanager
+def about(file: Path | None, connect: str | None, name: str | None) -> Iterator[None]:
+    """Errors about the graph's nodes (``--node 99``) name where the graph came from."""
+    from opgraph.errors import NodeNotFoundError
+
+    try:
+        yield
+    except NodeNotFoundError as exc:
+        where = str(file) if connect is None else f"graph {name!r} on {connect}"
+        message = str(exc)
+        if connect is None and f"graph {str(file)!r}" in message:  # (an unnamed graph's)
+            raise fail(message) from None
+        raise fail(f"{where}: {message}") from None
 
 
 def _describe(graph, node_id) -> str:
@@ -55,7 +75,7 @@ def analyze(
     from opgraph.analysis import analyze as run
 
     g = load_graph(file, connect, graph)
-    with progress("analysing") as update:
+    with progress("analysing") as update, about(file, connect, graph):
         update(0, 1)
         report = run(g, root=root, node=node, leaf=leaf)
     if json_:
@@ -101,39 +121,67 @@ def _fan(graph, fan) -> str:
 @friendly_errors
 def render(
     file: Path = typer.Argument(None, help=FILE_HELP, show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help="Where to write the picture."),
-    format: str = typer.Option(None, help="svg, png or dot (default: from the suffix)."),
+    output: Path = typer.Option(..., "-o", "--output",
+                                help="Where to write the picture; - for stdout."),
+    format: str = typer.Option(None, help="svg, png or dot (default: from the suffix of "
+                                          "--output, svg for -)."),
     around: int = typer.Option(None, help="Draw only the neighbourhood of this node id."),
     depth: int = typer.Option(2, min=0, help="How far from --around to draw."),
     max_nodes: int = typer.Option(400, min=1, help="Summarise graphs with more nodes."),
     rankdir: str = typer.Option("LR", help="LR, RL, TB or BT."),
-    no_diagnostics: bool = typer.Option(False, help="Do not colour diagnosed nodes."),
+    diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics",
+                                     help="Colour the nodes that diagnostics point at."),
     connect: str = typer.Option(None, help=CONNECT_HELP),
     graph: str = typer.Option(None, "--graph", help="The graph's name on the server."),
 ) -> None:
     """Draw a graph (or a node's neighbourhood) to SVG, PNG or DOT with graphviz."""
-    from opgraph.draw import FORMATS
-    from opgraph.render import format_from_suffix
+    import sys
+
     from opgraph.render import render as draw
 
     # Checked before any work: a format or direction that cannot be drawn is bad usage (exit 2).
-    if format is not None and format not in FORMATS:
-        raise typer.BadParameter(f"{format!r} is not one of {', '.join(FORMATS)}",
-                                 param_hint="--format")
-    try:
-        fmt = format or format_from_suffix(str(output))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--output") from None
+    to_stdout = str(output) == "-"
+    fmt = picture_format(format, None if to_stdout else str(output))
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise typer.BadParameter(f"{rankdir!r} is not one of LR, RL, TB, BT",
                                  param_hint="--rankdir")
     g = load_graph(file, connect, graph)
-    with progress("drawing") as update:
+    with progress("drawing") as update, about(file, connect, graph):
         update(0, 1)
         picture = draw(g, format=fmt, around=around, depth=depth, max_nodes=max_nodes,
-                       rankdir=rankdir, diagnostics=not no_diagnostics)
+                       rankdir=rankdir, diagnostics=diagnostics)
+    if to_stdout:
+        sys.stdout.buffer.write(picture)
+        sys.stdout.buffer.flush()
+        return
     output.write_bytes(picture)
-    typer.echo(f"wrote {output} ({fmt}, {len(picture)} bytes)")
+    typer.echo(f"wrote {output} ({fmt}, {len(picture)} bytes)", err=True)
+
+
+PICTURE_SUFFIXES = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot"}
+
+
+def picture_format(format: str | None, output: str | None) -> str:
+    """The picture format from ``--format`` and the output's suffix (None: stdout), which
+    must agree: ``--format png -o out.svg`` is refused rather than PNG bytes in a .svg."""
+    from opgraph.draw import FORMATS
+
+    if format is not None and format not in FORMATS:
+        raise typer.BadParameter(f"{format!r} is not one of {', '.join(FORMATS)}",
+                                 param_hint="--format")
+    if output is None:
+        return format or "svg"
+    suffix = Path(output).suffix.lower()
+    implied = PICTURE_SUFFIXES.get(suffix)
+    if format is None:
+        if implied is None:
+            raise usage(f"cannot tell the picture format from {output!r}: name it .svg, .png "
+                        f"or .dot, or give --format")
+        return implied
+    if implied is not None and implied != format:
+        raise usage(f"--format {format} does not match {output!r}, whose suffix says "
+                    f"{implied}: change one of them")
+    return format
 
 
 @friendly_errors
@@ -152,7 +200,8 @@ def gradcheck(
     if not g.nodes:
         raise fail("the graph is empty")
     if root is not None:
-        target = g.node(root)
+        with about(file, connect, graph):
+            target = g.node(root)
     else:  # the most recent computed output, as analyze takes it
         computed = [v for v in g.outputs if not v.is_leaf]
         target = (computed or g.outputs)[-1]

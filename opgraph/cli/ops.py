@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from opgraph.cli.common import console, fail, friendly_errors, print_json
+from opgraph.cli.common import console, fail, friendly_errors, print_json, usage, warn
 
 app = typer.Typer(help="The installed ops, and checks of their gradient rules.",
                   rich_markup_mode=None)
@@ -22,7 +22,12 @@ def _registry():
 
 def _report_problems(registry) -> None:
     for problem in registry.problems:
-        typer.echo(f"warning: {problem}", err=True)
+        warn(str(problem))
+
+
+def _row(op, clash: bool) -> dict:
+    return {"name": op.name, "arity": op.arity, "symbol": op.symbol, "plugin": op.plugin,
+            "attrs": list(op.attrs), "doc": op.doc, "clash": clash}
 
 
 @app.callback(invoke_without_command=True)
@@ -31,26 +36,33 @@ def list_ops(
     ctx: typer.Context,
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List every installed op: name, arity, symbol, plugin, doc."""
+    """List every installed op: name, arity, symbol, plugin, doc.
+
+    An op that two plugins define is listed once per definition, marked CLASH: it is left out
+    until one of them is uninstalled (the warning says which distributions they come from).
+    """
     if ctx.invoked_subcommand is not None:
         return
     registry = _registry()
     _report_problems(registry)
-    rows = [
-        {"name": op.name, "arity": op.arity, "symbol": op.symbol, "plugin": op.plugin,
-         "attrs": list(op.attrs), "doc": op.doc}
-        for op in registry
-    ]
+    rows = [_row(op, False) for op in registry]
+    for clash in registry.clashes.values():
+        rows.extend(_row(op, True) for op in clash.definitions)
+    rows.sort(key=lambda row: (row["name"], row["plugin"]))
     if json_:
         print_json(rows)
         return
     from rich.table import Table
 
-    table = Table("op", "arity", "symbol", "plugin", "doc", title=f"{len(rows)} ops")
+    clashes = len(registry.clashes)
+    title = f"{len(registry)} ops" + (f", {clashes} left out: defined twice (CLASH)"
+                                      if clashes else "")
+    table = Table("op", "arity", "symbol", "plugin", "doc", title=title)
     for row in rows:
         attrs = f" ({', '.join(row['attrs'])})" if row["attrs"] else ""
-        table.add_row(row["name"] + attrs, str(row["arity"]), row["symbol"], row["plugin"],
-                      row["doc"])
+        mark = " CLASH" if row["clash"] else ""
+        table.add_row(row["name"] + attrs + mark, str(row["arity"]), row["symbol"],
+                      row["plugin"], row["doc"])
     console().print(table)
 
 
@@ -62,25 +74,32 @@ def check(
     only: list[str] = typer.Option([], "--op", help="Check only these ops (repeatable)."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
 ) -> None:
-    """Check every op's gradient rule against central finite differences; exit 1 on a failure."""
+    """Check every op's gradient rule against central finite differences; exit 1 on a failure.
+
+    Lines are printed as the ops are checked, one per op.
+    """
     from opgraph.gradcheck import check_op
 
     registry = _registry()
     _report_problems(registry)
-    unknown = [name for name in only if name not in registry]
-    if unknown:  # a mistyped --op is bad usage (exit 2), with the registry's suggestion
-        from opgraph.errors import UnknownOpError
-
-        raise typer.BadParameter(str(UnknownOpError(unknown[0], registry.names())),
-                                 param_hint="--op")
+    for name in only:
+        if name in registry.clashes:  # installed twice: the work cannot be done (exit 1)
+            raise fail(str(registry.missing(name)))
+        if name not in registry:  # a mistyped --op is bad usage (exit 2), with a suggestion
+            raise usage(f"--op: {registry.missing(name)}")
     ops = [registry[name] for name in only] if only else list(registry)
-    reports = [check_op(op, points=points, seed=seed) for op in ops]
+    bad = []
+    reports = []
+    for op in ops:
+        report = check_op(op, points=points, seed=seed)
+        if not report.ok:
+            bad.append(report.op)
+        if json_:
+            reports.append(report)
+        else:
+            typer.echo(("ok    " if report.ok else "FAIL  ") + str(report))
     if json_:
         print_json([{"op": r.op, "plugin": r.plugin, "points": r.points, "ok": r.ok,
                      "failures": [f.__dict__ for f in r.failures[:5]]} for r in reports])
-    else:
-        for r in reports:
-            typer.echo(("ok    " if r.ok else "FAIL  ") + str(r))
-    bad = [r.op for r in reports if not r.ok]
     if bad:
         raise fail(f"gradient rule disagrees with finite differences: {', '.join(bad)}")

@@ -99,7 +99,7 @@ def call(
     token: str = typer.Option(None, envvar="OPGRAPH_TOKEN", help="The server's token."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for the answer."),
 ) -> None:
-    """Call any RPC method and print its result as JSON; errors go to stderr with exit 1.
+    """Call any RPC method and print its result as one line of JSON; errors go to stderr.
 
     Example: opgraph call tcp://127.0.0.1:7450 node.get demo '[0, 9]'
     """
@@ -111,7 +111,7 @@ def call(
             result = client.call(method, *params)
     except ServerError as exc:
         raise fail(str(exc)) from None
-    print_json(result)
+    print_json(result, compact=True)  # one line: for jq, grep and scripts
 
 
 def _json_arg(text: str, index: int):
