@@ -14,9 +14,58 @@ FORMATS = ("svg", "png", "dot")
 _RECORD_SPECIALS = str.maketrans({c: "\\" + c for c in "{}|<>\\\""})
 
 
+_NAME_LENGTH = 24
+"""Longest expression-derived name (`node_name`); a longer one gives way to the op's name."""
+
+
+def node_name(value: Value, depth: int = 2) -> str:
+    """A short name for a value, as the Neovim client shows it: its label; else, for a
+    computed value, an expression of its inputs' names (``x1*w1``, ``tanh(#7)``) when that is
+    at most 24 characters, else ``op#id``; else (a leaf) ``#id``. Values outside a graph
+    (no id) without a label have the name ``""``."""
+    return _name(value, depth)[0]
+
+
+def _name(value: Value, depth: int) -> tuple[str, bool]:
+    """`node_name` and whether it is an infix expression (to be bracketed inside another)."""
+    if value.label:
+        return value.label, False
+    ident = "" if value._id is None else f"#{value._id}"
+    op = value._opdef
+    if op is None or depth <= 0:
+        return ident, False
+    named = [_name(i, depth - 1) for i in value._inputs]
+    symbol = op.format_symbol(value._attrs)
+    infix = len(named) == 2 and bool(symbol) and not symbol[0].isalpha()
+    if infix:
+        (a, a_infix), (b, b_infix) = named
+        name = f"{f'({a})' if a_infix else a}{symbol}{f'({b})' if b_infix else b}"
+    else:
+        name = f"{op.name}({', '.join(part or '?' for part, _ in named)})"
+    if len(name) > _NAME_LENGTH:
+        return f"{op.name}{ident}", False
+    return name, infix
+
+
+def first_cell(value: Value) -> str:
+    """What the first cell of a value's record shows: its label, as the seed draws it; for an
+    unlabelled value of a graph, its id and (if computed) a name derived from its expression
+    (``#7 x1*w1``), so that a node can be found by id in the picture (``--around 7``)."""
+    if value.label or value._id is None:
+        return value.label
+    ident = f"#{value._id}"
+    if value._opdef is None:
+        return ident
+    name = node_name(value)
+    if name.endswith(ident):  # too long an expression: op#id
+        name = value._opdef.name
+    return f"{ident} {name}"
+
+
 def record_label(value: Value) -> str:
-    """The seed's record label: ``{ a | data 2.0000 | grad 6.0000 }``."""
-    label = value.label.translate(_RECORD_SPECIALS)
+    """The seed's record label: ``{ a | data 2.0000 | grad 6.0000 }`` (see `first_cell` for
+    unlabelled values of a graph)."""
+    label = first_cell(value).translate(_RECORD_SPECIALS)
     return f"{{ {label} | data {value.data:.4f} | grad {value.grad:.4f} }}"
 
 

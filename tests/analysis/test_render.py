@@ -118,6 +118,30 @@ def test_draw_dot_escapes_record_specials() -> None:
     assert ("a|b {c} <d>", "1.0000", "0.0000") in svg_records(svg)
 
 
+def test_unlabelled_nodes_of_a_graph_show_their_id_and_a_name() -> None:
+    """The first cell of an unlabelled node names it (``#7 x1*w1``), so ``--around 7`` can be
+    read off the picture; labelled nodes are drawn as the seed draws them."""
+    g = Graph("ids")
+    x1, w1 = g.leaf(2.0, "x1"), g.leaf(-3.0, "w1")
+    c = g.leaf(1.0)
+    n = (x1 * w1).tanh()
+    total = (n + c) * (n + c)
+    wide = total + total + total
+    assert [v.id for v in (c, n, total)] == [2, 4, 7]
+    records = {r[0] for r in svg_records(render(g, format="svg", diagnostics=False))}
+    assert records == {"x1", "w1", "#2", "#3 x1*w1", "#4 tanh(x1*w1)", "#5 tanh(#3)+#2",
+                       "#6 tanh(#3)+#2", "#7 (#4+#2)*(#4+#2)", "#8 (#5*#6)+(#5*#6)",
+                       f"#{wide.id} (#7+#7)+(#5*#6)"}
+    long = g.leaf(1.0, "first_long_label") * g.leaf(2.0, "second_long_label")
+    assert f"{{ #{long.id} mul | data" in draw_dot(g).source  # too long a name: the op's
+    assert "#7 (#4+#2)*(#4+#2)" in {r[0] for r in svg_records(render(g, around=7, depth=0))}
+
+
+def test_draw_dot_of_free_values_is_the_seed_s() -> None:
+    a, b = Value(2.0, label="a"), Value(-3.0)
+    assert "{  | data -3.0000 | grad 0.0000 }" in draw_dot(a * b).source
+
+
 def test_draw_dot_refuses_bad_arguments(neuron: dict[str, Value]) -> None:
     with pytest.raises(ValueError, match="format"):
         draw_dot(neuron["o"], format="gif")
