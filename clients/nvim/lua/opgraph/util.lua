@@ -81,6 +81,22 @@ function M.buf_path(bufnr)
   return M.realpath(name)
 end
 
+--- `fn` wrapped so that any Lua error becomes one notify line ("internal error in `what`")
+--- instead of a traceback.
+---@param fn function
+---@param what string|nil
+---@return function
+function M.guard(fn, what)
+  return function(...)
+    local ok, result = xpcall(fn, debug.traceback, ...)
+    if not ok then
+      M.notify(('internal error in %s: %s'):format(what or 'opgraph', M.clean(result)), 'error')
+      return nil
+    end
+    return result
+  end
+end
+
 --- Keys of a table, sorted.
 function M.sorted_keys(t)
   local keys = vim.tbl_keys(t)

@@ -1,0 +1,321 @@
+-- :OpgraphShow and :OpgraphClear, and keeping shown graphs up to date: fetching a graph,
+-- drawing it on every buffer, the debounced refresh after graph.changed, and the shown graphs
+-- a (new) server does not have yet.
+local annotate = require('opgraph.annotate')
+local config = require('opgraph.config')
+local session = require('opgraph.session')
+local state = require('opgraph.state')
+local util = require('opgraph.util')
+
+local api = vim.api
+local M = {}
+
+local PAGE = 5000 -- node records per graph.nodes request
+
+local flush_timer = nil ---@type userdata|nil
+
+-- --- drawing -----------------------------------------------------------------------------
+
+--- Draw graph `name` on every loaded buffer.
+---@param name string
+---@return integer lines annotated in the current buffer
+function M.redraw(name)
+  local g = state.graphs[name]
+  if not g then
+    return 0
+  end
+  local opts = config.get()
+  local here = 0
+  local current = api.nvim_get_current_buf()
+  for _, buf in ipairs(api.nvim_list_bufs()) do
+    if api.nvim_buf_is_loaded(buf) then
+      local n = annotate.draw(buf, g, opts)
+      if buf == current then
+        here = n
+      end
+    end
+  end
+  return here
+end
+
+local function clear_graph(name)
+  for _, buf in ipairs(api.nvim_list_bufs()) do
+    annotate.clear(buf, name)
+  end
+end
+
+--- Buffers displayed later get the shown graphs' annotations too.
+local function setup_autocmds()
+  if state.autocmds then
+    return
+  end
+  state.autocmds = true
+  local group = api.nvim_create_augroup('opgraph', { clear = true })
+  api.nvim_create_autocmd({ 'BufWinEnter', 'BufReadPost' }, {
+    group = group,
+    callback = util.guard(function(args)
+      local opts = config.get()
+      for _, name in ipairs(state.shown_list()) do
+        local g = state.graphs[name]
+        if g then
+          annotate.draw(args.buf, g, opts)
+        end
+      end
+    end, 'drawing a new buffer'),
+  })
+end
+
+-- --- fetching ----------------------------------------------------------------------------
+
+--- Every node record and the diagnostics of graph `name`, at one version.
+---@param name string
+---@return opgraph.Graph|nil
+---@return string|nil error
+local function fetch(name)
+  local nodes, version, diagnostics
+  for _ = 1, 3 do
+    nodes, version = {}, nil
+    local start, consistent = 0, true
+    while true do
+      local page, err = session.request('graph.nodes', name, { start = start, count = PAGE })
+      if not page then
+        return nil, err
+      end
+      if version ~= nil and page.version ~= version then
+        consistent = false -- changed between pages: start again
+        break
+      end
+      version = page.version
+      for _, node in ipairs(page.nodes) do
+        table.insert(nodes, node)
+      end
+      start = start + #page.nodes
+      if #page.nodes == 0 or start >= page.total then
+        break
+      end
+    end
+    if consistent then
+      local d, err = session.request('graph.diagnostics', name)
+      if not d then
+        return nil, err
+      end
+      diagnostics = d.diagnostics
+      if d.version == version then
+        break
+      end
+    end
+  end
+  return annotate.index(name, version, nodes, diagnostics)
+end
+
+--- Fetch graph `name` again and redraw it.
+---@param name string
+---@return opgraph.Graph|nil state
+---@return integer|string lines annotated in the current buffer, or the error
+function M.refresh(name)
+  local g, err = fetch(name)
+  if not g then
+    return nil, err
+  end
+  if not state.shown[name] then
+    return g, 0 -- cleared while we were asking
+  end
+  local old = state.graphs[name]
+  if old and old.version > g.version then
+    return old, M.redraw(name) -- an older answer than what is drawn
+  end
+  state.graphs[name] = g
+  return g, M.redraw(name)
+end
+
+--- Refresh the graphs whose change notifications are due.
+local function flush()
+  if not session.connected() then
+    state.pending = {}
+    return
+  end
+  local due = state.pending
+  state.pending = {}
+  for _, name in ipairs(util.sorted_keys(due)) do
+    local g = state.graphs[name]
+    if state.shown[name] and not (g and g.version >= due[name]) then
+      local fresh, err = M.refresh(name)
+      if not fresh and session.connected() then
+        state.report_once(("updating graph '%s': %s"):format(name, err))
+      end
+    end
+  end
+end
+
+--- Refresh graph `name` soon (debounced: a burst of changes costs one refresh).
+---@param name string
+---@param version number the version announced
+function M.schedule_refresh(name, version)
+  state.pending[name] = math.max(state.pending[name] or 0, version)
+  if not flush_timer then
+    flush_timer = vim.loop.new_timer()
+  end
+  if flush_timer:is_active() then
+    return -- a refresh is already due: this change joins it
+  end
+  flush_timer:start(config.get().debounce_ms, 0, vim.schedule_wrap(util.guard(flush, 'refresh')))
+end
+
+-- --- (re)connections ---------------------------------------------------------------------
+
+--- Shown graphs that were missing on the server get subscribed once they appear.
+local function await_graphs()
+  if next(state.waiting) == nil then
+    return
+  end
+  local list = session.request('graph.list')
+  if type(list) ~= 'table' then
+    return
+  end
+  for _, summary in ipairs(list) do
+    local name = summary.name
+    if state.waiting[name] and state.shown[name] and session.request('graph.subscribe', name) then
+      state.waiting[name] = nil
+      local fresh, err = M.refresh(name)
+      if not fresh then
+        state.report_once(("showing graph '%s': %s"):format(name, err))
+      end
+    end
+  end
+end
+
+--- After (re)connecting: subscribe to the shown graphs again and redraw them.
+local function resubscribe()
+  for _, name in ipairs(state.shown_list()) do
+    local ok, err = session.request('graph.subscribe', name)
+    if ok then
+      state.waiting[name] = nil
+      local fresh, rerr = M.refresh(name)
+      if not fresh then
+        state.report_once(("showing graph '%s': %s"):format(name, rerr))
+      end
+    elseif tostring(err):match('^unknown_graph') then
+      state.waiting[name] = true -- shown again as soon as something publishes it
+    else
+      state.report_once(("subscribing to graph '%s': %s"):format(name, err))
+    end
+  end
+end
+
+session.on_connect(resubscribe)
+session.on_poll(await_graphs)
+
+-- --- commands ----------------------------------------------------------------------------
+
+--- Show graph `name`: values and gradients beside the lines that made the nodes, its
+--- diagnostics in vim.diagnostic, kept up to date as the graph changes.
+---@param name string|nil
+---@return opgraph.Graph|nil
+function M.show(name)
+  if name == nil or name == '' then
+    state.error_line('which graph? :OpgraphShow {graph} (:OpgraphGraphs lists them)')
+    return nil
+  end
+  state.highlights()
+  local ok, err = session.ensure()
+  if not ok then
+    state.error_line(err)
+    return nil
+  end
+  local sub, serr = session.request('graph.subscribe', name)
+  if not sub then
+    state.error_line(serr)
+    return nil
+  end
+  state.add_shown(name)
+  state.waiting[name] = nil
+  setup_autocmds()
+  local g, here = M.refresh(name)
+  if not g then
+    state.error_line(here)
+    return nil
+  end
+  if here > 0 then
+    util.notify(("graph '%s' version %d: %d nodes, %d lines annotated here"):format(
+      name, g.version, #g.nodes, here))
+  else
+    local files = {}
+    for path in pairs(g.files) do
+      table.insert(files, vim.fn.fnamemodify(path, ':~:.'))
+    end
+    table.sort(files)
+    local from = #files == 0 and 'no node has a source location (build it under track_source())'
+      or ('its nodes come from ' .. table.concat(files, ', ', 1, math.min(#files, 3))
+        .. (#files > 3 and ', ...' or ''))
+    util.notify(("graph '%s' version %d: no node was created in this file; %s"):format(
+      name, g.version, from), 'warn')
+  end
+  return g
+end
+
+--- Remove the annotations and diagnostics of graph `name` (default: every shown graph) and
+--- stop following its changes.
+---@param name string|nil
+function M.clear(name)
+  local names
+  if name ~= nil and name ~= '' then
+    if not state.shown[name] then
+      util.notify(("graph '%s' is not shown"):format(name), 'warn')
+      return
+    end
+    names = { name }
+  else
+    names = state.shown_list()
+  end
+  require('opgraph.hover').close()
+  for _, n in ipairs(names) do
+    if session.connected() and not state.waiting[n] then
+      session.request('graph.unsubscribe', n) -- best effort: an error changes nothing here
+    end
+    clear_graph(n)
+    state.forget(n)
+  end
+end
+
+-- --- notifications -----------------------------------------------------------------------
+
+--- A server notification (`graph.changed`, `graph.diagnostics`, `graph.dropped`). Only notes
+--- the change: the refresh runs later, from the main loop, once per burst of changes.
+---@param method string
+---@param payload any
+function M.on_notify(method, payload)
+  if type(payload) ~= 'table' or type(payload.graph) ~= 'string' then
+    return
+  end
+  local name = payload.graph
+  if not state.shown[name] then
+    return
+  end
+  local g = state.graphs[name]
+  if method == 'graph.changed' then
+    local version = tonumber(payload.version) or math.huge
+    if g and version <= g.version then
+      return
+    end
+    M.schedule_refresh(name, version)
+  elseif method == 'graph.diagnostics' then
+    if g and payload.version == g.version and type(payload.diagnostics) == 'table' then
+      annotate.set_diagnostics(g, payload.diagnostics)
+      vim.schedule(util.guard(function()
+        if state.graphs[name] == g then
+          M.redraw(name)
+        end
+      end, 'diagnostics'))
+    end
+  elseif method == 'graph.dropped' then
+    vim.schedule(util.guard(function()
+      if state.shown[name] then
+        M.clear(name)
+        util.notify(("graph '%s' was dropped on the server; its annotations are cleared")
+          :format(name), 'warn')
+      end
+    end, 'graph.dropped'))
+  end
+end
+
+return M
