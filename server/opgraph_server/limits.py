@@ -33,6 +33,10 @@ class Limits:
     """Leaves `graph.gradcheck` checks at most (each costs a pass over the graph)."""
     max_render_nodes: int = 2_000
     """Nodes `graph.render` draws whole; bigger graphs are summarised."""
+    max_render_layout: int = 12_000  # opgraph.render.MAX_LAYOUT (not imported: it is slow)
+    """The largest layout size (`opgraph.render.layout_size`: nodes plus the ranks edges cross)
+    `graph.render` draws whole; beyond it, ``dot`` could run into the time limit, so the graph
+    is summarised."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as `initialize` reports it."""

@@ -198,13 +198,38 @@ class Call:
         finish in the background (its result is dropped).
         """
         limit = self.server.limits.request_timeout
+        server = self.server
         try:
             async with asyncio.timeout(limit):
-                return await asyncio.to_thread(_without_gc, func, *args)
+                return await server.submit(server.read_pool(), _without_gc, func, *args)
         except TimeoutError:
             raise RpcError("limit_exceeded", f"{self.method} took longer than {limit:g} s") \
                 from None
 
+
+    async def layout(self, picture: Any, deadline: float) -> tuple[bytes, Any]:
+        """``(bytes, picture)``: the `opgraph.render.Picture` laid out by ``dot`` by the
+        loop time ``deadline``, or, when a whole graph does not get done in half the time
+        left, its summary in the rest (``picture`` is then the summary). ``dot`` runs in a
+        subprocess, killed on time out or cancellation; at most `Server.layouts` at once."""
+        from opgraph.render import LayoutTimeout, layout_async
+
+        loop = asyncio.get_running_loop()
+        limit = self.server.limits.request_timeout
+        try:
+            async with asyncio.timeout_at(deadline), self.server.layouts:
+                if picture.fallback is None:
+                    return await layout_async(picture), picture
+                start = loop.time()
+                try:
+                    return await layout_async(picture, (deadline - start) / 2), picture
+                except LayoutTimeout:
+                    summary = picture.timed_out(loop.time() - start)
+                return await layout_async(summary), summary
+        except (TimeoutError, LayoutTimeout):
+            raise RpcError("limit_exceeded", f"{self.method} took longer than {limit:g} s "
+                           "(dot was stopped)", {"limit": "request_timeout", "max": limit}) \
+                from None
 
     async def change(self, entry: Entry, size: int, func: Callable[..., Any], *args: Any) -> Any:
         """``func(*args)``, a change to ``entry``'s graph, whose write lock the caller holds:
@@ -220,14 +245,14 @@ class Call:
         cancelled = False
         try:
             entry.settled = (len(graph.nodes), graph.version)
-            future = asyncio.get_running_loop().run_in_executor(
-                self.server.change_pool(), _without_gc, func, *args)
+            server = self.server
+            future = server.submit(server.change_pool(), _without_gc, func, *args)
             while True:
                 try:
                     result = await asyncio.shield(future)
                     break
                 except asyncio.CancelledError:
-                    if not future.done():
+                    if not future.done() and not server.stopping:
                         cancelled = True  # wait on: the thread is still changing the graph
                         continue
                     if not future.cancelled():
@@ -687,7 +712,8 @@ async def graph_batch(call: Call, graph: Any, steps: Any) -> dict[str, Any]:
         try:
             ids = await call.change(entry, len(steps), _run_steps_frozen, call, g, steps)
         except BaseException:
-            g.rollback(mark)
+            if not call.server.stopping:  # (then a worker thread may still be changing it)
+                g.rollback(mark)
             raise
         call.server.changed(entry)
         return {"ids": ids, "version": g.version}
@@ -932,8 +958,13 @@ async def graph_diagnostics(call: Call, graph: Any) -> dict[str, Any]:
 async def graph_render(call: Call, graph: Any, format: Any = "svg", around: Any = None,
                        depth: Any = 2, rankdir: Any = "LR", max_nodes: Any = None,
                        diagnostics: Any = True) -> dict[str, Any]:
-    """The graph drawn by graphviz: SVG or DOT text, or PNG bytes; whole or around a node."""
-    from opgraph.render import render
+    """The graph drawn by graphviz: SVG or DOT text, or PNG bytes; whole or around a node.
+
+    What the picture needs is read under the graph's read lock (in a worker thread); ``dot``
+    lays it out after the lock is released, in a subprocess killed when the time limit passes
+    or the request is cancelled (the client gone, the server stopping).
+    """
+    from opgraph.render import plan
 
     entry = call.entry(graph)
     if format not in ("svg", "dot", "png"):
@@ -945,16 +976,21 @@ async def graph_render(call: Call, graph: Any, format: Any = "svg", around: Any 
         raise call.invalid("depth must be within 0..50")
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise call.invalid(f"rankdir must be LR, RL, TB or BT, got {_kind(rankdir)}")
-    cap = call.server.limits.max_render_nodes
+    limits = call.server.limits
+    cap = limits.max_render_nodes
     limit = cap if max_nodes is None else min(call.integer(max_nodes, "max_nodes"), cap)
     if limit < 1:
         raise call.invalid(f"max_nodes must be at least 1, got {max_nodes!r}")
+    deadline = asyncio.get_running_loop().time() + limits.request_timeout
     async with entry.lock.read():
-        picture = await call.in_thread(lambda: render(
+        picture = await call.in_thread(lambda: plan(
             entry.graph, format=format, around=around, depth=depth, rankdir=rankdir,
-            max_nodes=limit, diagnostics=bool(diagnostics)))
-        data: Any = picture if format == "png" else picture.decode()
-        return {"format": format, "data": data, "version": entry.graph.version}
+            max_nodes=limit, max_layout=limits.max_render_layout,
+            diagnostics=bool(diagnostics), fallback=True))
+        version = entry.graph.version
+    image, picture = await call.layout(picture, deadline)
+    data: Any = image if format == "png" else image.decode()
+    return {"format": format, "data": data, "version": version, **picture.describe()}
 
 
 # --- subscriptions --------------------------------------------------------------------------

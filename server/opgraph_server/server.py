@@ -19,7 +19,7 @@ import socket
 import stat
 import sys
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any
@@ -89,6 +89,35 @@ def parse_url(url: str) -> Address:
     raise ValueError(f"{url!r}: use tcp://host:port or unix:///path")
 
 
+class _WatchedProtocol(asyncio.StreamReaderProtocol):
+    """The stream protocol of a connection, telling its session at once when the peer closes
+    its side or the connection is lost, even while no one reads (a request is running).
+
+    With ``eof_is_gone`` False (stdio: the end of stdin is the end of the requests, and their
+    answers are still wanted), only a connection lost to an error counts.
+    """
+
+    gone = False
+    on_gone: Any = None
+    eof_is_gone = True
+
+    def eof_received(self) -> bool | None:
+        keep = super().eof_received()
+        if self.eof_is_gone:
+            self._lost()
+        return keep
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.eof_is_gone or exc is not None:
+            self._lost()
+
+    def _lost(self) -> None:
+        self.gone = True
+        if self.on_gone is not None:
+            self.on_gone()
+
+
 class Session:
     """One client connection and what it said in ``initialize``."""
 
@@ -106,6 +135,13 @@ class Session:
         self.closed = False
         self._out: list[bytes] = []
         self._calls: dict[str, Call] = {}  # one per method this client has called (immutable)
+        self.task: asyncio.Task[Any] | None = None
+        """The task reading and answering this connection (set by `run`)."""
+        self.in_flight: Request | None = None
+        """The request whose handler is waiting now (for a lock, a thread, ``dot``)."""
+        self.gone = False
+        """Whether the peer has closed its side of the connection or the connection is lost."""
+        self._cancel_reason: str | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.peer}>"
@@ -178,6 +214,29 @@ class Session:
         else:
             self.send(Notification(method, [payload]))
 
+    def watch(self, protocol: Any) -> None:
+        """Be told by ``protocol`` (a `_WatchedProtocol`) when the peer goes."""
+        if isinstance(protocol, _WatchedProtocol):
+            protocol.on_gone = self.peer_gone
+            if protocol.gone:
+                self.gone = True
+
+    def peer_gone(self) -> None:
+        """The client closed its side or the connection was lost: nobody will read the answer
+        of the request in flight, so stop its work (a picture's ``dot`` is killed, a wait
+        for a lock or a worker thread ends; a change in a worker thread runs to its end)."""
+        self.gone = True
+        self.cancel("the client closed the connection")
+
+    def cancel(self, reason: str) -> bool:
+        """Cancel the request in flight, if any, to be answered ``request_cancelled`` with
+        ``reason``; True if there was one."""
+        if self.in_flight is None or self.task is None or self._cancel_reason is not None:
+            return False
+        self._cancel_reason = reason
+        self.task.cancel()
+        return True
+
     def abort(self) -> None:
         """Close at once, dropping queued output."""
         self.closed = True
@@ -191,6 +250,7 @@ class Session:
         """Read, dispatch and answer until the peer leaves, errs, or asks to shut down."""
         limits = self.server.limits
         loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
         started: float | None = None  # when the half-received message, if any, began
         try:
             while not self.closed and not self.closing:
@@ -219,7 +279,8 @@ class Session:
             if self.closing and not self.closed:
                 self.flush()
                 with contextlib.suppress(ConnectionError, TimeoutError):
-                    await asyncio.wait_for(self.writer.drain(), 5)
+                    await asyncio.wait_for(self.writer.drain(),
+                                           1 if self.server.stopping else 5)
         except RemoteProtocolError as exc:
             log.info("%s: protocol error: %s; closing", self.peer, exc)
             response = exc.response(self.structured_errors)
@@ -251,7 +312,17 @@ class Session:
                         call = calls[spec.name] = Call(server, self, spec.name)
                     result = spec.handler(call, *args, **options)
                     if spec.awaits or type(result) is CoroutineType:  # (a plain method may
-                        result = await result  # have to wait, as node.get behind a change)
+                        result = await self._wait(result, event)  # wait, as node.get behind
+                        # a change)
+                except asyncio.CancelledError:
+                    reason = self._cancelled()
+                    if reason is None:
+                        raise  # the server stops without a goodbye (the loop is closing)
+                    self.fail(event, RpcError("request_cancelled", f"{event.method}: {reason}"))
+                    if self.gone:
+                        return False  # nobody to answer: what was sent after it is dropped
+                    if server.stopping:
+                        self.closing = True
                 except Exception as exc:
                     self.fail(event, exc)
                 else:
@@ -268,6 +339,27 @@ class Session:
                     self.send(response)
             # Notifications from clients (pynvim's nvim_set_client_info, ...) and stray
             # responses are ignored.
+
+    async def _wait(self, awaitable: Any, request: Request) -> Any:
+        """Await a handler's result, as the request in flight (which `cancel` can stop)."""
+        if self.gone or self.server.stopping:  # (its reason: the one that will be given)
+            self._cancel_reason = ("the client closed the connection" if self.gone
+                                   else "the server is shutting down")
+            awaitable.close()
+            raise asyncio.CancelledError
+        self.in_flight = request
+        try:
+            return await awaitable
+        finally:
+            self.in_flight = None
+
+    def _cancelled(self) -> str | None:
+        """The reason the request in flight was cancelled by `cancel` (its cancellation
+        taken back, so the connection goes on), or None for any other cancellation."""
+        reason, self._cancel_reason = self._cancel_reason, None
+        if reason is not None and self.task is not None:
+            self.task.uncancel()
+        return reason
 
     def fail(self, request: Request, exc: Exception) -> None:
         """Answer ``request`` with the error ``exc`` stands for (logged if unexpected)."""
@@ -291,14 +383,41 @@ class Server:
         self._pending: set[Entry] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._change_pool: ThreadPoolExecutor | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._running: set[Future[Any]] = set()
+        self.stopping = False
+        """Set once `close` begins: requests in flight are cancelled, new ones refused."""
+        self.layouts = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+        """``dot`` processes running at once (more wait their turn, within their time)."""
 
     def change_pool(self) -> ThreadPoolExecutor:
-        """The worker threads for big changes (`Call.change`), apart from the default pool
-        where analyses and pictures run, so a change never queues behind them."""
+        """The worker threads for big changes (`Call.change`), apart from the pool where
+        analyses and pictures run, so a change never queues behind them."""
         if self._change_pool is None:
             self._change_pool = ThreadPoolExecutor(max_workers=4,
                                                    thread_name_prefix="opgraph-change")
         return self._change_pool
+
+    def read_pool(self) -> ThreadPoolExecutor:
+        """The worker threads for long reads (`Call.in_thread`: analyses, pictures, ...)."""
+        if self._read_pool is None:
+            self._read_pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),
+                                                 thread_name_prefix="opgraph-read")
+        return self._read_pool
+
+    def submit(self, pool: ThreadPoolExecutor, func: Any, *args: Any) -> asyncio.Future[Any]:
+        """``func(*args)`` in a thread of ``pool``, as an asyncio future. The thread is counted
+        in `busy_threads` until it returns, even after its request stopped waiting for it."""
+        future = pool.submit(func, *args)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return asyncio.wrap_future(future)
+
+    @property
+    def busy_threads(self) -> int:
+        """Worker threads still running a function (some perhaps for a request that has
+        stopped waiting for them: over its time limit, cancelled)."""
+        return sum(1 for f in list(self._running) if not f.done())
 
     # --- graphs -------------------------------------------------------------------------
 
@@ -414,6 +533,7 @@ class Server:
             writer.close()
             return
         session = Session(self, writer, peer)
+        session.watch(writer.transport.get_protocol())
         self.sessions.add(session)
         # A connection's task is cancelled only when the server stops (Ctrl-C). End it quietly:
         # asyncio's stream callback calls task.exception() on it, which for a cancelled task
@@ -425,12 +545,17 @@ class Server:
         """Start listening on ``url``; returns the actual address (a port 0 gets a real one)."""
         address = parse_url(url)
         limit = 2 * READ_CHUNK
+        loop = asyncio.get_running_loop()
+
+        def factory() -> _WatchedProtocol:  # as asyncio.start_server's, but watched
+            return _WatchedProtocol(asyncio.StreamReader(limit=limit, loop=loop),
+                                    self._on_connect, loop=loop)
+
         if address.scheme == "tcp":
             if address.host not in LOOPBACK:
                 log.warning("listening on %s, reachable from other machines; "
                             "consider --token", address)
-            srv = await asyncio.start_server(self._on_connect, address.host, address.port,
-                                             limit=limit)
+            srv = await loop.create_server(factory, address.host, address.port)
             host, port = srv.sockets[0].getsockname()[:2]
             actual = str(Address("tcp", host=host, port=port))
         else:
@@ -438,7 +563,7 @@ class Server:
             _remove_stale_socket(path)
             old_umask = os.umask(0o177)  # the socket is created 0600: only this user connects
             try:
-                srv = await asyncio.start_unix_server(self._on_connect, path, limit=limit)
+                srv = await loop.create_unix_server(factory, path)
             finally:
                 os.umask(old_umask)
             os.chmod(path, 0o600)
@@ -456,18 +581,31 @@ class Server:
         out_fd = os.dup(sys.stdout.fileno())
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         reader = asyncio.StreamReader(limit=2 * READ_CHUNK)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        watched = _WatchedProtocol(reader)
+        watched.eof_is_gone = False
+        await loop.connect_read_pipe(lambda: watched, sys.stdin)
         transport, protocol = await loop.connect_write_pipe(
             asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", buffering=0))
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         session = Session(self, writer, "stdio")
+        session.watch(watched)
         self.sessions.add(session)
         await session.run(reader)
 
-    async def close(self) -> None:
-        """Stop listening and close every connection."""
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop listening, answer every request in flight with ``request_cancelled`` (waiting
+        up to ``grace`` seconds for those answers to go out), then close every connection.
+
+        Worker threads are not waited for: a change or an analysis in one runs on in the
+        background (see `busy_threads`; `serve` exits the process without them).
+        """
+        self.stopping = True
         for srv in self._servers:
             srv.close()
+        answering = [s.task for s in list(self.sessions)
+                     if s.cancel("the server is shutting down") and s.task is not None]
+        if answering:
+            await asyncio.wait(answering, timeout=grace)
         for session in list(self.sessions):
             session.abort()
         for srv in self._servers:
@@ -478,9 +616,10 @@ class Server:
                 os.unlink(path)
         self._servers.clear()
         self._unix_paths.clear()
-        if self._change_pool is not None:
-            self._change_pool.shutdown(wait=False)
-            self._change_pool = None
+        for pool in (self._change_pool, self._read_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._change_pool = self._read_pool = None
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -523,20 +662,58 @@ async def serve(
         from opgraph_server.demo import neuron
 
         server.add_graph(neuron())
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    for signum in signals:
+        loop.add_signal_handler(signum, _stopping, loop, stop, signals)
     try:
         if stdio:
             if ready:
                 ready(["stdio"])
-            await server.serve_stdio()
-            return
-        for url in urls:
-            await server.listen(url)
-        if ready:
-            ready(list(server.addresses))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(signum, stop.set)  # a clean stop: the socket file goes too
-        await stop.wait()
+            main = asyncio.ensure_future(server.serve_stdio())
+        else:
+            for url in urls:
+                await server.listen(url)
+            if ready:
+                ready(list(server.addresses))
+            main = asyncio.ensure_future(stop.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({main, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if main.done() and not main.cancelled():
+                main.result()  # (an error serving stdio: raised here)
     finally:
-        await server.close()
+        await server.close()  # in-flight requests answered; the socket file removed
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        busy = server.busy_threads
+        if busy:
+            # Their work is for graphs that live only in memory: nothing is lost by not
+            # waiting, and a process that waited could hang (asyncio and the interpreter
+            # would join them on exit).
+            log.warning("exiting with %d worker thread%s still running", busy,
+                        "s" * (busy != 1))
+            logging.shutdown()
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os._exit(0)
+
+
+SHUTDOWN_DEADLINE = 5
+"""Seconds after SIGTERM (or SIGHUP) by which the process is gone, whatever its threads do:
+an alarm at the default action (termination) is set as the stop begins."""
+
+
+def _stopping(loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+              signals: tuple[signal.Signals, ...]) -> None:
+    """Begin a clean stop. A second signal ends the process at once (the handlers go back to
+    the default), and so does the alarm if the stop takes longer than SHUTDOWN_DEADLINE."""
+    log.info("stopping: answering requests in flight, then exiting")
+    stop.set()
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(SHUTDOWN_DEADLINE)
+    for signum in signals:
+        loop.remove_signal_handler(signum)

@@ -3,9 +3,14 @@ summaries of big graphs, diagnostics in colour, and the committed picture of the
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import random
 import re
 import struct
+import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,10 +18,18 @@ import graphviz
 import pytest
 
 from opgraph import Graph, NodeNotFoundError, Value, draw_dot
+from opgraph import render as rendering
 from opgraph.render import (
+    QUICK_LAYOUT,
+    QUICK_LAYOUT_FROM,
     SEVERITY_COLOURS,
+    LayoutTimeout,
+    draw,
     format_from_suffix,
     graph_dot,
+    layout_async,
+    layout_size,
+    plan,
     render,
     summary_dot,
 )
@@ -329,13 +342,13 @@ def test_a_summary_within_the_limit_keeps_generations_and_short_edges() -> None:
 
 def test_a_big_graph_is_never_piped_to_dot_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     piped: list[str] = []
-    original = graphviz.Digraph.pipe
+    original = subprocess.run
 
-    def spy(self, *args, **kwargs):
-        piped.append(self.source)
-        return original(self, *args, **kwargs)
+    def spy(command, *args, **kwargs):
+        piped.append(kwargs["input"].decode())
+        return original(command, *args, **kwargs)
 
-    monkeypatch.setattr(graphviz.Digraph, "pipe", spy)
+    monkeypatch.setattr(subprocess, "run", spy)
     g = chain(600)
     for fmt in ("svg", "png"):
         render(g, format=fmt, max_nodes=50)
@@ -343,6 +356,118 @@ def test_a_big_graph_is_never_piped_to_dot_whole(monkeypatch: pytest.MonkeyPatch
     for source in piped:
         assert "shape=record" not in source
         assert len(re.findall(r"^\s*(?!graph )\w+ \[label=", source, re.M)) <= 50
+
+
+def skip_chain(length: int, window: int = 50, seed: int = 0) -> Graph:
+    """Each node adds the one before it and one of the ``window`` before that: few nodes, but
+    edges that span many ranks, which is what takes ``dot`` long."""
+    rng = random.Random(seed)
+    g = Graph("skips")
+    g.leaf(0.5)
+    g.leaf(0.3)
+    while len(g) < length:
+        k = len(g)
+        g.apply("add", [k - 1, rng.randrange(max(0, k - window), k - 1)])
+    return g
+
+
+def test_layout_size_counts_the_ranks_long_edges_cross() -> None:
+    straight = chain(100)  # every edge between neighbouring ranks; constants next to their use
+    assert layout_size(straight) == 151 + 100  # 151 records, 100 op nodes
+    # x, then x * c: the record of x, an op node, the record of the product; c moves next to
+    # its use (rank 1 becomes 0): nothing to cross
+    g = Graph("one")
+    x = g.leaf(1.0, "x")
+    y = x * 2.0
+    assert layout_size(g) == 4
+    (x + y).tanh()  # x (rank 0) -> (+) (rank 3) crosses ranks 1 and 2
+    assert layout_size(g) == 4 + 2 + 2 + 2
+    skips = skip_chain(200)
+    assert layout_size(skips) > 20 * len(skips)
+    assert layout_size(skips, skips.nodes[:10]) < layout_size(skips)
+
+
+def test_a_graph_too_costly_to_lay_out_is_summarised_and_says_why() -> None:
+    g = skip_chain(400)  # dot takes minutes over this one by default, seconds when quick
+    picture = plan(g, max_nodes=400)
+    assert picture.drawn == "summary" and picture.nodes == 0 and picture.total == 400
+    assert "edges span too many ranks to lay out quickly" in picture.reason
+    assert "shape=record" not in picture.source
+    laid = plan(g, max_nodes=400, max_layout=10**9)
+    assert laid.drawn == "graph" and laid.nodes == 400 and laid.reason == ""
+    assert plan(layer_graph()).describe() == {"drawn": "graph", "nodes": 49, "total": 49,
+                                              "reason": None}
+    over = plan(layer_graph(), max_nodes=40).describe()
+    assert over == {"drawn": "summary", "nodes": 0, "total": 49,
+                    "reason": "49 nodes, more than the 40 drawn whole"}
+
+
+def test_a_neighbourhood_too_costly_to_lay_out_is_refused() -> None:
+    g = skip_chain(300)
+    with pytest.raises(ValueError, match=r"the neighbourhood of node 150 to depth 40 has \d+ "
+                                         r"nodes whose edges span too many ranks .* use a "
+                                         r"smaller depth"):
+        plan(g, around=150, depth=40, max_nodes=400, max_layout=2000)
+    assert plan(g, around=150, depth=1).drawn == "neighbourhood"
+
+
+def _dot_children() -> list[int]:
+    """Pids of this process's ``dot`` children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        parent = int(stat[stat.rindex(")") + 2:].split()[1])
+        if name == "dot" and parent == os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+def test_dot_is_killed_when_its_time_is_up() -> None:
+    picture = plan(skip_chain(400), max_nodes=400, max_layout=10**9)
+    start = time.monotonic()
+    with pytest.raises(LayoutTimeout, match=r"within 0\.3 s"):
+        rendering.layout(picture, timeout=0.3)
+    assert time.monotonic() - start < 5
+    assert _dot_children() == []
+
+
+def test_dot_is_killed_when_the_task_is_cancelled() -> None:
+    picture = plan(skip_chain(400), max_nodes=400, max_layout=10**9)
+
+    async def main() -> list[int]:
+        task = asyncio.ensure_future(layout_async(picture))
+        await asyncio.sleep(0.3)
+        running = _dot_children()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return running
+
+    assert len(asyncio.run(main())) == 1
+    assert _dot_children() == []
+
+
+def test_a_picture_dot_cannot_finish_in_time_becomes_its_summary() -> None:
+    g = skip_chain(400)
+    data, picture = draw(g, max_nodes=400, max_layout=10**9, timeout=1.0)
+    assert picture.drawn == "summary"
+    assert picture.reason.startswith("400 nodes, which dot did not lay out within 0.5")
+    assert b"summarised" in data and data.lstrip().startswith(b"<?xml")
+    assert _dot_children() == []
+
+
+def test_layout_of_a_small_picture_is_graphviz_s_default(neuron: dict[str, Value]) -> None:
+    picture = plan(neuron["o"])
+    assert picture.command == ["dot", "-Kdot", "-Tsvg"]
+    assert rendering.layout(picture) == graphviz.Source(picture.source).pipe(format="svg")
+    big = plan(layer_graph(200), max_nodes=1000)
+    assert big.size >= QUICK_LAYOUT_FROM and big.command[3:] == list(QUICK_LAYOUT)
 
 
 # --- diagnostics in the picture ------------------------------------------------------------------
