@@ -104,7 +104,6 @@ def test_the_cli_session(tmp_path: Path) -> None:
             assert (tmp_path / name).stat().st_size == int(size)
 
 
-@pytest.mark.xfail(reason="until `opgraph call` prints what the README shows (issue 10)")
 def test_the_server_session(tmp_path: Path) -> None:
     commands = shell_session(_session(SERVER))
     assert commands[0].args[:2] == ["make", "serve"]
