@@ -210,6 +210,80 @@ function cases.stdio()
   command('OpgraphGraphs')
 end
 
+-- A server that accepts connections and never answers: each request meets its time limit,
+-- CTRL-C cancels a command that waits, a command that waits too long goes on in the background.
+function cases.silent()
+  local silent = os.getenv('OPGRAPH_SILENT_URL')
+  require('opgraph').setup({ address = silent, timeout_ms = 300, wait_ms = 60000 })
+  command('OpgraphConnect ' .. silent)
+  R.usable = { eval = vim.fn.eval('1 + 1') }
+
+  -- CTRL-C while :OpgraphConnect waits (the time limit is far away).
+  require('opgraph').setup({ address = silent, timeout_ms = 120000, wait_ms = 120000 })
+  local timer = vim.loop.new_timer()
+  timer:start(300, 0, function()
+    vim.api.nvim_input('<C-c>')
+  end)
+  command('OpgraphConnect ' .. silent)
+  timer:close()
+  R.after_cancel = require('opgraph').status().connection
+  ask('check_closed')
+
+  -- A command that waits longer than wait_ms gives the editor back; its error comes later.
+  require('opgraph').setup({ address = silent, timeout_ms = 400, wait_ms = 50 })
+  local before = #notes
+  command('OpgraphConnect ' .. silent)
+  wait_for('background_error', function()
+    for i = before + 1, #notes do
+      if notes[i].level == vim.log.levels.ERROR then
+        return true
+      end
+    end
+    return false
+  end)
+  R.background = since(before)
+end
+
+-- :checkhealth opgraph: nothing at the address, then a reachable server not connected yet,
+-- then connected.
+function cases.health()
+  local function health()
+    vim.cmd('checkhealth opgraph')
+    local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+    vim.cmd('tabclose')
+    return lines
+  end
+  require('opgraph').setup({ address = os.getenv('OPGRAPH_DEAD_URL') })
+  R.health_dead = health()
+  require('opgraph').setup({ address = URL })
+  R.health_reachable = health()
+  command('OpgraphConnect ' .. URL)
+  R.health_connected = health()
+end
+
+-- The server restarts and counts versions again from the start: the new, lower, version is
+-- drawn, not kept out as "older" than what was drawn.
+function cases.restart()
+  require('opgraph').setup({ address = URL, debounce_ms = 50, poll_ms = 200 })
+  vim.cmd('edit ' .. vim.fn.fnameescape(SCRIPT))
+  command('OpgraphConnect ' .. URL)
+  command('OpgraphShow neurons')
+  snapshot('before')
+  R.version_before = require('opgraph').status().versions.neurons
+  ask('restart_server')
+  wait_for('noticed', function()
+    return not require('opgraph').status().connection.connected
+  end)
+  command('OpgraphConnect ' .. URL)
+  local stale = mark_text()
+  ask('publish')
+  wait_for('redrawn', function()
+    return mark_text() ~= stale
+  end)
+  snapshot('after')
+  R.version_after = require('opgraph').status().versions.neurons
+end
+
 local ok, err = xpcall(function()
   local run = cases[case]
   if not run then

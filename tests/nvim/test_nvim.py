@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -400,3 +401,131 @@ def test_start_over_stdio_lists_and_shows_demo(tmp_path: Path) -> None:
     assert "cannot start /nonexistent/opgraph-server" in failed, failed
     after = [c for c in results["commands"] if c["command"] == "OpgraphGraphs"][1]
     assert "not connected" in one_line(after, ERROR)
+
+
+# --- time limits, CTRL-C, health, a restarted server -----------------------------------------
+
+
+class SilentServer:
+    """Accepts TCP connections, reads what comes, and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def all_closed_by_peer(self) -> bool:
+        """Every connection so far was closed by the client (reads end with b'')."""
+        for conn in self.accepted:
+            conn.settimeout(5)
+            try:
+                while conn.recv(65536):
+                    pass
+            except TimeoutError:
+                return False
+        return True
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_time_limit_ctrl_c_and_background(tmp_path: Path) -> None:
+    silent = SilentServer()
+    checked: list[tuple[int, bool]] = []
+    try:
+        results = run_nvim(
+            "silent", tmp_path / "nvim",
+            {"check_closed": lambda: checked.append(
+                (len(silent.accepted), silent.all_closed_by_peer()))},
+            OPGRAPH_SILENT_URL=silent.url)
+    finally:
+        silent.close()
+    connects = [c for c in results["commands"] if c["command"] == f"OpgraphConnect {silent.url}"]
+    assert len(connects) == 3, results["commands"]
+
+    # A server that does not answer: the request's time limit ends the wait, in one line.
+    assert one_line(connects[0], ERROR) == \
+        f"opgraph: {silent.url}: no answer to initialize within 300 ms"
+    assert results["usable"] == {"eval": 2}
+
+    # CTRL-C cancels a command that waits, long before its time limit; nothing is connected,
+    # and the half-open connections were closed (not left to the server).
+    assert one_line(connects[1], WARN) == "opgraph: :OpgraphConnect cancelled (CTRL-C)"
+    assert results["after_cancel"]["connected"] is False
+    assert checked == [(2, True)]
+
+    # Waiting longer than wait_ms: the command returns, and its answer (here the time limit's
+    # error) comes by itself later.
+    said = [(n["level"], n["message"]) for n in results["background"]]
+    assert said == [
+        (INFO, "opgraph: :OpgraphConnect is still waiting for the server; "
+               "it goes on in the background"),
+        (ERROR, f"opgraph: {silent.url}: no answer to initialize within 400 ms"),
+    ], said
+
+
+def test_checkhealth(server: Server, tmp_path: Path) -> None:
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    results = run_nvim("health", tmp_path / "nvim", {}, OPGRAPH_URL=server.url,
+                       OPGRAPH_DEAD_URL=dead)
+
+    def report(lines: list[str]) -> str:
+        text = "\n".join(lines)
+        assert 'opgraph: require("opgraph.health").check()' in text, text
+        return text
+
+    reachable = report(results["health_reachable"])
+    version = subprocess.run([NVIM, "--version"], capture_output=True, text=True,
+                             check=True).stdout.split()[1].lstrip("v")
+    assert f"OK: Neovim {version} (0.7.2 or later is needed)" in reachable, reachable
+    assert f"OK: the server at {server.url} is reachable (opgraph " in reachable, reachable
+    dot = shutil.which("dot")
+    if dot:
+        assert f"OK: dot: {os.path.realpath(dot)}" in reachable or f"OK: dot: {dot}" in reachable
+    else:
+        assert "WARNING: dot is not on $PATH" in reachable
+
+    connected = report(results["health_connected"])
+    assert f"OK: connected to {server.url} (opgraph " in connected, connected
+    assert "it answers: 0 graphs" in connected, connected
+
+    unreachable = report(results["health_dead"])
+    assert f"ERROR: the server at {dead} is not reachable: cannot connect to {dead}: " \
+           "connection refused" in unreachable, unreachable
+    assert "ADVICE" in unreachable
+
+
+def test_restarted_server_reusing_versions_is_redrawn(server: Server, tmp_path: Path) -> None:
+    for _ in range(3):
+        server.publish(1.0)  # versions go up with each publish
+
+    def restart() -> None:
+        server.stop()
+        server.start()
+
+    results = run_nvim(
+        "restart", tmp_path / "nvim",
+        {"restart_server": restart, "publish": lambda: server.publish(0.5)},
+        OPGRAPH_URL=server.url, OPGRAPH_SCRIPT=str(SCRIPT), OPGRAPH_LINES=json.dumps(LINES))
+    shots = results["snapshots"]
+    check_annotations(shots["before"], 1.0)
+    assert results["events"]["noticed"]
+    # The new server counts from the start: its version is lower than the one drawn before,
+    # and still it is the one drawn.
+    assert results["version_after"] < results["version_before"], results
+    assert results["events"]["redrawn"], "the new server's graph was not drawn"
+    check_annotations(shots["after"], 0.5)

@@ -14,6 +14,11 @@ M.defaults = {
   debounce_ms = 100,
   -- How often a lost connection is looked for (and graphs awaited after a reconnect).
   poll_ms = 1000,
+  -- The time limit of every request: a server that does not answer within it is an error.
+  timeout_ms = 10000,
+  -- How long a command waits for its answers (CTRL-C stops it) before it lets them come in
+  -- the background and gives the editor back.
+  wait_ms = 1000,
   display = {
     virt_text_pos = 'eol', -- or 'right_align'
     prefix = '   ', -- before the first node of a line
@@ -48,6 +53,8 @@ local function check(opts)
     auto_connect = { opts.auto_connect, 'boolean' },
     debounce_ms = { opts.debounce_ms, 'number' },
     poll_ms = { opts.poll_ms, 'number' },
+    timeout_ms = { opts.timeout_ms, 'number' },
+    wait_ms = { opts.wait_ms, 'number' },
     display = { opts.display, 'table' },
     diagnostics = { opts.diagnostics, 'table' },
     render = { opts.render, 'table' },

@@ -9,6 +9,7 @@
 --   render   :OpgraphRender               annotate virtual text and vim.diagnostic
 --   health   :checkhealth opgraph         util     messages, numbers, paths
 -- Every entry point reports failures with one vim.notify line and never raises.
+local async = require('opgraph.async')
 local config = require('opgraph.config')
 local hover = require('opgraph.hover')
 local render = require('opgraph.render')
@@ -18,6 +19,8 @@ local state = require('opgraph.state')
 local util = require('opgraph.util')
 
 local M = {}
+
+local COMPLETE_MS = 500 -- command-line completion asks the server for names this long at most
 
 --- Options: see :help opgraph-options.
 ---@param opts table|nil
@@ -131,7 +134,7 @@ end
 function M.complete_graphs(arglead)
   local names = {}
   if session.connected() then
-    local list = session.request('graph.list')
+    local list = session.request_within(COMPLETE_MS, 'graph.list')
     if type(list) == 'table' then
       for _, g in ipairs(list) do
         table.insert(names, g.name)
@@ -172,16 +175,42 @@ function M.status()
   }
 end
 
--- The entry points commands use: errors become one notify line, never a traceback.
+--- `fn` as a user command: it runs as a task, so its requests do not block the editor; the
+--- command waits for it up to the wait_ms option, CTRL-C cancelling, then lets it finish in
+--- the background. Errors become one notify line, never a traceback.
+---@param fn function
+---@param what string
+---@return function
+local function command(fn, what)
+  return function(...)
+    local task = async.run(what, fn, ...)
+    if task.done then
+      return task:value()
+    end
+    local outcome = async.block(function()
+      return task.done
+    end, config.get().wait_ms)
+    if outcome == 'interrupted' then
+      task:cancel()
+      util.notify(('%s cancelled (CTRL-C)'):format(what), 'warn')
+    elseif outcome == 'timeout' then
+      util.notify(('%s is still waiting for the server; it goes on in the background')
+        :format(what))
+    end
+    return task:value()
+  end
+end
+
+-- The entry points of the user commands (plugin/opgraph.lua).
 M.commands = {
-  connect = util.guard(M.connect, ':OpgraphConnect'),
-  start = util.guard(M.start, ':OpgraphStart'),
-  disconnect = util.guard(M.disconnect, ':OpgraphDisconnect'),
-  graphs = util.guard(M.graphs, ':OpgraphGraphs'),
-  show = util.guard(M.show, ':OpgraphShow'),
-  hover = util.guard(M.hover, ':OpgraphHover'),
-  render = util.guard(M.render, ':OpgraphRender'),
-  clear = util.guard(M.clear, ':OpgraphClear'),
+  connect = command(M.connect, ':OpgraphConnect'),
+  start = command(M.start, ':OpgraphStart'),
+  disconnect = command(M.disconnect, ':OpgraphDisconnect'),
+  graphs = command(M.graphs, ':OpgraphGraphs'),
+  show = command(M.show, ':OpgraphShow'),
+  hover = command(M.hover, ':OpgraphHover'),
+  render = command(M.render, ':OpgraphRender'),
+  clear = command(M.clear, ':OpgraphClear'),
 }
 
 return M

@@ -1,27 +1,75 @@
--- The connection to an opgraph server: a socket (sockconnect) or a child job (jobstart), both
--- with Neovim's own MessagePack-RPC. Requests never throw: they return result, or nil and a
--- one-line error. A connection that goes away is noticed (a request fails, the child exits,
--- or the periodic check finds the channel gone) and reported once through `on_lost`.
+-- The wire: MessagePack-RPC to an opgraph server over a socket (sockconnect) or a child's
+-- stdin/stdout (jobstart), with the plugin's own framing.
+--
+-- Neovim's {rpc = true} channels only offer vim.rpcrequest, which blocks the editor until the
+-- answer comes, with no time limit and no way to interrupt it. So the channel here is a raw
+-- one: requests are encoded with vim.mpack and sent with chansend, the answers are decoded as
+-- they arrive (on_data) and matched to their request by msgid. Every request has a time limit;
+-- none blocks unless its caller chooses to wait (see async.lua).
+--
+-- Callbacks get (result) on success (msgpack nil arrives as vim.NIL), or (nil, message, kind)
+-- with `kind` one of 'server' (an error response), 'timeout', 'lost' (the connection went
+-- away), 'send' (the request could not be encoded or written), 'cancelled'.
+local async = require('opgraph.async')
 local util = require('opgraph.util')
 
 local M = {}
 
-local S = {
-  chan = nil, -- the RPC channel, while connected
-  kind = nil, -- 'socket' or 'job'
-  address = nil, -- the URL, or 'stdio: <command>'
-  url = nil, -- the last socket URL connected to (for reconnecting)
-  last_kind = nil, -- kind of the last connection, kept after it is lost
-  job = nil,
-  info = nil, -- what initialize returned
-  stderr = {}, -- last lines the child wrote to stderr
-  on_lost = nil,
-}
-
 local STDERR_LINES = 20
+local MAX_MSGID = 4294967295 -- msgids are unsigned 32-bit integers
+
+---@alias opgraph.ErrorKind 'server'|'timeout'|'lost'|'send'|'cancelled'
+
+---@class opgraph.Pending
+---@field method string
+---@field callback fun(result: any, err: string|nil, kind: opgraph.ErrorKind|nil)
+---@field timer userdata|nil
+
+---@class opgraph.Conn
+---@field id integer a serial number, unique in this Neovim
+---@field kind 'socket'|'job'
+---@field address string the URL, or 'stdio: <command>'
+---@field chan integer|nil the channel (for a job, the job id)
+---@field job integer|nil
+---@field closed boolean
+---@field close_reason string|nil why it closed
+---@field exit_code integer|nil a job's exit code, once it exited
+---@field stderr string[] the last lines a job wrote to stderr
+---@field on_notify fun(method: string, payload: any)|nil
+---@field on_close fun(conn: opgraph.Conn, reason: string|nil, closed_here: boolean)|nil
+---@field pending table<integer, opgraph.Pending>
+local Conn = {}
+Conn.__index = Conn
+
+local serial = 0
+
+---@param kind 'socket'|'job'
+---@param address string
+---@param handlers table|nil {on_notify = fn, on_close = fn}
+---@return opgraph.Conn
+local function new_conn(kind, address, handlers)
+  serial = serial + 1
+  handlers = handlers or {}
+  return setmetatable({
+    id = serial,
+    kind = kind,
+    address = address,
+    closed = false,
+    stderr = {},
+    pending = {},
+    next_id = 0,
+    unpacker = vim.mpack.Unpacker(),
+    on_notify = handlers.on_notify,
+    on_close = handlers.on_close,
+  }, Conn)
+end
 
 --- `tcp://host:port` or `unix:///path` (also `host:port` and `/path`) to sockconnect's
 --- mode and address.
+---@param url string
+---@return string|nil mode 'tcp' or 'pipe'
+---@return string|nil address
+---@return string|nil error
 function M.parse(url)
   if type(url) ~= 'string' or url == '' then
     return nil, nil, 'the address must be tcp://host:port or unix:///path'
@@ -47,43 +95,45 @@ function M.parse(url)
   return nil, nil, url .. ': use tcp://host:port or unix:///path'
 end
 
-function M.set_on_lost(fn)
-  S.on_lost = fn
-end
-
-function M.connected()
-  return S.chan ~= nil
-end
-
---- A copy of the connection state, for :OpgraphGraphs and for tests.
-function M.status()
-  return {
-    connected = S.chan ~= nil,
-    kind = S.kind,
-    address = S.address,
-    last_kind = S.last_kind,
-    url = S.url,
-    channel = S.chan,
-    server = S.info and { name = S.info.name, version = S.info.version, protocol = S.info.protocol }
-      or nil,
-  }
-end
-
---- The last socket URL used, for reconnecting; nil when the last connection was a child job.
-function M.last_url()
-  if S.last_kind == 'job' then
-    return nil
+--- The text of an error response: `[kind, "name: message"]` (the server's default), a
+--- structured map `{name, message}`, or a string.
+---@param err any
+---@return string
+function M.error_text(err)
+  if type(err) == 'string' then
+    return err
   end
-  return S.url
+  if type(err) == 'table' then
+    if type(err[2]) == 'string' then
+      return err[2]
+    end
+    local name, message = util.value(err.name), util.value(err.message)
+    if type(message) == 'string' then
+      return type(name) == 'string' and (name .. ': ' .. message) or message
+    end
+  end
+  return 'the server answered with an error: ' .. vim.inspect(err)
 end
 
-function M.last_kind()
-  return S.last_kind
+--- The bytes of an on_data callback: Neovim splits them at newlines into a list, and shows
+--- NUL bytes as "\n" inside the items.
+---@param data string[]
+---@return string
+function M.join_chunk(data)
+  local parts = {}
+  for i, item in ipairs(data) do
+    parts[i] = (item:gsub('\n', '\0'))
+  end
+  return table.concat(parts, '\n')
 end
 
-local function last_stderr()
-  for i = #S.stderr, 1, -1 do
-    local line = vim.trim(S.stderr[i])
+-- --- a connection ------------------------------------------------------------------------
+
+--- The newest non-empty line the child wrote to stderr.
+---@return string|nil
+function Conn:last_stderr()
+  for i = #self.stderr, 1, -1 do
+    local line = vim.trim(self.stderr[i])
     if line ~= '' then
       return line
     end
@@ -91,144 +141,292 @@ local function last_stderr()
   return nil
 end
 
---- Forget the connection and report it lost (once); `quiet` when the caller reports it.
-local function lost(reason, quiet)
-  if not S.chan then
+--- Close the connection. Requests still waiting fail (kind 'lost'); on_close is told.
+---@param reason string|nil why (nil when closed on purpose)
+---@param closed_here boolean|nil true when closed by this side on purpose
+function Conn:shut(reason, closed_here)
+  if self.closed then
     return
   end
-  local address = S.address
-  local job = S.job
-  S.chan, S.job, S.info = nil, nil, nil
-  if job then
-    pcall(vim.fn.jobstop, job)
+  self.closed = true
+  self.close_reason = reason
+  if self.job then
+    pcall(vim.fn.jobstop, self.job)
+  elseif self.chan then
+    pcall(vim.fn.chanclose, self.chan)
   end
-  local message = ('lost the connection to %s'):format(address)
+  local pending = self.pending
+  self.pending = {}
+  if self.on_close then
+    self.on_close(self, reason, closed_here == true)
+  end
+  local message = ('lost the connection to %s'):format(self.address)
   if reason and reason ~= '' then
     message = message .. ' (' .. reason .. ')'
   end
-  if S.on_lost then
-    S.on_lost(message, quiet)
+  for _, id in ipairs(util.sorted_keys(pending)) do
+    local p = pending[id]
+    if p.timer then
+      p.timer:stop()
+      p.timer:close()
+    end
+    p.callback(nil, closed_here and 'the connection was closed' or message, 'lost')
   end
-  return message
+end
+
+--- Close on purpose (no "lost" report).
+function Conn:close()
+  self:shut(nil, true)
 end
 
 --- True while the channel still exists on Neovim's side.
-function M.alive()
-  if not S.chan then
+---@return boolean
+function Conn:alive()
+  if self.closed or not self.chan then
     return false
   end
-  local ok, info = pcall(vim.api.nvim_get_chan_info, S.chan)
+  local ok, info = pcall(vim.api.nvim_get_chan_info, self.chan)
   return ok and type(info) == 'table' and info.id ~= nil
 end
 
---- Look for a vanished channel; reports it through on_lost. Returns whether still connected.
-function M.check()
-  if S.chan and not M.alive() then
-    lost('the server closed it')
-  end
-  return S.chan ~= nil
-end
-
---- Send one request. Returns the result (msgpack nil arrives as vim.NIL), or nil and a
---- one-line error such as "unknown_graph: no graph named 'x'".
-function M.request(method, ...)
-  if not S.chan then
-    return nil, 'not connected'
-  end
-  local ok, result = pcall(vim.rpcrequest, S.chan, method, ...)
-  if ok then
-    if result == nil then
-      result = vim.NIL -- a nil result (msgpack nil) is still a success
-    end
-    return result
-  end
-  local message = util.clean(result)
-  if not M.alive() or message:match('^Invalid channel') or message:match('was closed') then
-    return nil, lost(S.job and last_stderr() or nil, true)
-  end
-  return nil, message
-end
-
-local function initialize(token)
-  local options = { client = { name = 'nvim' }, neovim = true }
-  if token then
-    options.token = token
-  end
-  local ok, result = pcall(vim.rpcrequest, S.chan, 'initialize', options)
+---@param msg any
+---@return boolean ok
+---@return string|nil error
+function Conn:write(msg)
+  local ok, bytes = pcall(vim.mpack.encode, msg)
   if not ok then
-    return nil, util.clean(result)
+    return false, 'cannot encode the request: ' .. util.clean(bytes)
   end
-  if type(result) ~= 'table' then
-    return nil, 'the server answered initialize with ' .. vim.inspect(result)
+  local sent_ok, sent = pcall(vim.fn.chansend, self.chan, bytes)
+  if not sent_ok or sent == 0 then
+    local why = sent_ok and 'nothing was written' or util.clean(sent)
+    self:shut('cannot write to it: ' .. why)
+    return false, self.close_reason
   end
-  return result
+  return true
 end
 
---- Close the connection (and stop a server started by `start`), without reporting it lost.
-function M.close()
-  local chan, job = S.chan, S.job
-  S.chan, S.job, S.info = nil, nil, nil
-  if job then
-    pcall(vim.fn.jobstop, job)
-  elseif chan then
-    pcall(vim.fn.chanclose, chan)
+local function call_back(fn, ...)
+  local ok, err = xpcall(fn, debug.traceback, ...)
+  if not ok then
+    util.notify('internal error in an answer of the server: ' .. util.clean(err), 'error')
   end
-  return chan ~= nil
 end
 
---- Connect to a server at `url`. Returns the initialize result, or nil and a one-line error.
-function M.connect(url, token)
-  M.close()
+--- One message from the server.
+function Conn:dispatch(msg)
+  if type(msg) ~= 'table' then
+    return self:shut('it sent something that is not a MessagePack-RPC message')
+  end
+  local kind = msg[1]
+  if kind == 1 then
+    local p = self.pending[msg[2]]
+    if not p then
+      return -- the answer to a request that timed out or was cancelled
+    end
+    self.pending[msg[2]] = nil
+    if p.timer then
+      p.timer:stop()
+      p.timer:close()
+    end
+    local err, result = msg[3], msg[4]
+    if err ~= nil and err ~= vim.NIL then
+      call_back(p.callback, nil, util.clean(M.error_text(err)), 'server')
+    else
+      call_back(p.callback, result == nil and vim.NIL or result)
+    end
+  elseif kind == 2 then
+    local method, params = msg[2], msg[3]
+    local payload
+    if method == 'nvim_exec_lua' and type(params) == 'table' and type(params[2]) == 'table' then
+      method, payload = params[2][1], params[2][2] -- the shape a Neovim rpc channel gets
+    else
+      payload = type(params) == 'table' and params[1] or nil
+    end
+    if self.on_notify and type(method) == 'string' then
+      call_back(self.on_notify, method, payload)
+    end
+  elseif kind == 0 then
+    -- The server asks something: this client answers no requests.
+    self:write({ 1, msg[2], { 0, 'method_not_found: the opgraph Neovim client answers no requests' },
+      vim.NIL })
+  else
+    self:shut('it sent a message of unknown type ' .. tostring(kind))
+  end
+end
+
+--- Bytes from the server (an on_data or on_stdout callback).
+---@param data string[]
+function Conn:receive(data)
+  if self.closed then
+    return
+  end
+  if #data == 1 and data[1] == '' then
+    if self.kind == 'socket' then
+      self:shut('the server closed it')
+    end
+    return -- a job's end is reported by on_exit, with its exit code
+  end
+  local bytes = M.join_chunk(data)
+  local pos, n = 1, #bytes
+  while pos <= n and not self.closed do
+    local ok, msg, npos = pcall(self.unpacker, bytes, pos)
+    if not ok then
+      return self:shut('it sent bytes that are not MessagePack: ' .. util.clean(msg))
+    end
+    if msg == nil then
+      return -- the rest of the message comes with the next bytes
+    end
+    pos = npos
+    self:dispatch(msg)
+  end
+end
+
+--- Send a request; `callback` gets the answer (see the top of this file), exactly once, at
+--- the latest after `timeout_ms` (none when nil or 0).
+---@param method string
+---@param params any[]
+---@param timeout_ms number|nil
+---@param callback fun(result: any, err: string|nil, kind: opgraph.ErrorKind|nil)
+---@return integer|nil msgid
+function Conn:send(method, params, timeout_ms, callback)
+  if self.closed then
+    callback(nil, self.close_reason and ('lost the connection to %s (%s)'):format(self.address,
+      self.close_reason) or 'not connected', 'lost')
+    return nil
+  end
+  self.next_id = self.next_id >= MAX_MSGID and 0 or self.next_id + 1
+  local msgid = self.next_id
+  local p = { method = method, callback = callback }
+  self.pending[msgid] = p
+  local ok, err = self:write({ 0, msgid, method, params })
+  if not ok then
+    if self.pending[msgid] == p then
+      self.pending[msgid] = nil
+      callback(nil, err, 'send')
+    end
+    return nil
+  end
+  if timeout_ms and timeout_ms > 0 then
+    p.timer = vim.loop.new_timer()
+    p.timer:start(timeout_ms, 0, vim.schedule_wrap(function()
+      if self.pending[msgid] == p then
+        self.pending[msgid] = nil
+        p.timer:close()
+        call_back(callback, nil, ('no answer to %s within %d ms'):format(method, timeout_ms),
+          'timeout')
+      end
+    end))
+  end
+  return msgid
+end
+
+--- Stop waiting for request `msgid`: its answer, if it comes, is dropped.
+---@param msgid integer|nil
+function Conn:forget(msgid)
+  local p = msgid and self.pending[msgid]
+  if p then
+    self.pending[msgid] = nil
+    if p.timer then
+      p.timer:stop()
+      p.timer:close()
+    end
+  end
+end
+
+--- A request written as a function call: inside a task it waits without blocking; outside,
+--- it blocks (the event loop runs) until the answer, the time limit or CTRL-C.
+---@param method string
+---@param params any[]
+---@param timeout_ms number
+---@return any result or nil
+---@return string|nil error
+---@return opgraph.ErrorKind|nil kind
+function Conn:request(method, params, timeout_ms)
+  if async.current() then
+    return async.await(function(resume)
+      self:send(method, params, timeout_ms, resume)
+    end)
+  end
+  local done, result, err, kind = false, nil, nil, nil
+  local msgid = self:send(method, params, timeout_ms, function(r, e, k)
+    done, result, err, kind = true, r, e, k
+  end)
+  if done then
+    return result, err, kind
+  end
+  local outcome = async.block(function()
+    return done
+  end, timeout_ms + 1000)
+  if done then
+    return result, err, kind
+  end
+  self:forget(msgid)
+  if outcome == 'interrupted' then
+    return nil, ('%s: cancelled (CTRL-C)'):format(method), 'cancelled'
+  end
+  return nil, ('no answer to %s within %d ms'):format(method, timeout_ms), 'timeout'
+end
+
+-- --- opening -----------------------------------------------------------------------------
+
+--- Open a socket to `url` (not yet initialized).
+---@param url string
+---@param handlers table|nil {on_notify = fn, on_close = fn}
+---@return opgraph.Conn|nil
+---@return string|nil error
+function M.open_socket(url, handlers)
   local mode, address, err = M.parse(url)
   if not mode then
     return nil, err
   end
-  S.url, S.last_kind = url, 'socket' -- what automatic reconnection retries, even after a failure
-  local ok, chan = pcall(vim.fn.sockconnect, mode, address, { rpc = true })
+  local conn = new_conn('socket', url, handlers)
+  local ok, chan = pcall(vim.fn.sockconnect, mode, address, {
+    on_data = function(_, data)
+      conn:receive(data)
+    end,
+  })
   if not ok or type(chan) ~= 'number' or chan <= 0 then
+    conn.closed = true
     return nil, ('cannot connect to %s: %s'):format(url, ok and 'no channel' or util.clean(chan))
   end
-  S.chan, S.kind, S.address = chan, 'socket', url
-  local info, ierr = initialize(token)
-  if not info then
-    M.close()
-    return nil, ('%s: %s'):format(url, ierr)
-  end
-  S.info = info
-  return info
+  conn.chan = chan
+  return conn
 end
 
---- Start `cmd` (a list) as a child speaking MessagePack-RPC on stdin/stdout, and initialize.
-function M.start(cmd, token)
-  M.close()
+--- Start `cmd` (a list) as a child that speaks MessagePack-RPC on stdin/stdout.
+---@param cmd string[]
+---@param handlers table|nil {on_notify = fn, on_close = fn}
+---@return opgraph.Conn|nil
+---@return string|nil error
+function M.open_job(cmd, handlers)
   if type(cmd) ~= 'table' or #cmd == 0 then
     return nil, 'start_cmd must be a non-empty list'
   end
-  S.stderr = {}
-  local starting, exit_code = true, nil
+  local conn = new_conn('job', 'stdio: ' .. table.concat(cmd, ' '), handlers)
   local ok, job = pcall(vim.fn.jobstart, cmd, {
-    rpc = true,
+    on_stdout = function(_, data)
+      conn:receive(data)
+    end,
     on_stderr = function(_, data)
       for _, line in ipairs(data or {}) do
         if line ~= '' then
-          table.insert(S.stderr, line)
-          if #S.stderr > STDERR_LINES then
-            table.remove(S.stderr, 1)
+          table.insert(conn.stderr, line)
+          if #conn.stderr > STDERR_LINES then
+            table.remove(conn.stderr, 1)
           end
         end
       end
     end,
-    on_exit = function(id, code)
-      exit_code = code
-      if not starting and S.job ~= nil and S.job == id then
-        local detail = ('the server exited with code %d'):format(code)
-        local line = last_stderr()
-        if line then
-          detail = detail .. ': ' .. line
-        end
-        S.job = nil -- already gone: nothing to stop
-        lost(detail)
+    on_exit = function(_, code)
+      conn.exit_code = code
+      conn.job = nil -- already gone: nothing to stop
+      local detail = ('the server exited with code %d'):format(code)
+      local line = conn:last_stderr()
+      if line then
+        detail = detail .. ': ' .. line
       end
+      conn:shut(detail)
     end,
   })
   local name = tostring(cmd[1])
@@ -239,25 +437,8 @@ function M.start(cmd, token)
     local why = job == -1 and 'not executable' or 'invalid arguments'
     return nil, ('cannot start %s: %s'):format(name, why)
   end
-  S.chan, S.job, S.kind, S.last_kind = job, job, 'job', 'job'
-  S.address = 'stdio: ' .. table.concat(cmd, ' ')
-  local info, ierr = initialize(token)
-  if not info then
-    -- Let the child's last words (stderr, exit code) arrive before saying what went wrong.
-    vim.wait(1000, function()
-      return exit_code ~= nil
-    end, 20)
-    local address = S.address
-    S.job = nil
-    M.close()
-    pcall(vim.fn.jobstop, job)
-    local why = exit_code and ('the server exited with code %d'):format(exit_code) or ierr
-    local line = last_stderr()
-    return nil, ('%s: %s%s'):format(address, why, line and (': ' .. line) or '')
-  end
-  starting = false
-  S.info = info
-  return info
+  conn.chan, conn.job = job, job
+  return conn
 end
 
 return M

@@ -2,6 +2,7 @@
 -- drawing it on every buffer, the debounced refresh after graph.changed, and the shown graphs
 -- a (new) server does not have yet.
 local annotate = require('opgraph.annotate')
+local async = require('opgraph.async')
 local config = require('opgraph.config')
 local session = require('opgraph.session')
 local state = require('opgraph.state')
@@ -108,20 +109,33 @@ local function fetch(name)
   return annotate.index(name, version, nodes, diagnostics)
 end
 
+--- Whether the fetched state `g` came from the server connected now. Version numbers say
+--- which state is newer only between states of one server: a restarted server counts again.
+---@param g opgraph.Graph|nil
+---@return boolean
+local function current(g)
+  return g ~= nil and g.server == session.identity()
+end
+
 --- Fetch graph `name` again and redraw it.
 ---@param name string
 ---@return opgraph.Graph|nil state
 ---@return integer|string lines annotated in the current buffer, or the error
 function M.refresh(name)
+  local server = session.identity()
   local g, err = fetch(name)
   if not g then
     return nil, err
   end
+  g.server = server
   if not state.shown[name] then
     return g, 0 -- cleared while we were asking
   end
+  if server ~= session.identity() then
+    return g, 0 -- the connection changed while we were asking: the next refresh draws
+  end
   local old = state.graphs[name]
-  if old and old.version > g.version then
+  if current(old) and old.version > g.version then
     return old, M.redraw(name) -- an older answer than what is drawn
   end
   state.graphs[name] = g
@@ -138,7 +152,7 @@ local function flush()
   state.pending = {}
   for _, name in ipairs(util.sorted_keys(due)) do
     local g = state.graphs[name]
-    if state.shown[name] and not (g and g.version >= due[name]) then
+    if state.shown[name] and not (current(g) and g.version >= due[name]) then
       local fresh, err = M.refresh(name)
       if not fresh and session.connected() then
         state.report_once(("updating graph '%s': %s"):format(name, err))
@@ -158,7 +172,9 @@ function M.schedule_refresh(name, version)
   if flush_timer:is_active() then
     return -- a refresh is already due: this change joins it
   end
-  flush_timer:start(config.get().debounce_ms, 0, vim.schedule_wrap(util.guard(flush, 'refresh')))
+  flush_timer:start(config.get().debounce_ms, 0, vim.schedule_wrap(function()
+    async.run('refresh', flush)
+  end))
 end
 
 -- --- (re)connections ---------------------------------------------------------------------
@@ -204,6 +220,9 @@ end
 
 session.on_connect(resubscribe)
 session.on_poll(await_graphs)
+session.set_on_notify(function(method, payload)
+  M.on_notify(method, payload)
+end)
 
 -- --- commands ----------------------------------------------------------------------------
 
@@ -294,12 +313,12 @@ function M.on_notify(method, payload)
   local g = state.graphs[name]
   if method == 'graph.changed' then
     local version = tonumber(payload.version) or math.huge
-    if g and version <= g.version then
+    if current(g) and version <= g.version then
       return
     end
     M.schedule_refresh(name, version)
   elseif method == 'graph.diagnostics' then
-    if g and payload.version == g.version and type(payload.diagnostics) == 'table' then
+    if current(g) and payload.version == g.version and type(payload.diagnostics) == 'table' then
       annotate.set_diagnostics(g, payload.diagnostics)
       vim.schedule(util.guard(function()
         if state.graphs[name] == g then

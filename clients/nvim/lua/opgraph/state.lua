@@ -11,6 +11,7 @@ local api = vim.api
 ---@field waiting table<string, boolean> shown, but not on the server now; fetched when it appears
 ---@field pending table<string, number> newest version announced by graph.changed, refresh due
 ---@field reported table<string, boolean> background errors already shown (said once)
+---@field lost_message string|nil the lost connection just reported (requests failing with it stay quiet)
 ---@field autocmds boolean the BufWinEnter autocommand is set
 ---@field highlights_defined boolean the highlight groups are defined
 local M = {
@@ -27,7 +28,11 @@ local M = {
 --- Show `message` as one error line.
 ---@param message any
 function M.error_line(message)
-  util.notify(util.clean(message), 'error')
+  local text = util.clean(message)
+  if M.lost_message and text == M.lost_message then
+    return -- the lost connection was said already, once
+  end
+  util.notify(text, 'error')
 end
 
 --- Show a background error once (a refresh that keeps failing says it once).
