@@ -36,8 +36,9 @@ DEFAULT_MAX_NODES = 400
 """Nodes of a graph drawn whole by default; more are summarised."""
 MAX_LAYOUT = 12_000
 """The largest `layout_size` drawn whole (or around a node). Measured on a 2-core machine
-(bench/render.py): at most about 5 s of ``dot`` for random DAGs, layers and chains with skip
-edges at this size, against the server's default time limit of 60 s."""
+(``python bench/server.py --dot``): random DAGs, tangled DAGs, MLPs and chains with skip edges
+up to 2,000 nodes that are within it took ``dot`` at most 3.2 s (one beyond it, 44 s), against
+the server's default time limit of 60 s."""
 QUICK_LAYOUT_FROM = 500
 """From this `layout_size` on, ``dot`` is told to stop its network-simplex passes early
 (`QUICK_LAYOUT`): big pictures lay out several times faster, small ones are laid out exactly

@@ -252,7 +252,9 @@ class Call:
                     result = await asyncio.shield(future)
                     break
                 except asyncio.CancelledError:
-                    if not future.done() and not server.stopping:
+                    if not future.done():
+                        if server.stopping:
+                            raise  # no waiting for it: the process goes, graph and all
                         cancelled = True  # wait on: the thread is still changing the graph
                         continue
                     if not future.cancelled():
