@@ -391,7 +391,9 @@ def _check(tree: ast.Expression, source: _Source, max_depth: int):
         stack.extend((child, depth + 1) for child in reversed(children))
     if refusals:
         first = min(refusals, key=lambda r: r.start)  # stable: the outer one on a tie
-        raise ExpressionError(first.reason, source.text, first.start, first.end)
+        # (the cause, if any: an op name left out by a plugin clash is not a bad expression)
+        raise ExpressionError(first.reason, source.text, first.start, first.end
+                              ) from first.__cause__
 
     steps: list[_Step] = []
     names: dict[str, None] = {}
@@ -529,9 +531,13 @@ def _op_for(name: str, what: str, node: ast.AST, source: _Source) -> OpDef:
     """The op behind an operator; refused if no installed plugin provides it."""
     try:
         return engine.lookup_op(name)
-    except UnknownOpError:
+    except UnknownOpError as exc:
+        from opgraph.registry import default_registry
+
+        if name in default_registry().clashes:  # two plugins define it: say so
+            raise source.refuse(f"{what} needs the op {name!r}: {exc}", node) from exc
         raise source.refuse(
-            f"{what} needs the op {name!r}, which no installed plugin provides", node) from None
+            f"{what} needs the op {name!r}, which no installed plugin provides", node) from exc
 
 
 def _classify_call(node: ast.Call, source: _Source):
@@ -546,7 +552,7 @@ def _classify_call(node: ast.Call, source: _Source):
     try:
         op = engine.lookup_op(func.id)
     except UnknownOpError as exc:
-        raise source.refuse(str(exc), func, inputs) from None
+        raise source.refuse(str(exc), func, inputs) from exc  # (the cause: for the CLI)
     for arg in node.args:
         if isinstance(arg, ast.Starred):
             others = tuple(a for a in inputs if a is not arg)

@@ -33,7 +33,8 @@ app.command(short_help="Draw a graph, or a node's neighbourhood (SVG, PNG, DOT).
 app.command(short_help="Check a graph's gradients against finite differences.")(
     files.gradcheck)
 app.command(short_help="Run the graph server (MessagePack-RPC).")(serve.serve)
-app.command(short_help="Call any method of a running server; the result as JSON.")(serve.call)
+app.command(short_help="Call any method of a running server; the result as one JSON line.")(
+    serve.call)
 
 
 def _print_version(value: bool) -> None:

@@ -183,7 +183,8 @@ def friendly_errors(func: F) -> F:
         from opgraph.errors import OpgraphError
         try:
             return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt, typer.TyperException):
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, typer.TyperException,
+                StdoutClosed):
             raise  # the group prints usage errors (BadParameter, ...) itself, with exit code 2
         except OSError as exc:
             if exc.errno == errno.EPIPE and _stdout_closed():
@@ -255,9 +256,14 @@ def console():
     they are never wrapped, so every row is one whole line (``opgraph ops | grep tanh``)."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1; end as every command does
+            self.quiet = True
+            raise StdoutClosed
+
     if sys.stdout.isatty():
-        return Console(highlight=False, soft_wrap=True)
-    return Console(highlight=False, soft_wrap=True, width=100_000)
+        return _Console(highlight=False, soft_wrap=True)
+    return _Console(highlight=False, soft_wrap=True, width=100_000)
 
 
 @contextmanager

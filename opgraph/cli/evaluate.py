@@ -38,8 +38,18 @@ def _expression_error(exc) -> typer.Exit:
     from opgraph.cli.common import EXIT_FAILED, EXIT_USAGE
     from opgraph.errors import RuleError
 
-    code = EXIT_FAILED if isinstance(exc, RuleError) else EXIT_USAGE
+    code = EXIT_FAILED if isinstance(exc, RuleError) or _clashed(exc) else EXIT_USAGE
     return fail(f"{exc}\n{exc.excerpt()}" if sys.stderr.isatty() else str(exc), code)
+
+
+def _clashed(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of an op that two plugins define: the installation is at fault,
+    not the command line (exit 1, not 2)."""
+    from opgraph.errors import UnknownOpError
+    from opgraph.registry import default_registry
+
+    cause = exc.__cause__
+    return isinstance(cause, UnknownOpError) and cause.name in default_registry().clashes
 
 
 @friendly_errors

@@ -84,7 +84,8 @@ def check(
     _report_problems(registry)
     for name in only:
         if name in registry.clashes:  # installed twice: the work cannot be done (exit 1)
-            raise fail(str(registry.missing(name)))
+            raise fail(f"--op {name}: two plugins define it, so it is left out (see the "
+                       f"warning above)")
         if name not in registry:  # a mistyped --op is bad usage (exit 2), with a suggestion
             raise usage(f"--op: {registry.missing(name)}")
     ops = [registry[name] for name in only] if only else list(registry)
