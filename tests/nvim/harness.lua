@@ -54,7 +54,7 @@ end
 local function marks(buf)
   local out = {}
   for name, ns in pairs(vim.api.nvim_get_namespaces()) do
-    if name:match('^opgraph%.values%.') then
+    if type(name) == 'string' and name:match('^opgraph%.values%.') then
       for _, m in ipairs(vim.api.nvim_buf_get_extmarks(buf, ns, 0, -1, { details = true })) do
         local text = {}
         for _, chunk in ipairs(m[4].virt_text or {}) do
@@ -282,6 +282,23 @@ function cases.restart()
   end)
   snapshot('after')
   R.version_after = require('opgraph').status().versions.neurons
+end
+
+-- :OpgraphShow before the graph exists: it waits, and draws the graph once it is published.
+function cases.waiting()
+  require('opgraph').setup({ address = URL, debounce_ms = 50, poll_ms = 100 })
+  vim.cmd('edit ' .. vim.fn.fnameescape(SCRIPT))
+  command('OpgraphShow neurons')
+  R.status_waiting = require('opgraph').status()
+  local before = #notes
+  ask('publish')
+  wait_for('appeared', function()
+    return #marks(vim.api.nvim_get_current_buf()) > 0
+  end)
+  vim.wait(300) -- the announcement follows the drawing; nothing else may come
+  R.appeared = since(before)
+  snapshot('appeared')
+  R.status_after = require('opgraph').status()
 end
 
 local ok, err = xpcall(function()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -300,9 +301,12 @@ def test_show_updates_live_hover_render(server: Server, tmp_path: Path) -> None:
     assert "connected to " + server.url in one_line(
         command(results, f"OpgraphConnect {server.url}"), INFO)
 
-    # An unknown graph: one clear error line.
-    assert one_line(command(results, "OpgraphShow no-such-graph"), ERROR) == \
-        "opgraph: unknown_graph: no graph named 'no-such-graph'"
+    # A graph the server does not have: one line saying the plugin waits for it (it used to
+    # be an error; issue 12 asks to wait for the graph to appear).
+    assert one_line(command(results, "OpgraphShow no-such-graph"), WARN) == \
+        "opgraph: waiting for graph 'no-such-graph' (unknown_graph: no graph named " \
+        "'no-such-graph'): it is shown as soon as it is published; :OpgraphClear " \
+        "no-such-graph stops waiting"
 
     # Published again with other numbers: the annotations followed by themselves.
     assert results["events"]["updated"], "the annotations did not change after a new publish"
@@ -529,3 +533,23 @@ def test_restarted_server_reusing_versions_is_redrawn(server: Server, tmp_path: 
     assert results["version_after"] < results["version_before"], results
     assert results["events"]["redrawn"], "the new server's graph was not drawn"
     check_annotations(shots["after"], 0.5)
+
+
+def test_show_waits_for_a_graph_not_published_yet(server: Server, tmp_path: Path) -> None:
+    results = run_nvim(
+        "waiting", tmp_path / "nvim", {"publish": lambda: server.publish(1.0)},
+        OPGRAPH_URL=server.url, OPGRAPH_SCRIPT=str(SCRIPT), OPGRAPH_LINES=json.dumps(LINES))
+    said = one_line(command(results, "OpgraphShow neurons"), WARN)
+    assert said.startswith("opgraph: waiting for graph 'neurons' (unknown_graph: "), said
+    assert results["status_waiting"]["waiting"] == ["neurons"]
+    assert results["status_waiting"]["shown"] == ["neurons"]
+
+    # Published later: drawn by itself, and said once.
+    assert results["events"]["appeared"], "the graph was not drawn when it was published"
+    check_annotations(results["snapshots"]["appeared"], 1.0)
+    assert saturated_lines(results["snapshots"]["appeared"]) == [LINES["q"]]
+    appeared = [n for n in results["appeared"] if "appeared" in n["message"]]
+    assert len(appeared) == 1 and appeared[0]["level"] == INFO, results["appeared"]
+    assert re.fullmatch(r"opgraph: graph 'neurons' appeared: version \d+: 21 nodes, "
+                        r"15 lines annotated here", appeared[0]["message"]), appeared
+    assert results["status_after"]["waiting"] == []

@@ -109,6 +109,32 @@ local function fetch(name)
   return annotate.index(name, version, nodes, diagnostics)
 end
 
+local function is_unknown(err)
+  return tostring(err):match('^unknown_graph') ~= nil
+end
+
+--- Say what `show` drew: graph `g`, `here` lines annotated in the current buffer.
+---@param g opgraph.Graph
+---@param here integer
+---@param how string|nil words after the graph's name ("appeared", ...)
+local function say_drawn(g, here, how)
+  local what = ("graph '%s'%s version %d"):format(g.name, how and (' ' .. how .. ':') or '',
+    g.version)
+  if here > 0 then
+    util.notify(('%s: %d nodes, %d lines annotated here'):format(what, #g.nodes, here))
+    return
+  end
+  local files = {}
+  for path in pairs(g.files) do
+    table.insert(files, vim.fn.fnamemodify(path, ':~:.'))
+  end
+  table.sort(files)
+  local from = #files == 0 and 'no node has a source location (build it under track_source())'
+    or ('its nodes come from ' .. table.concat(files, ', ', 1, math.min(#files, 3))
+      .. (#files > 3 and ', ...' or ''))
+  util.notify(('%s: no node was created in this file; %s'):format(what, from), 'warn')
+end
+
 --- Whether the fetched state `g` came from the server connected now. Version numbers say
 --- which state is newer only between states of one server: a restarted server counts again.
 ---@param g opgraph.Graph|nil
@@ -134,6 +160,7 @@ function M.refresh(name)
   if server ~= session.identity() then
     return g, 0 -- the connection changed while we were asking: the next refresh draws
   end
+  state.waiting[name] = nil -- it exists
   local old = state.graphs[name]
   if current(old) and old.version > g.version then
     return old, M.redraw(name) -- an older answer than what is drawn
@@ -153,9 +180,12 @@ local function flush()
   for _, name in ipairs(util.sorted_keys(due)) do
     local g = state.graphs[name]
     if state.shown[name] and not (current(g) and g.version >= due[name]) then
+      local awaited = state.waiting[name]
       local fresh, err = M.refresh(name)
-      if not fresh and session.connected() then
+      if not fresh and session.connected() and not (awaited and is_unknown(err)) then
         state.report_once(("updating graph '%s': %s"):format(name, err))
+      elseif fresh and awaited == 'show' then
+        say_drawn(fresh, err, 'appeared') -- announced by a server that lets one subscribe first
       end
     end
   end
@@ -179,7 +209,18 @@ end
 
 -- --- (re)connections ---------------------------------------------------------------------
 
---- Shown graphs that were missing on the server get subscribed once they appear.
+--- Graph `name` is shown but not on the server (yet): look for it at every check.
+---@param name string
+---@param why 'show'|'reconnect' asked by :OpgraphShow (said when it appears), or after a
+---  reconnection to a server that does not have it
+local function await(name, why)
+  state.add_shown(name)
+  state.waiting[name] = why
+  setup_autocmds()
+end
+
+--- Shown graphs that were missing on the server get subscribed once they appear (one
+--- graph.list per check while some are awaited).
 local function await_graphs()
   if next(state.waiting) == nil then
     return
@@ -190,11 +231,15 @@ local function await_graphs()
   end
   for _, summary in ipairs(list) do
     local name = summary.name
-    if state.waiting[name] and state.shown[name] and session.request('graph.subscribe', name) then
-      state.waiting[name] = nil
-      local fresh, err = M.refresh(name)
+    local why = state.waiting[name]
+    if why and state.shown[name] and session.request('graph.subscribe', name) then
+      local fresh, here = M.refresh(name)
       if not fresh then
-        state.report_once(("showing graph '%s': %s"):format(name, err))
+        if not is_unknown(here) then -- (dropped again at once: still awaited)
+          state.report_once(("showing graph '%s': %s"):format(name, here))
+        end
+      elseif why == 'show' then
+        say_drawn(fresh, here, 'appeared')
       end
     end
   end
@@ -205,13 +250,14 @@ local function resubscribe()
   for _, name in ipairs(state.shown_list()) do
     local ok, err = session.request('graph.subscribe', name)
     if ok then
-      state.waiting[name] = nil
       local fresh, rerr = M.refresh(name)
-      if not fresh then
+      if not fresh and is_unknown(rerr) then
+        await(name, state.waiting[name] or 'reconnect') -- subscribed before it exists
+      elseif not fresh then
         state.report_once(("showing graph '%s': %s"):format(name, rerr))
       end
-    elseif tostring(err):match('^unknown_graph') then
-      state.waiting[name] = true -- shown again as soon as something publishes it
+    elseif is_unknown(err) then
+      await(name, state.waiting[name] or 'reconnect') -- shown again once something publishes it
     else
       state.report_once(("subscribing to graph '%s': %s"):format(name, err))
     end
@@ -242,33 +288,28 @@ function M.show(name)
     return nil
   end
   local sub, serr = session.request('graph.subscribe', name)
-  if not sub then
+  if not sub and not is_unknown(serr) then
     state.error_line(serr)
     return nil
   end
-  state.add_shown(name)
-  state.waiting[name] = nil
-  setup_autocmds()
-  local g, here = M.refresh(name)
+  local g, here
+  if sub then
+    state.add_shown(name)
+    setup_autocmds()
+    g, here = M.refresh(name)
+    if not g and not is_unknown(here) then
+      state.error_line(here)
+      return nil
+    end
+  end
   if not g then
-    state.error_line(here)
+    -- Not published yet (or a typo: the server's message suggests the closest name).
+    await(name, 'show')
+    util.notify(("waiting for graph '%s' (%s): it is shown as soon as it is published; "
+      .. ':OpgraphClear %s stops waiting'):format(name, util.clean(serr or here), name), 'warn')
     return nil
   end
-  if here > 0 then
-    util.notify(("graph '%s' version %d: %d nodes, %d lines annotated here"):format(
-      name, g.version, #g.nodes, here))
-  else
-    local files = {}
-    for path in pairs(g.files) do
-      table.insert(files, vim.fn.fnamemodify(path, ':~:.'))
-    end
-    table.sort(files)
-    local from = #files == 0 and 'no node has a source location (build it under track_source())'
-      or ('its nodes come from ' .. table.concat(files, ', ', 1, math.min(#files, 3))
-        .. (#files > 3 and ', ...' or ''))
-    util.notify(("graph '%s' version %d: no node was created in this file; %s"):format(
-      name, g.version, from), 'warn')
-  end
+  say_drawn(g, here)
   return g
 end
 
@@ -288,7 +329,7 @@ function M.clear(name)
   end
   require('opgraph.hover').close()
   for _, n in ipairs(names) do
-    if session.connected() and not state.waiting[n] then
+    if session.connected() then
       session.request('graph.unsubscribe', n) -- best effort: an error changes nothing here
     end
     clear_graph(n)
@@ -327,13 +368,15 @@ function M.on_notify(method, payload)
       end, 'diagnostics'))
     end
   elseif method == 'graph.dropped' then
-    vim.schedule(util.guard(function()
-      if state.shown[name] then
-        M.clear(name)
-        util.notify(("graph '%s' was dropped on the server; its annotations are cleared")
-          :format(name), 'warn')
-      end
-    end, 'graph.dropped'))
+    vim.schedule(function()
+      async.run('graph.dropped', function()
+        if state.shown[name] then
+          M.clear(name)
+          util.notify(("graph '%s' was dropped on the server; its annotations are cleared")
+            :format(name), 'warn')
+        end
+      end)
+    end)
   end
 end
 
