@@ -798,10 +798,14 @@ def _step_ref(call: Call, ref: Any, made: list[int], step: int, index: int) -> i
     raise call.invalid(f"step {step} input {index} must be a node id or '$k', got {_kind(ref)}")
 
 
-@method("graph.eval", ("graph", "expression"), ("bindings",), options=("label",))
+@method("graph.eval", ("graph", "expression"), ("bindings",), options=("label", "keep"))
 async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = None,
-                     label: Any = "") -> dict[str, Any]:
-    """Parse an expression into nodes (registered ops only; never Python's eval)."""
+                     label: Any = "", keep: Any = True) -> dict[str, Any]:
+    """Parse an expression into nodes (registered ops only; never Python's eval).
+
+    The new nodes join the shared graph (a new version, seen by every client); with
+    ``keep`` false the expression is evaluated on copies and the graph is left as it was.
+    """
     from opgraph import expr
 
     entry = call.entry(graph)
@@ -810,6 +814,20 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
     if not isinstance(bindings, dict) or not all(isinstance(k, str) for k in bindings):
         raise call.invalid(f"bindings must be a map of names, got {_kind(bindings)}")
     label = call.text(label, "label", max_length=10_000)
+    if not isinstance(keep, bool):
+        raise call.invalid(f"keep must be true or false, got {_kind(keep)}")
+    if not keep:
+        if label:
+            raise call.invalid("a label names a new node of the graph; with keep false "
+                               "nothing is added to it")
+        async with entry.lock.read():
+            g = entry.graph
+            resolved = _bindings(call, g, expression, bindings)
+            copies = {name: engine.Value(v.data, v.label) if isinstance(v, engine.Value) else v
+                      for name, v in resolved.items()}
+            root, _ = expr.build(expression, copies)
+            return {"root": None, "data": float(root.data), "leaves": {},
+                    "version": g.version}
     async with entry.lock.write():
         g = entry.graph
         mark = g.checkpoint()
@@ -985,10 +1003,13 @@ async def graph_render(call: Call, graph: Any, format: Any = "svg", around: Any 
         raise call.invalid(f"max_nodes must be at least 1, got {max_nodes!r}")
     deadline = asyncio.get_running_loop().time() + limits.request_timeout
     async with entry.lock.read():
-        picture = await call.in_thread(lambda: plan(
-            entry.graph, format=format, around=around, depth=depth, rankdir=rankdir,
-            max_nodes=limit, max_layout=limits.max_render_layout,
-            diagnostics=bool(diagnostics), fallback=True))
+        try:
+            picture = await call.in_thread(lambda: plan(
+                entry.graph, format=format, around=around, depth=depth, rankdir=rankdir,
+                max_nodes=limit, max_layout=limits.max_render_layout,
+                diagnostics=bool(diagnostics), fallback=True))
+        except ValueError as exc:  # a neighbourhood too big to draw
+            raise call.invalid(str(exc)) from None
         version = entry.graph.version
     image, picture = await call.layout(picture, deadline)
     data: Any = image if format == "png" else image.decode()

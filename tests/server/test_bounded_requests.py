@@ -282,3 +282,32 @@ def test_every_method_with_options_is_checked() -> None:
     assert ("node.apply", "inputs") in _collisions()
     assert ("node.apply", "call") in _collisions()
 
+
+
+# --- graph.eval without keeping the nodes ----------------------------------------------------
+
+
+def test_eval_with_keep_false_leaves_the_graph_as_it_was(server: ThreadedServer) -> None:
+    with Raw(server.tcp) as raw, Raw(server.unix) as watcher:
+        watcher.ok("graph.subscribe", "demo")
+        before = raw.ok("graph.nodes", "demo")
+        result = raw.ok("graph.eval", "demo", "o * k + x1", {"k": 2}, {"keep": False})
+        assert result == {"root": None, "data": 0.7071067811865476 * 2 + 2.0, "leaves": {},
+                          "version": before["version"]}
+        again = raw.ok("graph.eval", "demo", "tanh(n)", None, {"keep": False})
+        assert again["data"] == before["nodes"][9]["data"]  # o = tanh(n)
+        assert raw.ok("graph.nodes", "demo") == before
+        assert not watcher.closed(0.3) and watcher.received == []  # no graph.changed
+        kept = raw.ok("graph.eval", "demo", "o * 2")  # the default: the nodes join the graph
+        assert kept["version"] > before["version"] and kept["root"] == 11  # 10: the 2
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"keep": 0}, "keep must be true or false, got int 0"),
+    ({"keep": False, "label": "x"}, "with keep false nothing is added"),
+])
+def test_eval_keep_is_checked(server: ThreadedServer, options: dict[str, Any],
+                              message: str) -> None:
+    with Raw(server.tcp) as raw:
+        error, _ = raw.call("graph.eval", "demo", "o * 2", {}, options)
+        assert error[1].startswith("invalid_params: graph.eval: ") and message in error[1]

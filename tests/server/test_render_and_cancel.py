@@ -66,6 +66,15 @@ def test_render_says_what_it_drew(server: ThreadedServer) -> None:
         assert small["reason"] == "400 nodes, more than the 100 drawn whole"
 
 
+def test_a_neighbourhood_too_big_to_draw_is_invalid_params(make_server) -> None:
+    server = make_server(max_render_nodes=5)
+    with Raw(server.tcp) as raw:
+        error, _ = raw.call("graph.render", "demo", {"around": 9, "depth": 3})
+        assert error == [1, "invalid_params: graph.render: the neighbourhood of node 9 to "
+                            "depth 3 has 6 nodes, over the drawing limit of 5: use a smaller "
+                            "depth"]
+
+
 def test_render_lays_out_without_the_lock_and_dies_with_its_client(make_server) -> None:
     server = slow_server(make_server)
     with Raw(server.tcp) as painter, Raw(server.unix) as writer:
