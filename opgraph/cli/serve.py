@@ -6,18 +6,32 @@ import json
 
 import typer
 
-from opgraph.cli.common import fail, friendly_errors, print_json
+from opgraph.cli.common import fail, friendly_errors, print_json, warn
 
 DEFAULT_URL = "tcp://127.0.0.1:7450"
 
 
+TOKEN_WARNING = ("--token on the command line can be read by every user of this machine "
+                 "(ps shows it); set OPGRAPH_TOKEN in the environment instead")
+
+
+def _warn_if_token_flag(ctx: typer.Context) -> None:
+    """Warn when the token came from the command line rather than OPGRAPH_TOKEN."""
+    source = ctx.get_parameter_source("token")  # (an enum of the click typer brings)
+    if source is not None and source.name == "COMMANDLINE":
+        warn(TOKEN_WARNING)
+
+
 def serve(
+    ctx: typer.Context,
     listen: list[str] = typer.Option(
         [], "--listen", "-l", help="Address to listen on, repeatable: tcp://HOST:PORT or "
         f"unix:///PATH. Default: {DEFAULT_URL}."),
     stdio: bool = typer.Option(False, help="Serve one client on stdin/stdout (for editors)."),
-    token: str = typer.Option(None, envvar="OPGRAPH_TOKEN",
-                              help="Require this token in initialize."),
+    token: str = typer.Option(
+        None, envvar="OPGRAPH_TOKEN", show_envvar=True,
+        help="Require this token in initialize. Prefer setting OPGRAPH_TOKEN: a --token "
+        "given here is visible to every user in ps."),
     demo: bool = typer.Option(True, help="Load the seed's neuron as graph 'demo'."),
     max_message_mb: float = typer.Option(64, min=0.001, help="Largest message, in MiB."),
     max_nodes: int = typer.Option(2_000_000, min=1, help="Nodes per graph."),
@@ -38,6 +52,7 @@ def serve(
     from opgraph_server.server import parse_url
     from opgraph_server.server import serve as run
 
+    _warn_if_token_flag(ctx)
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
@@ -93,10 +108,14 @@ def _load_plugins() -> None:
 
 @friendly_errors
 def call(
+    ctx: typer.Context,
     url: str = typer.Argument(..., help="The server: tcp://HOST:PORT or unix:///PATH."),
     method: str = typer.Argument(..., help="The method, e.g. graph.list or node.get."),
     args: list[str] = typer.Argument(None, help="Arguments, each as JSON (strings may be bare)."),
-    token: str = typer.Option(None, envvar="OPGRAPH_TOKEN", help="The server's token."),
+    token: str = typer.Option(
+        None, envvar="OPGRAPH_TOKEN", show_envvar=True,
+        help="The server's token. Prefer setting OPGRAPH_TOKEN: a --token given here is "
+        "visible to every user in ps."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for the answer."),
 ) -> None:
     """Call any RPC method and print its result as one line of JSON; errors go to stderr.
@@ -105,6 +124,7 @@ def call(
     """
     from opgraph_client import Client, ServerError
 
+    _warn_if_token_flag(ctx)
     params = [_json_arg(a, i) for i, a in enumerate(args or [])]
     try:
         with Client(url, token=token, timeout=timeout) as client:
