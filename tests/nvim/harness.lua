@@ -301,6 +301,72 @@ function cases.waiting()
   R.status_after = require('opgraph').status()
 end
 
+-- A line that made thousands of nodes: the hover describes its last few, and says how many
+-- more there are.
+function cases.crowded()
+  require('opgraph').setup({ address = URL })
+  vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('OPGRAPH_CROWDED')))
+  command('OpgraphShow crowded')
+  vim.api.nvim_win_set_cursor(0, { tonumber(os.getenv('OPGRAPH_CROWDED_LINE')), 0 })
+  command('OpgraphHover')
+  R.hover = hover_window()
+  require('opgraph.hover').close()
+end
+
+-- The wire and the helpers, against a real server: strings with newlines and NUL bytes arrive
+-- whole, graphs of several pages are fetched whole, the leaves found in the fetched graph are
+-- the server's, and which server a connection is to.
+function cases.units()
+  local session = require('opgraph.session')
+  local state = require('opgraph.state')
+  require('opgraph').setup({ address = URL })
+  command('OpgraphConnect ' .. URL)
+  command('OpgraphShow odd')
+  local odd = state.graphs.odd
+  R.odd = { count = #odd.nodes, labels = {} }
+  local labelled = {}
+  for _, node in ipairs(odd.nodes) do
+    if node.label ~= '' then
+      table.insert(R.odd.labels, node.label)
+      table.insert(labelled, node.id)
+    end
+  end
+  local got = session.request('node.get', 'odd', labelled)
+  R.odd.node_get = {}
+  for _, node in ipairs(got.nodes) do
+    table.insert(R.odd.node_get, node.label)
+  end
+
+  command('OpgraphShow neurons')
+  local hover = require('opgraph.hover')
+  local g = state.graphs.neurons
+  R.leaves = {}
+  for _, node in ipairs(g.nodes) do
+    local an = session.request('graph.analyze', 'neurons', { node = node.id, diagnostics = false })
+    R.leaves[tostring(node.id)] = {
+      here = hover.leaves_of(g, node.id),
+      server = an.influences[tostring(node.id)],
+    }
+  end
+
+  R.identity = {
+    instance = session.identity_of({ name = 'opgraph', instance = 'abc' }, 7),
+    number = session.identity_of({ instance = 12 }, 7),
+    none = session.identity_of({ name = 'opgraph' }, 7),
+    empty = session.identity_of({ instance = '' }, 8),
+    nil_value = session.identity_of({ instance = vim.NIL }, 9),
+    current = session.identity(),
+    status = session.status().identity,
+  }
+  local rpc = require('opgraph.rpc')
+  R.error_text = {
+    rpc.error_text({ 1, 'unknown_graph: no graph named x' }),
+    rpc.error_text({ code = -32010, name = 'unknown_graph', message = 'no graph', data = vim.NIL }),
+    rpc.error_text('plain words'),
+  }
+  R.join_chunk = rpc.join_chunk({ 'a\nb', 'c', '' }) == 'a\0b\nc\n'
+end
+
 local ok, err = xpcall(function()
   local run = cases[case]
   if not run then

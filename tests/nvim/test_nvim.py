@@ -553,3 +553,76 @@ def test_show_waits_for_a_graph_not_published_yet(server: Server, tmp_path: Path
     assert re.fullmatch(r"opgraph: graph 'neurons' appeared: version \d+: 21 nodes, "
                         r"15 lines annotated here", appeared[0]["message"]), appeared
     assert results["status_after"]["waiting"] == []
+
+
+CROWDED = """\
+import sys
+
+import opgraph
+from opgraph import Value
+from opgraph_client import Client
+
+with opgraph.track_source():
+    xs = [Value(float(i % 7) - 3.0, label=f"x{i}") for i in range(1000)]
+    total = sum((x * x for x in xs), Value(0.0, label="zero"))  # 2001 nodes on this line
+total.label = "total"
+total.backward()
+with Client(sys.argv[1]) as client:
+    client.publish("crowded", total)
+"""
+
+
+def test_hover_on_a_crowded_line_describes_the_last_nodes(server: Server, tmp_path: Path) -> None:
+    script = tmp_path / "crowded.py"
+    script.write_text(CROWDED)
+    subprocess.run([sys.executable, str(script), server.url], check=True, timeout=60)
+    line = line_of(script, "total = sum(")
+    results = run_nvim("crowded", tmp_path / "nvim", {}, OPGRAPH_URL=server.url,
+                       OPGRAPH_CROWDED=str(script), OPGRAPH_CROWDED_LINE=str(line))
+    hover = results["hover"]
+    assert hover is not None, command(results, "OpgraphHover")
+    lines = hover["lines"]
+    assert lines[1] == "+1995 more nodes made on this line; the last 6:", lines[:3]
+    described = [t for t in lines if " #" in t and not t.startswith("  ")]
+    assert len(described) == 6, described
+    # The last node is the line's result: the sum, influenced by every leaf of the line.
+    assert described[-1].startswith("total #"), described
+    influenced = [t for t in lines if t.startswith("  influenced by  ")][-1]
+    assert influenced.endswith(", and 989 more"), influenced  # 1001 leaves, 12 named
+
+
+def test_wire_and_helpers(server: Server, tmp_path: Path) -> None:
+    server.publish(1.0)
+    labels = ["line\nbreak", "nul\x00byte", "ünïcode ∇", "\n\x00\n"]
+    script = tmp_path / "odd.py"
+    script.write_text(
+        "import sys\nfrom opgraph import Value\nfrom opgraph_client import Client\n"
+        f"labels = {labels!r}\n"
+        "xs = [Value(float(i), label=labels[i] if i < len(labels) else '') for i in range(6000)]\n"
+        "out = sum(xs[1:], xs[0])\n"
+        "with Client(sys.argv[1]) as client:\n    client.publish('odd', out)\n")
+    subprocess.run([sys.executable, str(script), server.url], check=True, timeout=60)
+    results = run_nvim("units", tmp_path / "nvim", {}, OPGRAPH_URL=server.url)
+
+    # 6000 leaves and 5999 sums: more than one page of graph.nodes, many on_data chunks.
+    odd = results["odd"]
+    assert odd["count"] == 11999
+    assert odd["labels"] == labels
+    assert odd["node_get"] == labels
+
+    # The leaves found in the fetched graph are graph.analyze's influences, for every node.
+    for node, found in results["leaves"].items():
+        assert found["here"] == found["server"], (node, found)
+    assert any(len(f["here"]) == 10 for f in results["leaves"].values())
+
+    ident = results["identity"]
+    assert ident["instance"] == "instance:abc" and ident["number"] == "instance:12"
+    assert ident["none"] == "connection:7"
+    assert ident["empty"] == "connection:8" and ident["nil_value"] == "connection:9"
+    # Today's server sends no instance id: the connection is the identity.
+    assert ident["current"] == ident["status"]
+    assert re.fullmatch(r"(instance|connection):.+", ident["current"]), ident
+
+    assert results["error_text"] == ["unknown_graph: no graph named x",
+                                     "unknown_graph: no graph", "plain words"]
+    assert results["join_chunk"] is True

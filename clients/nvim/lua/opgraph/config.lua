@@ -30,6 +30,7 @@ M.defaults = {
     max_per_line = 6, -- more nodes on one line are summed up as "+N more"
     diagnostic_codes = true, -- add the diagnostic codes of a line to its virtual text
     max_influences = 12, -- leaves listed by :OpgraphHover before "and N more"
+    max_hover_nodes = 6, -- nodes of one line :OpgraphHover describes (the last ones)
   },
   diagnostics = {
     enable = true,
@@ -65,6 +66,7 @@ local function check(opts)
     ['display.precision'] = { d.precision, 'number' },
     ['display.hover_precision'] = { d.hover_precision, 'number' },
     ['display.max_per_line'] = { d.max_per_line, 'number' },
+    ['display.max_hover_nodes'] = { d.max_hover_nodes, 'number' },
     ['render.depth'] = { opts.render.depth, 'number' },
     ['render.format'] = { opts.render.format, 'string' },
   })

@@ -14,33 +14,73 @@ M.close = float.close
 M.window = float.window
 M.focus = float.focus
 
+--- The leaves (nodes without inputs) that node `id` depends on, sorted, as graph.analyze's
+--- `influences` gives them, found in the fetched graph `g`; nil when `g` lacks a node on the
+--- way. Linear in the nodes above `id`, with no request.
+---@param g opgraph.Graph
+---@param id integer
+---@return integer[]|nil
+function M.leaves_of(g, id)
+  local seen, stack = { [id] = true }, { id }
+  local leaves = {}
+  while #stack > 0 do
+    local at = table.remove(stack)
+    local node = g.by_id[at]
+    if not node or type(node.inputs) ~= 'table' then
+      return nil
+    end
+    if #node.inputs == 0 and at ~= id then
+      table.insert(leaves, at)
+    end
+    for _, i in ipairs(node.inputs) do
+      if not seen[i] then
+        seen[i] = true
+        table.insert(stack, i)
+      end
+    end
+  end
+  table.sort(leaves)
+  return leaves
+end
+
 --- Append the hover text of nodes `ids` of graph `name` to `lines` (and their highlights to
---- `hls`, as {group, line (0-based), col_start, col_end}).
+--- `hls`, as {group, line (0-based), col_start, col_end}); `more` nodes of the line are left
+--- out.
 ---@param name string
 ---@param ids integer[]
+---@param more integer
 ---@param lines string[]
 ---@param hls table[]
 ---@return boolean|nil ok
 ---@return string|nil error
-local function describe(name, ids, lines, hls)
+local function describe(name, ids, more, lines, hls)
   local opts = config.get().display
   local p = opts.hover_precision
   local got, err = session.call('node.get', name, ids)
   if not got then
     return nil, err
   end
+  local cached = state.graphs[name]
+  -- The fetched graph answers "which leaves" when it is the version node.get just read.
+  local local_ok = cached ~= nil and cached.server == session.identity()
+    and cached.version == got.version
   local want, influences = {}, {}
   for _, node in ipairs(got.nodes) do
     for _, i in ipairs(node.inputs) do
       want[i] = true
     end
     if util.value(node.op) ~= nil then
-      local an, aerr = session.call('graph.analyze', name, { node = node.id, diagnostics = false })
-      if not an then
-        return nil, aerr
+      local found = local_ok and M.leaves_of(cached, node.id) or nil
+      if not found then
+        local an, aerr = session.call('graph.analyze', name,
+          { node = node.id, diagnostics = false })
+        if not an then
+          return nil, aerr
+        end
+        local all = util.value(an.influences)
+        found = type(all) == 'table' and all[tostring(node.id)] or {}
       end
-      local found = util.value(an.influences)
-      influences[node.id] = type(found) == 'table' and found[tostring(node.id)] or {}
+      influences[node.id] = found
       for k, i in ipairs(influences[node.id]) do
         if k <= opts.max_influences then
           want[i] = true
@@ -59,7 +99,6 @@ local function describe(name, ids, lines, hls)
       others[n.id] = n
     end
   end
-  local cached = state.graphs[name]
   local ctx = { by_id = setmetatable({}, {
     __index = function(_, id)
       return others[id] or (cached and cached.by_id[id])
@@ -79,6 +118,9 @@ local function describe(name, ids, lines, hls)
     add('')
   end
   add(('graph %s · version %d'):format(name, got.version), 'OpgraphTitle')
+  if more > 0 then
+    add(('+%d more nodes made on this line; the last %d:'):format(more, #ids), 'OpgraphPunct')
+  end
   for _, node in ipairs(got.nodes) do
     local op = util.value(node.op)
     local what
@@ -155,8 +197,14 @@ function M.hover()
     return nil
   end
   local lines, hls = {}, {}
+  local most = math.max(1, config.get().display.max_hover_nodes)
   for _, f in ipairs(found) do
-    local ok, err = describe(f.name, f.ids, lines, hls)
+    -- The last nodes of a crowded line, as the virtual text shows them: what the line computes.
+    local ids, more = f.ids, math.max(0, #f.ids - most)
+    if more > 0 then
+      ids = vim.list_slice(f.ids, more + 1)
+    end
+    local ok, err = describe(f.name, ids, more, lines, hls)
     if not ok then
       state.error_line(err)
       return nil
