@@ -22,10 +22,45 @@ local DIAG_HL = {
 
 local configured = {}
 
+---@class opgraph.Node a node record of graph.nodes / node.get
+---@field id integer
+---@field op string|userdata the op's name; vim.NIL for a leaf
+---@field symbol string|userdata
+---@field inputs integer[]
+---@field data number
+---@field grad number
+---@field label string
+---@field source table|userdata [file, line], or vim.NIL
+---@field _path string|nil the source file, resolved (set by index)
+---@field _line integer|nil the source line (set by index)
+
+---@class opgraph.Diagnostic
+---@field code string
+---@field severity 'error'|'warning'|'info'|'hint'
+---@field node integer|userdata
+---@field message string
+
+---@class opgraph.Graph the fetched state of one graph, what the plugin draws from
+---@field name string
+---@field version integer
+---@field server string|nil which server it was fetched from (session.identity)
+---@field nodes opgraph.Node[]
+---@field by_id table<integer, opgraph.Node>
+---@field files table<string, table<integer, integer[]>> realpath -> line -> node ids
+---@field diagnostics opgraph.Diagnostic[]
+---@field diag_by_node table<integer, opgraph.Diagnostic[]>
+
+--- The extmark namespace of graph `graph`'s virtual text.
+---@param graph string
+---@return integer
 function M.values_ns(graph)
   return api.nvim_create_namespace('opgraph.values.' .. graph)
 end
 
+--- The vim.diagnostic namespace of graph `graph` (configured with `diagnostic_config`).
+---@param graph string
+---@param diagnostic_config table|nil
+---@return integer
 function M.diagnostics_ns(graph, diagnostic_config)
   local ns = api.nvim_create_namespace('opgraph.diagnostics.' .. graph)
   if diagnostic_config and configured[ns] ~= diagnostic_config then
@@ -35,6 +70,7 @@ function M.diagnostics_ns(graph, diagnostic_config)
   return ns
 end
 
+--- Define the Opgraph* highlight groups (as links, so colour schemes may override them).
 function M.define_highlights()
   vim.cmd([[
     highlight default link OpgraphLabel Identifier
@@ -47,6 +83,11 @@ end
 
 --- Turn the node records of a graph (from graph.nodes) into the state the plugin draws from:
 --- nodes by id, and for every source file (resolved path) the node ids of each line.
+---@param name string
+---@param version integer
+---@param nodes opgraph.Node[]
+---@param diagnostics opgraph.Diagnostic[]|nil
+---@return opgraph.Graph
 function M.index(name, version, nodes, diagnostics)
   local g = {
     name = name,
@@ -80,6 +121,8 @@ function M.index(name, version, nodes, diagnostics)
 end
 
 --- Replace the diagnostics of graph state `g` (a list of {code, severity, node, message}).
+---@param g opgraph.Graph
+---@param diagnostics opgraph.Diagnostic[]|nil
 function M.set_diagnostics(g, diagnostics)
   g.diagnostics = {}
   g.diag_by_node = {}
@@ -97,6 +140,10 @@ end
 
 --- A short name for a node: its label, else an expression of its inputs' names (x1*w1),
 --- else op#id.
+---@param g {by_id: table<integer, opgraph.Node>}
+---@param node opgraph.Node
+---@param depth integer|nil how many levels of inputs to name (2)
+---@return string
 function M.node_name(g, node, depth)
   depth = depth or 2
   local label = util.value(node.label)
@@ -130,6 +177,10 @@ function M.node_name(g, node, depth)
 end
 
 --- The virtual text chunks for the nodes `ids` of one line.
+---@param g opgraph.Graph
+---@param ids integer[]
+---@param display table the display options
+---@return table[] chunks {text, highlight group}
 function M.chunks(g, ids, display)
   local chunks = { { display.prefix, 'OpgraphPunct' } }
   local shown = math.min(#ids, math.max(1, display.max_per_line))
@@ -172,6 +223,8 @@ function M.chunks(g, ids, display)
 end
 
 --- Remove graph `name`'s annotations from buffer `bufnr`.
+---@param bufnr integer
+---@param name string
 function M.clear(bufnr, name)
   if not api.nvim_buf_is_valid(bufnr) then
     return
@@ -182,6 +235,10 @@ end
 
 --- Draw graph state `g` on buffer `bufnr` (if it holds a file the graph's nodes came from).
 --- Returns the number of annotated lines.
+---@param bufnr integer
+---@param g opgraph.Graph
+---@param opts table the options (config.get())
+---@return integer
 function M.draw(bufnr, g, opts)
   if not api.nvim_buf_is_valid(bufnr) or not api.nvim_buf_is_loaded(bufnr) then
     return 0
@@ -230,6 +287,10 @@ function M.draw(bufnr, g, opts)
 end
 
 --- The ids of graph state `g` created on `line` of the file in `bufnr` (maybe empty).
+---@param g opgraph.Graph
+---@param bufnr integer
+---@param line integer 1-based
+---@return integer[]
 function M.ids_at(g, bufnr, line)
   local path = util.buf_path(bufnr)
   local lines = path and g.files[path]

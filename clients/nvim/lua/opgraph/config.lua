@@ -44,8 +44,23 @@ M.defaults = {
   },
 }
 
+---@class opgraph.Options see :help opgraph-options
+---@field address string
+---@field start_cmd string[]
+---@field token string|nil
+---@field auto_connect boolean
+---@field debounce_ms number
+---@field poll_ms number
+---@field timeout_ms number
+---@field wait_ms number
+---@field display table
+---@field diagnostics table
+---@field render table
+
+---@type opgraph.Options
 local current = vim.deepcopy(M.defaults)
 
+---@param opts opgraph.Options
 local function check(opts)
   vim.validate({
     address = { opts.address, 'string' },
@@ -73,6 +88,12 @@ local function check(opts)
   if #opts.start_cmd == 0 then
     error('start_cmd must not be empty', 0)
   end
+  if opts.timeout_ms <= 0 then
+    error('timeout_ms must be more than 0 (every request has a time limit)', 0)
+  end
+  if opts.wait_ms < 0 then
+    error('wait_ms must be 0 or more', 0)
+  end
 end
 
 local KNOWN_TOP = { token = true }
@@ -99,6 +120,9 @@ local function unknown(opts)
 end
 
 --- Merge `opts` over the defaults; returns true, or false and a one-line reason.
+---@param opts table|nil
+---@return boolean ok
+---@return string|nil reason
 function M.set(opts)
   if opts ~= nil and type(opts) ~= 'table' then
     return false, 'setup() takes a table of options'
@@ -119,6 +143,8 @@ function M.set(opts)
   return true
 end
 
+--- The options in force.
+---@return opgraph.Options
 function M.get()
   return current
 end

@@ -1,10 +1,11 @@
--- The floating window of :OpgraphHover.
+-- The floating window of :OpgraphHover (what it says is hover.lua).
 local api = vim.api
 local M = {}
 
 local current = nil -- { win, buf }
 local MAX_WIDTH = 90
 
+--- Close the window, if one is open.
 function M.close()
   if current and api.nvim_win_is_valid(current.win) then
     pcall(api.nvim_win_close, current.win, true)
@@ -13,6 +14,7 @@ function M.close()
 end
 
 --- The hover window, if one is open (for tests and for focusing it).
+---@return integer|nil
 function M.window()
   if current and api.nvim_win_is_valid(current.win) then
     return current.win
@@ -22,6 +24,10 @@ end
 
 --- Open a float below the cursor with `lines`; `highlights` is a list of {group, line (0-based),
 --- col_start, col_end}. It closes when the cursor moves or the buffer is left.
+---@param lines string[]
+---@param highlights table[]|nil
+---@return integer window
+---@return integer buffer
 function M.open(lines, highlights)
   M.close()
   local buf = api.nvim_create_buf(false, true)
@@ -84,6 +90,7 @@ function M.open(lines, highlights)
 end
 
 --- Move into the hover window (a second :OpgraphHover does this, as with LSP hovers).
+---@return boolean moved whether there was a window to move into
 function M.focus()
   local win = M.window()
   if not win then

@@ -87,10 +87,18 @@ function M.forget(name)
 end
 
 --- The shown graph meant when a command gets none: the only one, else one with nodes on the
---- cursor line, else the last shown.
+--- cursor line, else the last shown (graphs still awaited count only when no other is shown).
 ---@return string|nil
 function M.default_graph()
-  local names = M.shown_list()
+  local names = {}
+  for _, name in ipairs(M.shown_list()) do
+    if M.graphs[name] then
+      table.insert(names, name)
+    end
+  end
+  if #names == 0 then
+    names = M.shown_list()
+  end
   if #names <= 1 then
     return names[1]
   end

@@ -2,6 +2,8 @@
 local M = {}
 
 --- The first non-empty line of an error or message, as a string.
+---@param value any
+---@return string
 function M.first_line(value)
   local text = tostring(value == nil and '' or value)
   for line in text:gmatch('[^\n]+') do
@@ -14,6 +16,8 @@ function M.first_line(value)
 end
 
 --- An error from Vim, Lua or the server reduced to the one line worth showing.
+---@param err any
+---@return string
 function M.clean(err)
   local text = M.first_line(err)
   text = text:gsub('^Vim%b():', ''):gsub('^Vim:', '')
@@ -31,11 +35,16 @@ local levels = {
 }
 
 --- vim.notify with the plugin's prefix; `level` is 'error', 'warn', 'info' or 'debug'.
+---@param message string
+---@param level 'error'|'warn'|'info'|'debug'|nil
 function M.notify(message, level)
   vim.notify('opgraph: ' .. message, levels[level or 'info'] or vim.log.levels.INFO)
 end
 
 --- A number with `precision` significant digits ("%g"), spelling out NaN and infinities.
+---@param x any
+---@param precision integer|nil (4)
+---@return string
 function M.num(x, precision)
   if type(x) ~= 'number' then
     return tostring(x)
@@ -51,6 +60,9 @@ function M.num(x, precision)
 end
 
 --- Nil for msgpack nil (vim.NIL) and nil, else the value.
+---@generic T
+---@param x T
+---@return T|nil
 function M.value(x)
   if x == vim.NIL then
     return nil
@@ -59,6 +71,8 @@ function M.value(x)
 end
 
 --- The resolved full path of `path` (symbolic links followed when the file exists).
+---@param path string|nil
+---@return string|nil
 function M.realpath(path)
   if type(path) ~= 'string' or path == '' then
     return nil
@@ -67,6 +81,8 @@ function M.realpath(path)
 end
 
 --- The resolved path of the file in buffer `bufnr`, or nil for buffers that are no file.
+---@param bufnr integer
+---@return string|nil
 function M.buf_path(bufnr)
   if not vim.api.nvim_buf_is_valid(bufnr) then
     return nil
@@ -98,6 +114,8 @@ function M.guard(fn, what)
 end
 
 --- Keys of a table, sorted.
+---@param t table
+---@return any[]
 function M.sorted_keys(t)
   local keys = vim.tbl_keys(t)
   table.sort(keys, function(a, b)
