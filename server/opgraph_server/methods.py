@@ -37,6 +37,7 @@ from opgraph.errors import (
 )
 from opgraph.graph import Graph
 from opgraph_server.errors import RpcError
+from opgraph_server.protocol import Packed, pack_chunked
 from opgraph_server.store import Entry
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ PROTOCOL_VERSION = 1
 MAX_NAME_LENGTH = 200
 MAX_IDS = 100_000
 """Node ids per node.get / graph.grads request (as graph.nodes pages at most 100,000)."""
+THREADED_RECORDS = 2_000
+"""A ``node.get`` or ``graph.nodes`` of more records than this builds and encodes them in a
+worker thread, under the graph's read lock (`pack_chunked`), so that the event loop goes on
+answering others; fewer are quicker on the loop."""
 THREADED_CHANGE_NODES = 10_000
 """A change whose work grows past this many nodes (a big batch, a backward pass or a
 recomputation over a big graph) runs in a worker thread, the graph's write lock held, so that
@@ -173,7 +178,7 @@ class Call:
                                f"({value.bit_length()} bits)") from None
 
     def ids(self, value: Any, what: str = "ids") -> list[int]:
-        """One node id or a list of them (at most MAX_IDS: records are built on the loop)."""
+        """One node id or a list of them (at most MAX_IDS)."""
         if type(value) is int:
             return [value]
         if isinstance(value, list):
@@ -531,10 +536,20 @@ async def graph_export(call: Call, graph: Any, format: Any = "document") -> Any:
         raise call.invalid(f"format must be 'document', 'msgpack' or 'json', got {_kind(format)}")
     async with entry.lock.read():
         if format == "document":
-            return await call.in_thread(fileformat.to_document, entry.graph)
+            return await call.in_thread(lambda: pack_chunked(fileformat.to_document(
+                entry.graph)))
         if format == "json":
             return await call.in_thread(fileformat.to_json, entry.graph)
-        return await call.in_thread(fileformat.dumps, entry.graph)
+        # The file's bytes as fileformat.dumps writes them, encoded node by node (see
+        # pack_chunked: msgpack holds the interpreter lock for all of one call).
+        return await call.in_thread(lambda: bytes(pack_chunked(
+            fileformat.to_document(entry.graph), _file_packer())))
+
+
+def _file_packer() -> Any:
+    import msgpack
+
+    return msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass")
 
 
 @method("graph.import", ("graph", "data"), options=("replace",))
@@ -662,13 +677,16 @@ def node_get(call: Call, graph: Any, ids: Any) -> dict[str, Any]:
     wanted = call.ids(ids)
     # No lock: this read runs start to end on the event loop, and so does every change except
     # the big ones in worker threads (`Call.change`); while one of those runs, wait for it.
-    if entry.lock.writing:
-        return _node_get_after_change(entry, wanted)
+    if entry.lock.writing or len(wanted) > THREADED_RECORDS:
+        return _node_get_waiting(call, entry, wanted)
     return _node_records(entry.graph, wanted)
 
 
-async def _node_get_after_change(entry: Entry, wanted: list[int]) -> dict[str, Any]:
+async def _node_get_waiting(call: Call, entry: Entry, wanted: list[int]) -> Any:
     async with entry.lock.read():
+        if len(wanted) > THREADED_RECORDS:
+            return await call.in_thread(lambda: pack_chunked(_node_records(entry.graph,
+                                                                           wanted)))
         return _node_records(entry.graph, wanted)
 
 
@@ -689,8 +707,14 @@ async def graph_nodes(call: Call, graph: Any, start: Any = 0, count: Any = 1000)
         raise call.invalid("start must be >= 0 and count within 0..100000")
     async with entry.lock.read():
         g = entry.graph
-        return {"version": g.version, "total": len(g.nodes),
-                "nodes": [node_record(v) for v in g.nodes[start:start + count]]}
+
+        def page() -> dict[str, Any]:
+            return {"version": g.version, "total": len(g.nodes),
+                    "nodes": [node_record(v) for v in g.nodes[start:start + count]]}
+
+        if min(count, len(g.nodes) - start) > THREADED_RECORDS:
+            return await call.in_thread(lambda: pack_chunked(page()))
+        return page()
 
 
 @method("graph.batch", ("graph", "steps"))
@@ -954,10 +978,10 @@ async def graph_analyze(call: Call, graph: Any, root: Any = None, node: Any = No
         if value is not None:
             call.integer(value, what)
     async with entry.lock.read():
-        report = await call.in_thread(lambda: analyze(
+        version = entry.graph.version
+        return await call.in_thread(lambda: pack_chunked({**analyze(
             entry.graph, root=root, node=node, leaf=leaf,
-            diagnostics=bool(diagnostics)).to_dict())
-        return {**report, "version": entry.graph.version}
+            diagnostics=bool(diagnostics)).to_dict(), "version": version}))
 
 
 @method("graph.diagnostics", ("graph",))
@@ -967,10 +991,15 @@ async def graph_diagnostics(call: Call, graph: Any) -> dict[str, Any]:
 
     entry = call.entry(graph)
     async with entry.lock.read():
-        result = await call.in_thread(run_diagnostics, entry.graph)
-        return {"version": entry.graph.version,
-                "diagnostics": [d.to_dict() for d in result.diagnostics],
-                "problems": [str(p) for p in result.problems]}
+        version = entry.graph.version
+
+        def report() -> Packed:
+            result = run_diagnostics(entry.graph)
+            return pack_chunked({"version": version,
+                                 "diagnostics": [d.to_dict() for d in result.diagnostics],
+                                 "problems": [str(p) for p in result.problems]})
+
+        return await call.in_thread(report)
 
 
 @method("graph.render", ("graph",), options=("format", "around", "depth", "rankdir",

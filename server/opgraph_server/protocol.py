@@ -49,6 +49,7 @@ __all__ = [
     "Event",
     "LocalProtocolError",
     "Notification",
+    "Packed",
     "ProtocolError",
     "Rejected",
     "RemoteProtocolError",
@@ -56,6 +57,7 @@ __all__ = [
     "Response",
     "RpcProtocol",
     "Sentinel",
+    "pack_chunked",
     "split_params",
 ]
 
@@ -294,9 +296,12 @@ class RpcProtocol:
 
     def send_result(self, msgid: int, result: Any) -> bytes:
         """The bytes of a successful response: ``send(Response(msgid, None, result))`` without
-        making the event (the path every answered request takes)."""
+        making the event (the path every answered request takes). A `Packed` result is
+        already MessagePack and goes in as it is."""
         if type(msgid) is not int or not 0 <= msgid <= MAX_MSGID:
             _check_out_msgid(msgid)
+        if type(result) is Packed:
+            return b"".join((b"\x94\x01", self._packer.pack(msgid), b"\xc0", result))
         try:
             return self._packer.pack([1, msgid, None, result])
         except (TypeError, ValueError, OverflowError) as exc:
@@ -452,6 +457,49 @@ def _check_out_call(method: Any, params: Any) -> None:
         raise LocalProtocolError(f"method must be a str, got {type(method).__name__}")
     if not isinstance(params, list | tuple):
         raise LocalProtocolError(f"params must be a list, got {type(params).__name__}")
+
+
+# -- big results, encoded piece by piece -----------------------------------------------------
+
+class Packed(bytes):
+    """A result already encoded as MessagePack (by `pack_chunked`), sent as it is."""
+
+
+_CHUNK_ITEMS: Final = 512
+"""Containers with more items than this are encoded item by item (see `pack_chunked`)."""
+
+
+def pack_chunked(obj: Any, packer: msgpack.Packer | None = None) -> Packed:
+    """``obj`` encoded as MessagePack, the same bytes as ``Packer(use_bin_type=True).pack``,
+    but big arrays and maps item by item: msgpack's encoder holds the interpreter lock for all
+    of one call, so encoding a 100,000-record result in one go would stall every other thread
+    (the event loop among them) for as long; this way a worker thread gives way between items.
+    """
+    packer = packer or msgpack.Packer(use_bin_type=True)
+    parts: list[bytes] = []
+    _pack_into(obj, packer, parts)
+    return Packed(b"".join(parts))
+
+
+def _pack_into(obj: Any, packer: msgpack.Packer, parts: list[bytes]) -> None:
+    kind = type(obj)
+    if kind is list or kind is tuple:
+        if len(obj) > _CHUNK_ITEMS or (obj and type(obj[0]) in _CONTAINERS_OR_TUPLE):
+            parts.append(packer.pack_array_header(len(obj)))
+            for item in obj:
+                _pack_into(item, packer, parts)
+            return
+    elif kind is dict and (len(obj) > _CHUNK_ITEMS or any(
+            type(v) in _CONTAINERS_OR_TUPLE and len(v) > _CHUNK_ITEMS for v in obj.values())):
+        parts.append(packer.pack_map_header(len(obj)))
+        for key, value in obj.items():
+            parts.append(packer.pack(key))
+            _pack_into(value, packer, parts)
+        return
+    parts.append(packer.pack(obj))
+
+
+_CONTAINERS_OR_TUPLE: Final = frozenset((list, dict, tuple))
 
 
 # -- params convention ----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import contextlib
 import inspect
 import json
 import math
+import select
+import time
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +18,8 @@ import msgpack
 import pytest
 from opgraph_server.errors import RpcError
 from opgraph_server.methods import METHODS, Call
-from server_harness import Raw, ThreadedServer, pack
+from opgraph_server.protocol import pack_chunked
+from server_harness import TIMEOUT, Raw, ThreadedServer, pack
 
 from opgraph import OpDef, hookimpl, registry
 
@@ -311,3 +314,53 @@ def test_eval_keep_is_checked(server: ThreadedServer, options: dict[str, Any],
     with Raw(server.tcp) as raw:
         error, _ = raw.call("graph.eval", "demo", "o * 2", {}, options)
         assert error[1].startswith("invalid_params: graph.eval: ") and message in error[1]
+
+
+# --- big reads: built and encoded off the event loop -----------------------------------------
+
+
+@pytest.mark.parametrize("obj", [
+    [], {}, [1, 2.5, "x", b"y", None, True],
+    list(range(5000)),
+    {"version": 3, "nodes": [{"id": i, "inputs": [i - 1], "attrs": {}, "source": None}
+                             for i in range(3000)]},
+    {str(i): i * 0.5 for i in range(2000)},
+    {"a": {"b": [[1, 2]] * 600}, "t": (1, (2, 3))},
+])
+def test_pack_chunked_gives_msgpack_s_own_bytes(obj: Any) -> None:
+    assert pack_chunked(obj) == msgpack.packb(obj, use_bin_type=True)
+
+
+def test_big_reads_answer_as_small_ones(server: ThreadedServer) -> None:
+    from opgraph import fileformat
+
+    steps = [{"leaf": 0.5}] + [{"op": "tanh", "inputs": [f"${k}"]} for k in range(4_999)]
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "wide")
+        raw.ok("graph.batch", "wide", steps)
+        pages = [raw.ok("node.get", "wide", list(range(k, k + 1000)))["nodes"]
+                 for k in range(0, 5000, 1000)]
+        whole = raw.ok("node.get", "wide", list(range(5000)))
+        assert whole["nodes"] == [n for page in pages for n in page]
+        assert raw.ok("graph.nodes", "wide", {"count": 5000})["nodes"] == whole["nodes"]
+        exported = raw.ok("graph.export", "wide", {"format": "msgpack"})
+        graph = server.sync(lambda: server.server.graphs["wide"].graph)
+        assert exported == fileformat.dumps(graph)
+        document = raw.ok("graph.export", "wide")
+        assert document == fileformat.to_document(graph)
+
+
+def test_a_big_node_get_does_not_hold_up_other_clients(server: ThreadedServer) -> None:
+    steps = [{"leaf": 0.5}] + [{"op": "tanh", "inputs": [f"${k}"]} for k in range(99_999)]
+    with Raw(server.tcp) as big, Raw(server.unix) as small:
+        big.ok("graph.create", "wide")
+        big.ok("graph.batch", "wide", steps)
+        for method, params in (("node.get", ["wide", list(range(100_000))]),
+                               ("graph.nodes", ["wide", {"count": 100_000}])):
+            msgid = big.request(method, *params)
+            time.sleep(0.05)
+            assert small.ok("node.get", "demo", 0)["nodes"][0]["id"] == 0
+            ready, _, _ = select.select([big.sock], [], [], 0)
+            assert not ready, f"{method} of 100,000 records held up another client"
+            error, result = big.response(msgid, TIMEOUT * 3)
+            assert error is None and len(result["nodes"]) == 100_000
