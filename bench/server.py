@@ -339,6 +339,7 @@ def every_method(big: int) -> None:
         setup.call("graph.create", "small")
         setup.call("node.leaf", "small", 1.0)
         build_chain(setup, "big", big)
+        setup.call("node.leaf", "big", 2.0, {"label": "x"})  # found by label in an eval
         nodes = setup.call("graph.info", "big")["nodes"]
         setup.call("graph.import", "dag", fileformat.to_document(random_dag(2000)))
         setup.call("graph.import", "skips", fileformat.to_document(skip_chain(2000, 50)))
@@ -347,7 +348,11 @@ def every_method(big: int) -> None:
         squaring = [{"leaf": 3}] + [{"op": "mul", "inputs": [f"${k}", f"${k}"]}
                                     for k in range(30)]
         exported = setup.call("graph.export", "big", {"format": "msgpack"})
-        long_expression = " + ".join(f"tanh(x * {k % 97 + 1})" for k in range(600))
+        document = setup.call("graph.export", "big")
+        terms = [f"tanh(x * {k % 97 + 1})" for k in range(512)]
+        while len(terms) > 1:  # a balanced sum: nested 9 deep, about 10,000 characters
+            terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2], strict=True)]
+        long_expression = terms[0]
         steps = [{"leaf": 0.5}] + [{"op": "tanh", "inputs": [f"${k}"]} for k in range(99_999)]
         cases = [
             ("graph.render of a 2,000-node random DAG (svg, whole)", "graph.render",
@@ -360,8 +365,12 @@ def every_method(big: int) -> None:
              ["hostile", hostile, {"replace": True}]),
             ("graph.batch squaring an int leaf 30 times (730 bytes)", "graph.batch",
              ["scratch", squaring]),
+            ("graph.import of the hostile file as a document (map)", "graph.import",
+             ["hostile", squaring_document(), {"replace": True}]),
             (f"graph.import of the {nodes:,}-node graph ({len(exported) / 2**20:.0f} MiB)",
              "graph.import", ["copy", exported, {"replace": True}]),
+            (f"graph.publish of the {nodes:,}-node graph as a document (map)",
+             "graph.publish", ["copy", document]),
             (f"graph.export of the {nodes:,}-node graph (msgpack)", "graph.export",
              ["big", {"format": "msgpack"}]),
             (f"graph.analyze of the {nodes:,}-node graph", "graph.analyze",
@@ -375,8 +384,10 @@ def every_method(big: int) -> None:
             ("graph.nodes: 100,000 records", "graph.nodes", ["big", {"count": 100_000}]),
             ("node.get: 100,000 ids", "node.get", ["big", list(range(100_000))]),
             ("graph.batch of 100,000 steps", "graph.batch", ["scratch", steps]),
-            ("graph.eval of a 10,000-character expression", "graph.eval",
+            (f"graph.eval of a {len(long_expression):,}-character expression", "graph.eval",
              ["scratch", long_expression, {"x": 0.5}]),
+            (f"graph.eval naming a label of the {nodes:,}-node graph (keep false)",
+             "graph.eval", ["big", "x * 2", None, {"keep": False}]),
         ]
         print("5. node.get on a small graph while another client runs one request after "
               "another (at least 2 s of each kind):")

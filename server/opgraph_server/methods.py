@@ -840,22 +840,30 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
     label = call.text(label, "label", max_length=10_000)
     if not isinstance(keep, bool):
         raise call.invalid(f"keep must be true or false, got {_kind(keep)}")
+    if not keep and label:
+        raise call.invalid("a label names a new node of the graph; with keep false "
+                           "nothing is added to it")
+    # Parsing a long expression, and looking names up among the labels of a big graph, take
+    # a while: then in a worker thread.
+    size = max(len(entry.graph.nodes), 20 * len(expression))
     if not keep:
-        if label:
-            raise call.invalid("a label names a new node of the graph; with keep false "
-                               "nothing is added to it")
         async with entry.lock.read():
             g = entry.graph
-            resolved = _bindings(call, g, expression, bindings)
-            copies = {name: engine.Value(v.data, v.label) if isinstance(v, engine.Value) else v
-                      for name, v in resolved.items()}
-            root, _ = expr.build(expression, copies)
-            return {"root": None, "data": float(root.data), "leaves": {},
-                    "version": g.version}
+
+            def evaluate() -> float:
+                resolved = _bindings(call, g, expression, bindings)
+                copies = {name: engine.Value(v.data, v.label)
+                          if isinstance(v, engine.Value) else v
+                          for name, v in resolved.items()}
+                return float(expr.build(expression, copies)[0].data)
+
+            data = evaluate() if size < THREADED_CHANGE_NODES else await call.in_thread(evaluate)
+            return {"root": None, "data": data, "leaves": {}, "version": g.version}
     async with entry.lock.write():
         g = entry.graph
         mark = g.checkpoint()
-        try:
+
+        def build() -> tuple[engine.Value, dict[str, engine.Value]]:
             resolved = _bindings(call, g, expression, bindings)
             root, leaves = expr.build(expression, resolved, graph=g)
             _settle(g.nodes[mark[0]:], "graph.eval")
@@ -865,8 +873,13 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
                         f"the expression {expression!r} is the existing node {root._id}; "
                         "a label names a new node only")
                 root.label = label
+            return root, leaves
+
+        try:
+            root, leaves = await call.change(entry, size, build)
         except BaseException:
-            g.rollback(mark)
+            if not call.server.stopping:  # (then a worker thread may still be building)
+                g.rollback(mark)
             raise
         call.server.changed(entry)
         return {"root": root._id, "data": root.data,

@@ -46,6 +46,7 @@ __all__ = [
     "MAX_MSGID",
     "NEED_DATA",
     "ConnectionClosed",
+    "Deferred",
     "Event",
     "LocalProtocolError",
     "Notification",
@@ -59,6 +60,7 @@ __all__ = [
     "Sentinel",
     "pack_chunked",
     "split_params",
+    "unpack_chunked",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
@@ -127,12 +129,41 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """A complete message too big to decode in passing (more than ``defer_size`` bytes):
+    call `decode` (in a worker thread: it takes a while, and gives way to other threads as it
+    goes) for the event it is, or a `RemoteProtocolError`."""
+
+    raw: bytes
+    protocol: RpcProtocol
+
+    def decode(self) -> Event:
+        """The event, decoded piece by piece (see `unpack_chunked`)."""
+        return self.protocol._decode(self.raw, chunked=True)
+
+    def head(self) -> tuple[int, str] | None:
+        """``(msgid, method)`` if the message looks like a request (read from its first
+        bytes, at once), else None."""
+        unpacker = msgpack.Unpacker(None, raw=False, max_buffer_size=len(self.raw))
+        unpacker.feed(self.raw[:1024])
+        try:
+            if unpacker.read_array_header() != 4 or unpacker.unpack() != 0:
+                return None
+            msgid, method = unpacker.unpack(), unpacker.unpack()
+        except Exception:  # not a request, or one that decode will refuse
+            return None
+        if type(msgid) is int and 0 <= msgid <= MAX_MSGID and type(method) is str:
+            return msgid, method
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionClosed:
     """The peer closed its side (``receive_data(b"")``) between two messages."""
 
 
 Event = Request | Response | Notification | Rejected | ConnectionClosed
-"""Everything `RpcProtocol.next_event` can return besides `NEED_DATA`."""
+"""Every event a message decodes to (and `ConnectionClosed`)."""
 
 
 class ProtocolError(Exception):
@@ -178,13 +209,17 @@ class RpcProtocol:
     """
 
     def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_depth: int | None = DEFAULT_MAX_DEPTH) -> None:
+                 max_depth: int | None = DEFAULT_MAX_DEPTH,
+                 defer_size: int | None = None) -> None:
         if max_message_size < 1:
             raise ValueError("max_message_size must be at least 1")
         if max_depth is not None and max_depth < 1:
             raise ValueError("max_depth must be at least 1 or None")
         self.max_message_size = max_message_size
         self.max_depth = max_depth
+        self.defer_size = defer_size
+        """Messages longer than this come out as `Deferred`, to decode elsewhere (None: never).
+        """
         # The scanner only finds where messages end (skip() builds no objects); a message is
         # decoded from _buf once complete. It is fed lazily from _buf so that it never holds
         # more than max_message_size bytes of an unfinished message. None once the peer has
@@ -220,7 +255,7 @@ class RpcProtocol:
             self._start = 0
         self._buf += data
 
-    def next_event(self) -> Event | Literal[Sentinel.NEED_DATA]:
+    def next_event(self) -> Event | Deferred | Literal[Sentinel.NEED_DATA]:
         """The next received event, or `NEED_DATA`; `ConnectionClosed` (again and again) after EOF.
 
         Raises `RemoteProtocolError` on bad input, after which this object is dead for receiving.
@@ -243,6 +278,8 @@ class RpcProtocol:
                 end = scanner.tell() - self._base
                 raw = self._buf[self._start:end]
                 self._start = end
+                if self.defer_size is not None and len(raw) > self.defer_size:
+                    return Deferred(bytes(raw), self)
                 return self._decode(raw)
             if not self._eof:
                 return NEED_DATA
@@ -325,11 +362,14 @@ class RpcProtocol:
         self._fed += n
         return True
 
-    def _decode(self, raw: bytearray) -> Event:
+    def _decode(self, raw: bytearray | bytes, chunked: bool = False) -> Event:
         # A big message decodes into many containers and no reference cycles; pausing the
         # cyclic garbage collector meanwhile saves it from scanning them over and over.
         try:
-            if len(raw) > _GC_PAUSE_BYTES:
+            if chunked:
+                with gc_paused():
+                    msg = unpack_chunked(raw)
+            elif len(raw) > _GC_PAUSE_BYTES:
                 with gc_paused():
                     msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
             else:
@@ -347,6 +387,55 @@ class RpcProtocol:
                 "limit_exceeded", f"{event.method}: params nested deeper than "
                 f"{self.max_depth} levels", {"limit": "max_depth", "max": self.max_depth}))
         return event
+
+
+def unpack_chunked(raw: bytes | bytearray) -> Any:
+    """One MessagePack object decoded as ``msgpack.unpackb(raw, raw=False,
+    strict_map_key=True)`` would, but its outer levels (the message, its params, their maps)
+    and any array or map of more than 512 items item by item: msgpack's decoder holds the
+    interpreter lock for all of one call, so a worker thread decoding a 15 MiB document in one
+    go would stall every other thread (the event loop among them) for as long."""
+    size = len(raw)
+    unpacker = msgpack.Unpacker(None, raw=False, strict_map_key=True, max_buffer_size=size)
+    unpacker.feed(raw)
+    view = memoryview(raw)
+    obj = _walk(unpacker, view, 0)
+    if unpacker.tell() != size:
+        raise ValueError(f"{size - unpacker.tell()} bytes after the object")
+    return obj
+
+
+def _header(view: memoryview, pos: int) -> tuple[bool, int] | None:
+    """``(is_array, items)`` for an array or map header at ``pos``, else None."""
+    first = view[pos]
+    if 0x90 <= first <= 0x9F:
+        return True, first & 0x0F
+    if 0x80 <= first <= 0x8F:
+        return False, first & 0x0F
+    if first in (0xDC, 0xDE):
+        return first == 0xDC, int.from_bytes(view[pos + 1:pos + 3], "big")
+    if first in (0xDD, 0xDF):
+        return first == 0xDD, int.from_bytes(view[pos + 1:pos + 5], "big")
+    return None
+
+
+def _walk(unpacker: msgpack.Unpacker, view: memoryview, level: int) -> Any:
+    found = _header(view, unpacker.tell())
+    if found is not None:
+        is_array, items = found
+        if is_array and (items > _CHUNK_ITEMS or level <= 1):
+            unpacker.read_array_header()
+            return [_walk(unpacker, view, level + 1) for _ in range(items)]
+        if not is_array and (items > _CHUNK_ITEMS or level <= 2):
+            unpacker.read_map_header()
+            out = {}
+            for _ in range(items):
+                key = unpacker.unpack()
+                if type(key) is not str and type(key) is not bytes:
+                    raise ValueError(f"{type(key).__name__} is not allowed for map key")
+                out[key] = _walk(unpacker, view, level + 1)
+            return out
+    return unpacker.unpack()
 
 
 def _msgpack_problem(exc: Exception) -> str:

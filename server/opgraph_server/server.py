@@ -32,6 +32,7 @@ from opgraph_server.methods import METHODS, Call, MethodSpec, translate
 from opgraph_server.protocol import (
     NEED_DATA,
     ConnectionClosed,
+    Deferred,
     Notification,
     Rejected,
     RemoteProtocolError,
@@ -49,6 +50,9 @@ READ_CHUNK = 256 * 1024
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 NVIM_HANDLER = "return require('opgraph').on_notify(...)"
 _NO_OPTIONS: dict[str, Any] = {}  # passed as **options only, so never changed
+DEFER_BYTES = 1 << 20
+"""Messages longer than this are decoded in a worker thread, piece by piece (a 15 MiB graph
+document decoded on the event loop would hold up every client for half a second)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ class Session:
         self.server = server
         self.writer = writer
         self.peer = peer
-        self.protocol = RpcProtocol(max_message_size=server.limits.max_message_bytes)
+        self.protocol = RpcProtocol(max_message_size=server.limits.max_message_bytes,
+                                    defer_size=DEFER_BYTES)
         self.initialized = False
         self.structured_errors = False
         self.neovim = False
@@ -302,6 +307,23 @@ class Session:
         next_event, server, calls = self.protocol.next_event, self.server, self._calls
         while True:
             event = next_event()
+            if type(event) is Deferred:  # a big message: decoded in a worker thread
+                head = event.head()
+                request = None if head is None else Request(head[0], head[1], [])
+                try:
+                    event = await self._wait(server.submit(server.read_pool(), event.decode),
+                                             request)
+                except asyncio.CancelledError:
+                    reason = self._cancelled()
+                    if reason is None:
+                        raise
+                    if request is not None:
+                        self.fail(request, RpcError("request_cancelled",
+                                                    f"{request.method}: {reason}"))
+                    if self.gone:
+                        return False
+                    self.closing = self.closing or server.stopping
+                    return True
             if type(event) is Request:
                 # Run inline rather than in a helper coroutine: a plain method (node.get)
                 # is then answered without making any coroutine at all.
@@ -340,12 +362,16 @@ class Session:
             # Notifications from clients (pynvim's nvim_set_client_info, ...) and stray
             # responses are ignored.
 
-    async def _wait(self, awaitable: Any, request: Request) -> Any:
-        """Await a handler's result, as the request in flight (which `cancel` can stop)."""
+    async def _wait(self, awaitable: Any, request: Request | None) -> Any:
+        """Await a handler's result (or a big message's decoding), as the request in flight,
+        which `cancel` can stop."""
         if self.gone or self.server.stopping:  # (its reason: the one that will be given)
             self._cancel_reason = ("the client closed the connection" if self.gone
                                    else "the server is shutting down")
-            awaitable.close()
+            if isinstance(awaitable, asyncio.Future):
+                awaitable.cancel()
+            else:
+                awaitable.close()
             raise asyncio.CancelledError
         self.in_flight = request
         try:

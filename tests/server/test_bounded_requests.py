@@ -18,7 +18,14 @@ import msgpack
 import pytest
 from opgraph_server.errors import RpcError
 from opgraph_server.methods import METHODS, Call
-from opgraph_server.protocol import pack_chunked
+from opgraph_server.protocol import (
+    Deferred,
+    RemoteProtocolError,
+    Request,
+    RpcProtocol,
+    pack_chunked,
+    unpack_chunked,
+)
 from server_harness import TIMEOUT, Raw, ThreadedServer, pack
 
 from opgraph import OpDef, hookimpl, registry
@@ -364,3 +371,35 @@ def test_a_big_node_get_does_not_hold_up_other_clients(server: ThreadedServer) -
             assert not ready, f"{method} of 100,000 records held up another client"
             error, result = big.response(msgid, TIMEOUT * 3)
             assert error is None and len(result["nodes"]) == 100_000
+
+
+@pytest.mark.parametrize("obj", [
+    [0, 7, "graph.import", ["g", {"format": "opgraph-graph", "nodes": [
+        {"id": i, "op": None, "data": 0.5, "label": "é", "source": ["f.py", i]}
+        for i in range(2000)]}]],
+    [0, 1, "node.get", ["g", list(range(3000))]],
+    [0, 2, "graph.batch", ["g", [{"leaf": float(i)} for i in range(1500)]]],
+    [2, "note", [{"k": b"bin", "nested": [[[1]]] * 700}]],
+    {"a": 1}, 5, [],
+])
+def test_unpack_chunked_gives_msgpack_s_own_objects(obj: Any) -> None:
+    data = msgpack.packb(obj, use_bin_type=True)
+    assert unpack_chunked(data) == msgpack.unpackb(data, raw=False, strict_map_key=True)
+
+
+def test_a_big_message_is_deferred_and_decodes_as_any() -> None:
+    proto = RpcProtocol(defer_size=1000)
+    request = [0, 9, "node.get", ["g", list(range(2000))]]
+    proto.receive_data(pack(request) + pack([0, 10, "graph.list", []]))
+    deferred = proto.next_event()
+    assert isinstance(deferred, Deferred) and deferred.head() == (9, "node.get")
+    assert deferred.decode() == Request(9, "node.get", ["g", list(range(2000))])
+    assert proto.next_event() == Request(10, "graph.list", [])  # the next one as usual
+    bad = RpcProtocol(defer_size=1000)
+    keys: dict[Any, int] = {f"k{i}": i for i in range(600)}
+    keys[599] = 1  # an int key, deep in a big map: refused as by strict_map_key
+    bad.receive_data(pack([0, 3, "x", [keys]]))
+    event = bad.next_event()
+    assert isinstance(event, Deferred)
+    with pytest.raises(RemoteProtocolError, match="not valid MessagePack"):
+        event.decode()

@@ -27,29 +27,32 @@ def build_chain(raw: Raw, name: str, nodes: int) -> None:
 
 
 def test_sigterm_answers_requests_in_flight_and_exits_despite_busy_threads() -> None:
-    server = ProcessServer("--request-timeout", "0.5", "--log-level", "info")
+    server = ProcessServer("--request-timeout", "2", "--log-level", "info")
     try:
-        with Raw(server.url, timeout=60) as first, Raw(server.url) as second, \
-                Raw(server.url) as third:
+        with Raw(server.url, timeout=60) as first, Raw(server.url) as reader, \
+                Raw(server.url) as writer, Raw(server.url) as changer:
             build_chain(first, "big", CHAIN)
             error, _ = first.call("graph.analyze", "big", {"diagnostics": False})
-            assert error[1].startswith("limit_exceeded: graph.analyze took longer than 0.5 s")
-            # Its worker thread analyses on. Two more requests are now in flight: a big
-            # change in a worker thread (no time limit), and a query waiting behind it.
+            assert error[1].startswith("limit_exceeded: graph.analyze took longer than 2 s")
+            # Its worker thread analyses on. Three requests are now put in flight: another
+            # analysis (a worker thread, the graph's read lock held), a leaf waiting for that
+            # lock, and a big change in a worker thread of its own (no time limit).
             steps = [{"leaf": 1.0}] + [{"op": "tanh", "inputs": [f"${k}"]}
                                        for k in range(300_000)]
-            second.ok("graph.create", "other")
-            batch = second.request("graph.batch", "other", steps)
-            time.sleep(0.5)  # (the batch has arrived and runs)
-            query = third.request("node.get", "other", 0)
-            time.sleep(0.2)
+            changer.ok("graph.create", "other")
+            in_flight = [
+                (reader, reader.request("graph.analyze", "big", {"diagnostics": False}),
+                 "graph.analyze"),
+                (writer, writer.request("node.leaf", "big", 1.0), "node.leaf"),
+                (changer, changer.request("graph.batch", "other", steps), "graph.batch"),
+            ]
+            time.sleep(0.8)
             server.process.send_signal(signal.SIGTERM)
-            for raw, msgid, method in ((second, batch, "graph.batch"),
-                                       (third, query, "node.get")):
+            for raw, msgid, method in in_flight:
                 error, result = raw.response(msgid)
                 assert result is None
                 assert error[1] == f"request_cancelled: {method}: the server is shutting down"
-            assert second.closed() and third.closed()
+                assert raw.closed()
         server.process.wait(TIMEOUT)  # (it would hang on its worker threads without the fix)
         assert server.process.returncode == 0
         wait_until(lambda: any("worker thread" in line for line in server.stderr_lines),
