@@ -368,6 +368,81 @@ function Conn:request(method, params, timeout_ms)
   return nil, ('no answer to %s within %d ms'):format(method, timeout_ms), 'timeout'
 end
 
+--- Several requests sent at once (the server answers them in order, so its work on one
+--- overlaps the decoding of the last): a list of results in the order of `calls`, or nil and
+--- the first error. Waits as `request` does.
+---@param calls table[] {method, params} each
+---@param timeout_ms number for each request
+---@return any[]|nil results
+---@return string|nil error
+---@return opgraph.ErrorKind|nil kind
+function Conn:request_many(calls, timeout_ms)
+  local results, left = {}, #calls
+  local failed, failed_kind = nil, nil
+  local finished = nil -- called once when every answer (or the first error) is in
+  local sent = {}
+  local function answer(i)
+    return function(result, err, kind)
+      if failed or left == 0 then
+        return
+      end
+      if err then
+        failed, failed_kind = err, kind
+        for _, msgid in ipairs(sent) do
+          self:forget(msgid) -- the rest of the answers are not needed
+        end
+      else
+        results[i] = result
+        left = left - 1
+      end
+      if (failed or left == 0) and finished then
+        finished()
+      end
+    end
+  end
+  local function send_all()
+    for i, c in ipairs(calls) do
+      local msgid = self:send(c[1], c[2], timeout_ms, answer(i))
+      if msgid then
+        table.insert(sent, msgid)
+      end
+      if failed then
+        break
+      end
+    end
+  end
+  if #calls == 0 then
+    return results
+  end
+  if async.current() then
+    async.await(function(resume)
+      finished = resume
+      send_all()
+      if failed or left == 0 then
+        resume()
+      end
+    end)
+  else
+    send_all()
+    local outcome = async.block(function()
+      return failed ~= nil or left == 0
+    end, timeout_ms * #calls + 1000)
+    if not failed and left > 0 then
+      for _, msgid in ipairs(sent) do
+        self:forget(msgid)
+      end
+      if outcome == 'interrupted' then
+        return nil, ('%s: cancelled (CTRL-C)'):format(calls[1][1]), 'cancelled'
+      end
+      return nil, ('no answer to %s within %d ms'):format(calls[1][1], timeout_ms), 'timeout'
+    end
+  end
+  if failed then
+    return nil, failed, failed_kind
+  end
+  return results
+end
+
 -- --- opening -----------------------------------------------------------------------------
 
 --- Open a socket to `url` (not yet initialized).

@@ -279,6 +279,20 @@ function M.request(method, ...)
   return conn:request(method, { ... }, config.get().timeout_ms)
 end
 
+--- Several requests at once (see rpc's Conn:request_many): `calls` is a list of
+--- {method, params}; the results in that order, or nil and the first error.
+---@param calls table[]
+---@return any[]|nil results
+---@return string|nil error
+---@return opgraph.ErrorKind|nil kind
+function M.request_many(calls)
+  local conn = S.conn
+  if not conn or conn.closed then
+    return nil, 'not connected', 'lost'
+  end
+  return conn:request_many(calls, config.get().timeout_ms)
+end
+
 --- `request` with a time limit of its own (command-line completion must not wait long).
 ---@param timeout_ms number
 ---@param method string

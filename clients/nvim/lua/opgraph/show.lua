@@ -68,42 +68,45 @@ end
 
 -- --- fetching ----------------------------------------------------------------------------
 
---- Every node record and the diagnostics of graph `name`, at one version.
+--- Every node record and the diagnostics of graph `name`, at one version. The first page
+--- says how many nodes there are; the other pages and the diagnostics are then asked for at
+--- once. A graph that changes in between is read again (three times at most).
 ---@param name string
 ---@return opgraph.Graph|nil
 ---@return string|nil error
 local function fetch(name)
   local nodes, version, diagnostics
   for _ = 1, 3 do
-    nodes, version = {}, nil
-    local start, consistent = 0, true
-    while true do
-      local page, err = session.request('graph.nodes', name, { start = start, count = PAGE })
-      if not page then
-        return nil, err
-      end
-      if version ~= nil and page.version ~= version then
+    local first, err = session.request('graph.nodes', name, { start = 0, count = PAGE })
+    if not first then
+      return nil, err
+    end
+    version = first.version
+    local calls = {}
+    for start = #first.nodes, first.total - 1, PAGE do
+      table.insert(calls, { 'graph.nodes', { name, { start = start, count = PAGE } } })
+    end
+    table.insert(calls, { 'graph.diagnostics', { name } })
+    local rest, rerr = session.request_many(calls)
+    if not rest then
+      return nil, rerr
+    end
+    local consistent = true
+    nodes = first.nodes
+    for i = 1, #rest - 1 do
+      local page = rest[i]
+      if page.version ~= version then
         consistent = false -- changed between pages: start again
         break
       end
-      version = page.version
       for _, node in ipairs(page.nodes) do
         table.insert(nodes, node)
       end
-      start = start + #page.nodes
-      if #page.nodes == 0 or start >= page.total then
-        break
-      end
     end
-    if consistent then
-      local d, err = session.request('graph.diagnostics', name)
-      if not d then
-        return nil, err
-      end
-      diagnostics = d.diagnostics
-      if d.version == version then
-        break
-      end
+    local d = rest[#rest]
+    diagnostics = d.diagnostics
+    if consistent and d.version == version then
+      break
     end
   end
   return annotate.index(name, version, nodes, diagnostics)
