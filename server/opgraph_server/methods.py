@@ -37,7 +37,7 @@ from opgraph.errors import (
 )
 from opgraph.graph import Graph
 from opgraph_server.errors import RpcError
-from opgraph_server.protocol import Packed, pack_chunked
+from opgraph_server.protocol import Packed, pack_chunked, unpack_chunked
 from opgraph_server.store import Entry
 
 if TYPE_CHECKING:
@@ -569,6 +569,20 @@ async def graph_publish(call: Call, graph: Any, data: Any) -> dict[str, Any]:
     return await _import(call, graph, data, True)
 
 
+def _parse_file(data: bytes) -> Any:
+    """The document in graph-file bytes. A big msgpack file is decoded node by node
+    (`unpack_chunked`: the decoder would hold the interpreter lock for all of one call);
+    anything it cannot read goes to the file loader, which says what is wrong."""
+    from opgraph import fileformat
+
+    if len(data) > 1 << 20 and data.lstrip()[:1] not in (b"{", b"[", b"\xef"):
+        try:
+            return unpack_chunked(data, level=1)
+        except Exception:  # (fileformat.parse names the problem)
+            pass
+    return fileformat.parse(data)
+
+
 def _load_document(doc: Any) -> Graph:
     """A graph from a decoded document: its numbers made doubles first, then every value
     checked to be sendable (so that a graph on the server can always be sent)."""
@@ -580,7 +594,6 @@ def _load_document(doc: Any) -> Graph:
 
 
 async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, Any]:
-    from opgraph import fileformat
 
     name = call.text(name, "graph")
     if not name:
@@ -590,7 +603,7 @@ async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, 
         raise RpcError("graph_exists", f"a graph named {name!r} exists (pass replace: true)")
     if isinstance(data, bytes):
         def loader(data: bytes) -> Graph:
-            return _load_document(fileformat.parse(data))
+            return _load_document(_parse_file(data))
     elif isinstance(data, dict):
         loader = _load_document
     else:

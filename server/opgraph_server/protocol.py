@@ -389,17 +389,18 @@ class RpcProtocol:
         return event
 
 
-def unpack_chunked(raw: bytes | bytearray) -> Any:
+def unpack_chunked(raw: bytes | bytearray, level: int = 0) -> Any:
     """One MessagePack object decoded as ``msgpack.unpackb(raw, raw=False,
     strict_map_key=True)`` would, but its outer levels (the message, its params, their maps)
     and any array or map of more than 512 items item by item: msgpack's decoder holds the
     interpreter lock for all of one call, so a worker thread decoding a 15 MiB document in one
-    go would stall every other thread (the event loop among them) for as long."""
+    go would stall every other thread (the event loop among them) for as long. ``level``
+    says how deep ``raw`` sits in a message (1 for a graph document, which is a parameter)."""
     size = len(raw)
     unpacker = msgpack.Unpacker(None, raw=False, strict_map_key=True, max_buffer_size=size)
     unpacker.feed(raw)
     view = memoryview(raw)
-    obj = _walk(unpacker, view, 0)
+    obj = _walk(unpacker, view, level)
     if unpacker.tell() != size:
         raise ValueError(f"{size - unpacker.tell()} bytes after the object")
     return obj

@@ -403,3 +403,20 @@ def test_a_big_message_is_deferred_and_decodes_as_any() -> None:
     assert isinstance(event, Deferred)
     with pytest.raises(RemoteProtocolError, match="not valid MessagePack"):
         event.decode()
+
+
+def test_a_big_graph_file_imports_as_a_small_one(server: ThreadedServer) -> None:
+    from opgraph import fileformat
+
+    steps = [{"leaf": 0.5, "label": "x"}] + [{"op": "tanh", "inputs": [f"${k}"]}
+                                             for k in range(40_000)]
+    with Raw(server.tcp) as raw:
+        raw.ok("graph.create", "wide")
+        raw.ok("graph.batch", "wide", steps)
+        data = raw.ok("graph.export", "wide", {"format": "msgpack"})
+        assert len(data) > 1 << 20
+        raw.ok("graph.import", "copy", data)
+        assert raw.ok("graph.export", "copy", {"format": "msgpack"}) == fileformat.dumps(
+            fileformat.loads(data, name="copy"))
+        error, _ = raw.call("graph.import", "broken", data[:-1])
+        assert error[1].startswith("bad_file: truncated graph file")
