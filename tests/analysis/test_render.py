@@ -454,10 +454,10 @@ def test_dot_is_killed_when_the_task_is_cancelled() -> None:
 
 
 def test_a_picture_dot_cannot_finish_in_time_becomes_its_summary() -> None:
-    g = skip_chain(400)
-    data, picture = draw(g, max_nodes=400, max_layout=10**9, timeout=1.0)
+    g = skip_chain(800)  # dot takes 20 s and more over it whole
+    data, picture = draw(g, max_nodes=800, max_layout=10**9, timeout=4.0)
     assert picture.drawn == "summary"
-    assert picture.reason.startswith("400 nodes, which dot did not lay out within 0.5")
+    assert re.match(r"800 nodes, which dot did not lay out within [\d.]+ s", picture.reason)
     assert b"summarised" in data and data.lstrip().startswith(b"<?xml")
     assert _dot_children() == []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 from pathlib import Path
 
@@ -90,11 +91,12 @@ def test_render_lays_out_without_the_lock_and_dies_with_its_client(make_server) 
 
 
 def test_dot_is_stopped_at_the_time_limit_and_a_summary_drawn(make_server) -> None:
-    server = slow_server(make_server, request_timeout=1.0)
+    server = slow_server(make_server, request_timeout=3.0)
     with Raw(server.tcp) as raw:
         result = raw.ok("graph.render", "skips", {"format": "svg"})
         assert result["drawn"] == "summary"
-        assert result["reason"].startswith("800 nodes, which dot did not lay out within 0.")
+        assert re.match(r"800 nodes, which dot did not lay out within [\d.]+ s",
+                        result["reason"])
         assert "summarised" in result["data"]
     assert not dot_children()
 
