@@ -1,0 +1,194 @@
+"""The linear-time analyses (opgraph.linear, opgraph.structure) give what the networkx ones give,
+on random graphs; the report's limit and counts; the analyses at the scale of a long
+accumulation chain."""
+
+from __future__ import annotations
+
+import random
+import types
+
+import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import opgraph.analysis as analysis
+from opgraph import Graph
+from opgraph.analysis import analyze, to_networkx
+from opgraph.structure import OptionError, build_structure, structure
+
+
+def random_graph(seed: int, size: int, leaves: int) -> Graph:
+    """Leaves, then ops over random earlier nodes (an input used twice now and then)."""
+    rng = random.Random(seed)
+    g = Graph("random")
+    for i in range(leaves):
+        g.leaf(rng.uniform(-2, 2), f"x{i}")
+    for _ in range(size):
+        a = g.nodes[rng.randrange(len(g))]
+        kind = rng.random()
+        if kind < 0.3:
+            a.tanh()
+        elif kind < 0.4:
+            a * a
+        else:
+            b = g.nodes[rng.randrange(len(g))]
+            (a + b) if kind < 0.7 else (a * b)
+    return g
+
+
+def networkx_report(graph: Graph, monkeypatch, **options) -> analysis.AnalysisReport:
+    """The report networkx's algorithms give (the path analyze takes for a graph whose ids
+    are not a topological order)."""
+    real = analysis.structure
+
+    def not_topological(g):
+        return types.SimpleNamespace(topological=False, wrapped=real(g))
+
+    with monkeypatch.context() as m:
+        m.setattr(analysis, "structure", not_topological)
+        return analyze(graph, **options)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 60), st.integers(1, 8), st.data())
+def test_linear_analyses_equal_networkx(seed, size, leaves, data) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        g = random_graph(seed, size, leaves)
+        n = len(g)
+        options = {
+            "root": data.draw(st.one_of(st.none(), st.integers(0, n - 1))),
+            "node": data.draw(st.one_of(st.none(), st.integers(0, n - 1))),
+            "leaf": data.draw(st.one_of(st.none(), st.sampled_from([v.id for v in g.leaves]))),
+        }
+        fast = analyze(g, **options).to_dict()
+        slow = networkx_report(g, monkeypatch, **options).to_dict()
+    path, slow_path = fast.pop("critical_path"), slow.pop("critical_path")
+    assert fast == slow
+    # several paths may be longest: this one is one of them
+    assert len(path) == len(slow_path)
+    assert nx.is_path(to_networkx(g), path)
+    assert g.nodes[path[0]].inputs == ()
+
+
+def test_the_critical_path_rule() -> None:
+    """The first node of the highest level, then each step to the first input a level below."""
+    g = Graph("two")
+    a, b = g.leaf(1.0, "a"), g.leaf(2.0, "b")
+    p, q = a.tanh(), b.tanh()
+    s = q + p  # both inputs on level 1: the first, q, is taken
+    t = p.exp().exp()  # level 3 but later than nothing higher: the highest level wins
+    assert analyze(g).critical_path == [a.id, p.id, p.id + 3, t.id]
+    g2 = Graph("tie")
+    a, b = g2.leaf(1.0), g2.leaf(2.0)
+    tb = b.tanh()
+    s = tb + a.tanh()  # level 2, and first: it ends the path; its first input is tb
+    a.exp() + b.exp()  # level 2 too, later
+    assert analyze(g2).critical_path == [b.id, tb.id, s.id]
+
+
+def test_structure_arrays_and_cache(hand) -> None:
+    s = structure(hand)
+    assert s.n == 9 and s.topological
+    assert s.inputs.tolist() == [1, 3, 2, 4, 0, 5, 2, 7]
+    assert s.indptr.tolist() == [0, 0, 0, 0, 1, 3, 4, 6, 6, 8]
+    assert [s.op_names[c] if c >= 0 else None for c in s.op_code] == [
+        None, None, None, "exp", "mul", "tanh", "add", None, "mul"]
+    assert s.levels().tolist() == [0, 0, 0, 1, 2, 3, 4, 0, 1]
+    use_ptr, users = s.users()
+    assert [users[use_ptr[v]:use_ptr[v + 1]].tolist() for v in range(9)] == [
+        [6], [3], [4, 8], [4], [5], [6], [], [8], []]
+    assert structure(hand) is s  # cached while nothing is added
+    hand.nodes[0].exp()
+    assert structure(hand) is not s and structure(hand).n == 10
+
+
+def test_rollback_drops_the_structure_cache(hand) -> None:
+    mark = hand.checkpoint()
+    hand.nodes[0].tanh()
+    assert structure(hand).inputs[-1] == 0
+    hand.rollback(mark)
+    hand.nodes[7].exp()  # the same node count as before the rollback, another structure
+    assert structure(hand).inputs[-1] == 7
+
+
+def test_a_graph_whose_ids_are_not_topological_is_flagged() -> None:
+    g = Graph("loop")
+    x = g.leaf(0.3, "x")
+    y = x.tanh()
+    z = y.exp()
+    y._inputs = (z,)
+    assert not build_structure(g.nodes).topological
+
+
+def test_limit_cuts_lists_and_counts_give_their_lengths() -> None:
+    g = Graph("wide")
+    xs = [g.leaf(0.01 * i, f"x{i}") for i in range(30)]
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    for x in xs[:5]:
+        g.leaf(1.0, "spare")  # unused leaves: 5 diagnostics
+        x.tanh()  # 5 unused outputs
+    total = total * 2.0  # the last output: the root
+    full = analyze(g)
+    cut = analyze(g, limit=3)
+    assert full.counts == cut.counts
+    assert cut.counts["leaves"] == 36 and cut.counts["unused"] == 10
+    assert cut.counts["critical_path"] == len(full.critical_path) == 31
+    assert cut.counts["diagnostics"] == 5 and cut.counts["diagnostic_groups"] == 1
+    for key in ("leaves", "outputs", "critical_path", "unused", "dominators", "diagnostics",
+                "diagnostic_groups"):
+        assert getattr(cut, key) == getattr(full, key)[:3], key
+    assert cut.widths == full.widths and cut.width == full.width  # never cut
+    (group,) = full.diagnostic_groups
+    assert (group["code"], group["count"], group["site"]) == ("unused-leaf", 5, None)
+    assert analyze(g, limit=0).leaves == []
+    with pytest.raises(OptionError, match="limit must be a non-negative int"):
+        analyze(g, limit=-1)
+
+
+def test_limit_cuts_influences_and_affects(hand) -> None:
+    report = analyze(hand, node=6, leaf=2, limit=1)
+    assert report.influences == {"6": [0]} and report.affects == {"2": [4]}
+    assert report.counts["influences.6"] == 3 and report.counts["affects.2"] == 4
+
+
+def test_progress_moves_by_steps(hand) -> None:
+    calls = []
+    analyze(hand, node=5, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 7) for i in range(1, 8)]
+
+
+def accumulation(terms: int, shared: int) -> tuple[Graph, int]:
+    """``acc = acc + w[i % shared] * x``: a long chain over shared leaves."""
+    g = Graph("acc")
+    ws = [g.leaf(0.001 * i, f"w{i}") for i in range(shared)]
+    x = g.leaf(0.5, "x")
+    acc = g.leaf(0.0, "acc0")
+    for i in range(terms):
+        acc = acc + ws[i % shared] * x
+    return g, acc.id
+
+
+def test_a_long_accumulation_chain_with_shared_leaves() -> None:
+    """The shape that made networkx's dominators quadratic, at 60,000 nodes."""
+    g, root = accumulation(30_000, 1_000)
+    report = analyze(g, diagnostics=False)
+    assert report.nodes == 61_002 and report.root == root
+    # w0 -> w0 * x -> acc1 -> ... -> acc30000: the products are level 1, acc_k level k + 1
+    assert report.depth == 30_002 and len(report.critical_path) == 30_002
+    assert report.critical_path[-1] == root
+    assert report.dominators == []  # x feeds every product: only the root is on every path
+    assert report.unused == []
+    mid = g.nodes[root - 2 * 15_000]  # acc15000: the last 1,000 terms' w are used below it too
+    below = analyze(g, root=mid, diagnostics=False)
+    assert below.unused == list(range(mid.id + 1, len(g)))
+    assert below.dominators == []
+    # ids: w0..w999, x = 1000, acc0 = 1001, then term k's product 1002 + 2k and sum 1003 + 2k
+    nxg = to_networkx(g)
+    adds = list(range(1_003, root, 2))
+    assert analysis.gradient_dominators(nxg, root, [1_001]) == adds  # acc0: the whole chain
+    assert analysis.gradient_dominators(nxg, root, [1_000]) == []  # x: every product
+    # w0 is last used by term 29,000: every sum from there on (but the root) carries it all
+    assert analysis.gradient_dominators(nxg, root, [0]) == adds[29_000:]
