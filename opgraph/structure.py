@@ -97,7 +97,9 @@ class Structure:
         """``(in, out)``: each node's count of distinct inputs and of distinct users, as
         networkx counts degrees (``a * a`` is one edge)."""
         if "degrees" not in self._cache:
-            keys = np.unique(self.owner * max(self.n, 1) + self.inputs)
+            keys = np.sort(self.owner * max(self.n, 1) + self.inputs)  # (np.unique is slower)
+            if len(keys):
+                keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
             dst, src = np.divmod(keys, max(self.n, 1))
             self._cache["degrees"] = (np.bincount(dst, minlength=self.n),
                                       np.bincount(src, minlength=self.n))
