@@ -130,12 +130,17 @@ def build_structure(nodes: list) -> Structure:
     except TypeError:
         bad = next(v for v in flat if not isinstance(v._id, int))
         raise ValueError(f"a node's input {bad!r} has no id: it is not in the graph") from None
-    codes: dict[object, int] = {None: -1}
-    setdefault = codes.setdefault
-    op_code = np.fromiter((setdefault(op, len(codes) - 1) for op in map(_opdef_of, nodes)),
-                          dtype=np.int32, count=n)
-    names = tuple(op.name for op in codes if op is not None)
-    return Structure(indptr, inputs, op_code, names)
+    op_code, ops = intern(list(map(_opdef_of, nodes)), None)
+    return Structure(indptr, inputs, op_code.astype(np.int32), tuple(op.name for op in ops))
+
+
+def intern(items: list, none: object) -> tuple[np.ndarray, list]:
+    """``(codes, keys)``: each item's index in ``keys`` (the distinct items in order of first
+    appearance, ``none`` left out), -1 for ``none``. Two passes at C speed."""
+    keys = [k for k in dict.fromkeys(items) if k != none]
+    index = {k: i for i, k in enumerate(keys)}
+    index[none] = -1
+    return np.fromiter(map(index.__getitem__, items), dtype=np.int64, count=len(items)), keys
 
 
 def values(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
