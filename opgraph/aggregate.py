@@ -579,3 +579,43 @@ def aggregates(graph: Any) -> Aggregates:
     agg = Aggregates.of(graph)
     graph.__dict__["_aggregates_cache"] = (key, agg)
     return agg
+
+
+def units(graph: Any, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The unit each node of ``ids`` belongs to, for findings about a unit over a whole batch
+    (a ReLU off for every sample): ``(unit index of each node, unit names)``.
+
+    Nodes with the same label are one unit (`opgraph.nn` labels a neuron's ReLU
+    ``layer0.neuron3.act`` in every call); else nodes made at the same place of the calls of
+    one periodic source line (the third ReLU of every ``model(x)``), named ``file:line
+    position p``; else each node is a unit of its own, named ``""``.
+    """
+    nodes = graph.nodes
+    ids = np.asarray(ids, dtype=np.int64).tolist()
+    agg = rank = None
+    index: dict[tuple, int] = {}
+    names: list[str] = []
+    out = np.empty(len(ids), dtype=np.int64)
+    for k, i in enumerate(ids):
+        v = nodes[i]
+        if v.label:
+            key: tuple = ("label", v.label)
+            name = v.label
+        elif v._loc is not None:
+            if agg is None:
+                agg = aggregates(graph)
+                rank = agg._lines_sorted()[2]
+            line = int(agg.line_of[i])
+            period = agg.period(line)
+            place = int(rank[i]) % period if period else int(rank[i])  # type: ignore[index]
+            key = ("site", line, place)
+            name = f"{v._loc[0]}:{v._loc[1]} position {place}"
+        else:
+            key = ("node", i)
+            name = ""
+        unit = index.get(key)
+        if unit is None:
+            unit = index[key] = len(names)
+            names.append(name)
+        out[k] = unit
+    return out, names
