@@ -106,18 +106,26 @@ def dag_dominator_tree(n: int, order: Iterable[int], pred_ptr: Sequence[int],
     except StopIteration:
         raise ValueError("dag_dominator_tree: the order is empty (no start node)") from None
     tree = DominatorTree(n, start)
-    parent, lca, add = tree.parent, tree.lca, tree.add
+    parent, depth, jump, lca = tree.parent, tree.depth, tree.jump, tree.lca
     for v in it:
-        best = UNREACHED
-        for u in preds[pred_ptr[v]:pred_ptr[v + 1]]:
-            if parent[u] == UNREACHED:
-                continue  # not reached from the start (or not placed yet: checked below)
-            best = u if best == UNREACHED else (best if u == best else lca(best, u))
-        if best == UNREACHED:
-            continue
-        if parent[v] != UNREACHED:
-            raise ValueError(f"dag_dominator_tree: node {v} appears twice in the order")
-        add(v, best)
+        lo, hi = pred_ptr[v], pred_ptr[v + 1]
+        if hi - lo == 1:  # one predecessor (most nodes): it is the immediate dominator
+            best = preds[lo]
+            if parent[best] == UNREACHED:
+                continue
+        else:
+            best = UNREACHED
+            for u in preds[lo:hi]:
+                if parent[u] == UNREACHED:
+                    continue  # not reached from the start
+                best = u if best == UNREACHED else (best if u == best else lca(best, u))
+            if best == UNREACHED:
+                continue
+        # tree.add(v, best), written out: this loop is the cost of the whole computation
+        parent[v] = best
+        depth[v] = depth[best] + 1
+        j = jump[best]
+        jump[v] = jump[j] if depth[best] - depth[j] == depth[j] - depth[jump[j]] else best
     return tree
 
 

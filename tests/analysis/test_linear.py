@@ -11,6 +11,8 @@ import networkx as nx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scale_graphs import accumulation as big_accumulation
+from scale_graphs import moons_step
 
 import opgraph.analysis as analysis
 from opgraph import Graph
@@ -192,3 +194,29 @@ def test_a_long_accumulation_chain_with_shared_leaves() -> None:
     assert analysis.gradient_dominators(nxg, root, [1_000]) == []  # x: every product
     # w0 is last used by term 29,000: every sum from there on (but the root) carries it all
     assert analysis.gradient_dominators(nxg, root, [0]) == adds[29_000:]
+
+
+def test_the_moons_step_analysed_as_networkx_does(monkeypatch) -> None:
+    graph, loss, scores, _ = moons_step()
+    fast = analyze(graph, diagnostics=False, node=scores[3].id, leaf=0).to_dict()
+    slow = networkx_report(graph, monkeypatch, diagnostics=False, node=scores[3].id,
+                           leaf=0).to_dict()
+    path, slow_path = fast.pop("critical_path"), slow.pop("critical_path")
+    assert fast == slow
+    assert len(path) == len(slow_path) and nx.is_path(to_networkx(graph), path)
+    assert fast["root"] == loss.id and fast["unused"] == []
+    # the last add (data loss + regularisation) is the only node but the root on every path
+    assert fast["dominators"] == []
+
+
+@pytest.mark.slow
+def test_a_million_node_accumulation_chain() -> None:
+    g = big_accumulation(1_000_000)
+    report = analyze(g, limit=5)
+    terms = (1_000_000 - 1_002) // 2
+    assert report.nodes == 1_000_000 and report.edges == 4 * terms
+    assert report.depth == terms + 2 and report.counts["critical_path"] == terms + 2
+    assert report.critical_path == [0, 1_002, 1_003, 1_005, 1_007]
+    assert report.counts["leaves"] == 1_002 and report.leaves == [0, 1, 2, 3, 4]
+    assert report.dominators == [] and report.unused == []
+    assert report.max_fan_out == {"node": 1_000, "count": terms}  # x, in every product
