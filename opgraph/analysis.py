@@ -4,9 +4,11 @@
 into plain data with ``to_dict()`` (and so into JSON or msgpack). Node ids are the graph's ids;
 for a bare `Value` they are positions in its topological order (see `snapshot`).
 
-The networkx graph is built only when an analysis asks for it and cached on the `Graph` while
-its structure is unchanged (graphs only grow, so the node count is the cache key): the forward
-and backward passes never pay for it.
+`analyze` runs in linear time on the graph's arrays (`opgraph.linear`, `opgraph.dominators`);
+networkx's algorithms serve graphs whose ids are not a topological order (a cycle from a
+corrupt import) and neighbourhoods. The networkx graph is built only when one of those asks for
+it and cached on the `Graph` while its structure is unchanged (graphs only grow, so the node
+count is the cache key): the forward and backward passes never pay for it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,6 @@ from opgraph.engine import Value
 from opgraph.errors import InputTypeError, NodeNotFoundError
 from opgraph.graph import Graph
 from opgraph.structure import structure
-
-__all__ = ["AnalysisReport", "analyze", "as_graph", "gradient_dominators", "neighbourhood",
-           "snapshot", "to_networkx"]
 
 
 def snapshot(root: Value, name: str = "") -> Graph:
