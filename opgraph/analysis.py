@@ -158,8 +158,13 @@ def analyze(
     if s.topological:  # every graph built through the API: the linear-time analyses
         root_id = linear.default_root(s) if root is None else _root_of(graph, root)
         _check_queries(graph, node, leaf)
-        fields_ = linear.report_fields(s, root_id, node=node, leaf=leaf, progress=progress)
-        return _finish(AnalysisReport(**fields_), graph, diagnostics, limit)
+        steps = linear.step_count(node, leaf) + diagnostics
+        inner = None if progress is None else (lambda done, _: progress(done, steps))
+        fields_ = linear.report_fields(s, root_id, node=node, leaf=leaf, progress=inner)
+        report = _finish(AnalysisReport(**fields_), graph, diagnostics, limit)
+        if progress is not None and diagnostics:
+            progress(steps, steps)
+        return report
     g = to_networkx(graph)  # a graph with a cycle (a corrupt import can make one)
     root_id = _root_of(graph, root)
     leaves = [v._id for v in graph.nodes if v._opdef is None]

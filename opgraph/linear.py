@@ -44,7 +44,7 @@ def report_fields(s: Structure, root: int | None, *, node: int | None = None,
     structure. ``node`` and ``leaf`` must be valid ids (checked by the caller)."""
     if not s.topological:
         raise ValueError("report_fields needs node ids in topological order")
-    tick = _ticker(progress, STEPS + (node is not None) + (leaf is not None))
+    tick = _ticker(progress, step_count(node, leaf))
     n = s.n
     names = s.op_names
     op_counts = np.bincount(s.op_code[~s.is_leaf], minlength=len(names))
@@ -102,6 +102,11 @@ def report_fields(s: Structure, root: int | None, *, node: int | None = None,
         fields["affects"] = {str(leaf): np.flatnonzero(below).tolist()}
         tick()
     return fields
+
+
+def step_count(node: int | None = None, leaf: int | None = None) -> int:
+    """How many times `report_fields` calls ``progress``."""
+    return STEPS + (node is not None) + (leaf is not None)
 
 
 def _extreme(degrees: np.ndarray) -> dict[str, int] | None:

@@ -159,7 +159,10 @@ def test_limit_cuts_influences_and_affects(hand) -> None:
 def test_progress_moves_by_steps(hand) -> None:
     calls = []
     analyze(hand, node=5, progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(i, 7) for i in range(1, 8)]
+    assert calls == [(i, 8) for i in range(1, 9)]  # 6 analyses, the influences, diagnostics
+    calls.clear()
+    analyze(hand, diagnostics=False, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 6) for i in range(1, 7)]
 
 
 def accumulation(terms: int, shared: int) -> tuple[Graph, int]:
