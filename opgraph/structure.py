@@ -81,10 +81,9 @@ class Structure:
         return np.diff(ptr)
 
     def lists(self) -> tuple[list[int], list[int]]:
-        """``indptr`` and ``inputs`` as Python lists, for the sweeps written in Python."""
-        if "lists" not in self._cache:
-            self._cache["lists"] = (self.indptr.tolist(), self.inputs.tolist())
-        return self._cache["lists"]  # type: ignore[return-value]
+        """``indptr`` and ``inputs`` as Python lists, for the sweeps written in Python (made
+        afresh each time: kept, they would hold some 36 bytes an edge)."""
+        return self.indptr.tolist(), self.inputs.tolist()
 
     def levels(self) -> np.ndarray:
         """The topological generation of each node: 0 for a node without inputs, else one more
@@ -173,10 +172,10 @@ def _levels(s: Structure) -> list[int]:
     (rare) are done one by one between runs of those."""
     n = s.n
     counts = s.arity
-    ptr, inputs = s.lists()
     wide = np.flatnonzero(counts > 2).tolist()
     lev = [0] * n + [-1]  # lev[n] = -1: the level of "no input"
     if len(wide) > n // 8:  # mostly wide nodes: the plain loop
+        ptr, inputs = s.lists()
         get = lev.__getitem__
         for i in range(n):
             lo, hi = ptr[i], ptr[i + 1]
@@ -199,7 +198,8 @@ def _levels(s: Structure) -> list[int]:
             lb = lev[b]
             lev[i] = (la if la > lb else lb) + 1
         if stop < n:
-            lev[stop] = max(lev[j] for j in inputs[ptr[stop]:ptr[stop + 1]]) + 1
+            lo, hi = s.indptr[stop], s.indptr[stop + 1]
+            lev[stop] = max(lev[j] for j in s.inputs[lo:hi].tolist()) + 1
         start = stop + 1
     del lev[n]
     return lev

@@ -223,3 +223,26 @@ def test_a_million_node_accumulation_chain() -> None:
     assert report.counts["leaves"] == 1_002 and report.leaves == [0, 1, 2, 3, 4]
     assert report.dominators == [] and report.unused == []
     assert report.max_fan_out == {"node": 1_000, "count": terms}  # x, in every product
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 60), st.sampled_from([0.02, 0.5, 1.0]))
+def test_levels_and_paths_with_wide_nodes(seed: int, size: int, wide: float) -> None:
+    """Nodes of three to five inputs (a plugin op could take them), few or many of them: both
+    ways `Structure.levels` goes."""
+    from opgraph import engine
+
+    rng = random.Random(seed)
+    g = Graph("wide")
+    g.leaf(1.0)
+    add = engine.lookup_op("add")
+    for _ in range(size):
+        arity = rng.randint(3, 5) if rng.random() < wide else rng.randint(1, 2)
+        inputs = tuple(g.nodes[rng.randrange(len(g))] for _ in range(arity))
+        g._register(engine._new_node(0.0, add, inputs, None))  # (structure only: no forward)
+    s = structure(g)
+    generations = {v: i for i, gen in enumerate(nx.topological_generations(to_networkx(g)))
+                   for v in gen}
+    assert s.levels().tolist() == [generations[i] for i in range(len(g))]
+    path = analyze(g, diagnostics=False).critical_path
+    assert len(path) == max(generations.values()) + 1 and nx.is_path(to_networkx(g), path)
