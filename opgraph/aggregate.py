@@ -551,18 +551,24 @@ def _check_index(name: str, value: object, bound: int | None) -> int:
 def _inherit(s: Structure, labelled: np.ndarray, part: np.ndarray) -> np.ndarray:
     """Give every unlabelled node whose users all sit in one part that part, users first."""
     use_ptr, users = s.users()
+    n_users = np.diff(use_ptr)
+    todo = np.flatnonzero(~labelled & (n_users > 0))[::-1]
+    first = users[use_ptr[todo]].tolist()
+    several = (n_users[todo] > 1).tolist()
     ptr, flat = use_ptr.tolist(), users.tolist()
     res = part.tolist()
-    for v in np.flatnonzero(~labelled & (np.diff(use_ptr) > 0))[::-1].tolist():
-        lo, hi = ptr[v], ptr[v + 1]
-        p = res[flat[lo]]
+    for v, u, more in zip(todo.tolist(), first, several, strict=True):
+        p = res[u]
         if p < 0:
             continue
-        for u in flat[lo + 1:hi]:
-            if res[u] != p:
-                break
-        else:
-            res[v] = p
+        if more:
+            for w in flat[ptr[v] + 1:ptr[v + 1]]:
+                if res[w] != p:
+                    break
+            else:
+                res[v] = p
+            continue
+        res[v] = p
     return np.asarray(res, dtype=np.int64)
 
 
