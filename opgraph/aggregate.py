@@ -396,10 +396,10 @@ class Aggregates:
             order_key = lambda i: i  # noqa: E731
         k = len(keys)
         reduced = self._reduce(ids, gid, k)
-        present = [i for i in range(k) if reduced.count[i]]
+        present = np.flatnonzero(reduced.count).tolist()  # (calls, positions: in order)
         if order_key is None:
             present.sort(key=lambda i: (-int(reduced.count[i]), str(keys[i])))
-        else:
+        elif by not in ("call", "position"):
             present.sort(key=order_key)
         listed = present if limit is None else present[:limit]
         firsts = _first_members(ids, gid, listed, members)
