@@ -25,7 +25,7 @@ from opgraph.dominators import gradient_dominators
 from opgraph.engine import Value
 from opgraph.errors import InputTypeError, NodeNotFoundError
 from opgraph.graph import Graph
-from opgraph.structure import structure
+from opgraph.structure import near, structure
 
 
 def snapshot(root: Value, name: str = "") -> Graph:
@@ -249,7 +249,4 @@ def neighbourhood(graph: Graph, center: int, depth: int = 2) -> list[Value]:
     graph.node(center)
     if type(depth) is not int or depth < 0:
         raise ValueError(f"depth must be a non-negative int, got {depth!r}")
-    g = to_networkx(graph)
-    near = nx.single_source_shortest_path_length(g.to_undirected(as_view=True), center,
-                                                 cutoff=depth)
-    return [graph.nodes[i] for i in sorted(near)]
+    return [graph.nodes[i] for i in near(structure(graph), center, depth).tolist()]

@@ -257,3 +257,24 @@ def critical_path(s: Structure) -> list[int]:
         path.append(v)
     path.reverse()
     return path
+
+
+def near(s: Structure, center: int, depth: int) -> np.ndarray:
+    """The ids within ``depth`` edges of ``center``, either way (inputs and users), sorted: a
+    breadth-first walk that touches only what it finds."""
+    use_ptr, users = s.users()
+    indptr, inputs = s.indptr, s.inputs
+    seen = {center}
+    frontier = [center]
+    for _ in range(depth):
+        found = []
+        for v in frontier:
+            for u in (*inputs[indptr[v]:indptr[v + 1]].tolist(),
+                      *users[use_ptr[v]:use_ptr[v + 1]].tolist()):
+                if u not in seen:
+                    seen.add(u)
+                    found.append(u)
+        if not found:
+            break
+        frontier = found
+    return np.array(sorted(seen), dtype=np.int64)

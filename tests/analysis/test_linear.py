@@ -246,3 +246,24 @@ def test_levels_and_paths_with_wide_nodes(seed: int, size: int, wide: float) -> 
     assert s.levels().tolist() == [generations[i] for i in range(len(g))]
     path = analyze(g, diagnostics=False).critical_path
     assert len(path) == max(generations.values()) + 1 and nx.is_path(to_networkx(g), path)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 50), st.integers(0, 4), st.data())
+def test_neighbourhoods_equal_networkx(seed: int, size: int, depth: int, data) -> None:
+    g = random_graph(seed, size, 3)
+    center = data.draw(st.integers(0, len(g) - 1))
+    expected = nx.single_source_shortest_path_length(
+        to_networkx(g).to_undirected(as_view=True), center, cutoff=depth)
+    assert [v.id for v in analysis.neighbourhood(g, center, depth)] == sorted(expected)
+
+
+def test_a_neighbourhood_in_a_long_chain_touches_only_its_nodes() -> None:
+    g = big_accumulation(200_000)
+    middle = 100_001  # the sum of term 49,499 (term k: product 1002 + 2k, sum 1003 + 2k)
+    ids = [v.id for v in analysis.neighbourhood(g, middle, 2)]
+    # the sums two either side, the products of the nearest three, and the leaves of this
+    # term's product (w499 and x, whose 99,499 other users are three edges away)
+    assert ids == [499, 1_000, 99_997, 99_998, 99_999, 100_000, 100_001, 100_002, 100_003,
+                   100_005]
+    assert "_nx_cache" not in vars(g)  # (no networkx graph of 200,000 nodes was built)
