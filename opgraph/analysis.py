@@ -4,23 +4,28 @@
 into plain data with ``to_dict()`` (and so into JSON or msgpack). Node ids are the graph's ids;
 for a bare `Value` they are positions in its topological order (see `snapshot`).
 
-The networkx graph is built only when an analysis asks for it and cached on the `Graph` while
-its structure is unchanged (graphs only grow, so the node count is the cache key): the forward
-and backward passes never pay for it.
+`analyze` runs in linear time on the graph's arrays (`opgraph.linear`, `opgraph.dominators`);
+networkx's algorithms serve graphs whose ids are not a topological order (a cycle from a
+corrupt import) and neighbourhoods. The networkx graph is built only when one of those asks for
+it and cached on the `Graph` while its structure is unchanged (graphs only grow, so the node
+count is the cache key): the forward and backward passes never pay for it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import networkx as nx
 
-from opgraph import engine
+from opgraph import engine, linear
+from opgraph.dominators import gradient_dominators
 from opgraph.engine import Value
 from opgraph.errors import InputTypeError, NodeNotFoundError
 from opgraph.graph import Graph
+from opgraph.structure import near, structure
 
 
 def snapshot(root: Value, name: str = "") -> Graph:
@@ -95,6 +100,10 @@ class AnalysisReport:
     influences: dict[str, list[int]] = field(default_factory=dict)
     affects: dict[str, list[int]] = field(default_factory=dict)
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    # the diagnostics grouped by code and site (opgraph.diagnostic_groups), and how many items
+    # each list had before ``limit`` cut it
+    diagnostic_groups: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def width(self) -> int:
@@ -122,32 +131,6 @@ def _root_of(graph: Graph, root: int | Value | None) -> int | None:
     return graph.node(root)._id
 
 
-def gradient_dominators(g: nx.DiGraph, root: int, leaves: list[int]) -> list[int]:
-    """Nodes other than ``root`` that every path from every leaf to ``root`` passes through.
-
-    Gradients flow from the root back to the leaves; these are the nodes all of it goes through.
-    In the dominator tree of the reversed graph (rooted at ``root``) they are the nodes whose
-    subtree holds every leaf that reaches the root. Node ids must be in topological order (a
-    `Graph`'s are), which puts every node before its dominator-tree parent: one linear pass,
-    in Python steps that let other threads run, with no long sort.
-    """
-    idom = nx.immediate_dominators(g.reverse(copy=False), root)
-    idom[root] = root  # networkx leaves the start node out of the map in some versions
-    reaching = [leaf for leaf in leaves if leaf in idom and leaf != root]
-    if not reaching:
-        return []
-    below = dict.fromkeys(idom, 0)  # leaves in each node's dominator subtree
-    for leaf in reaching:
-        below[leaf] += 1
-    for node in range(min(idom), max(idom) + 1):
-        if node != root and node in idom:
-            below[idom[node]] += below[node]
-    every = len(reaching)
-    leaf_set = set(reaching)
-    return [n for n in range(min(idom), max(idom) + 1)
-            if below.get(n) == every and n != root and n not in leaf_set]
-
-
 def analyze(
     target: Graph | Value,
     *,
@@ -155,17 +138,34 @@ def analyze(
     node: int | None = None,
     leaf: int | None = None,
     diagnostics: bool = True,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> AnalysisReport:
-    """Analyse a graph (or the graph under a root `Value`).
+    """Analyse a graph (or the graph under a root `Value`), in time linear in its size.
 
     ``root`` is the output whose ancestry defines unused nodes and dominators (default: the last
     output). ``node`` adds which leaves influence that node; ``leaf`` adds which nodes that leaf
-    affects. With ``diagnostics`` the plugins' diagnostics are included.
+    affects. With ``diagnostics`` the plugins' diagnostics are included, and grouped by code and
+    site. ``limit`` cuts every list of the report to its first ``limit`` items (for tables);
+    ``counts`` always gives each list's full length. ``progress(done, total)`` is called as the
+    analyses finish.
     """
+    linear.check_limit(limit)
     graph = as_graph(target)
     if isinstance(target, Value) and root is None and target._graph is not None:
         root = target
-    g = to_networkx(graph)
+    s = structure(graph)
+    if s.topological:  # every graph built through the API: the linear-time analyses
+        root_id = linear.default_root(s) if root is None else _root_of(graph, root)
+        _check_queries(graph, node, leaf)
+        steps = linear.step_count(node, leaf) + diagnostics
+        inner = None if progress is None else (lambda done, _: progress(done, steps))
+        fields_ = linear.report_fields(s, root_id, node=node, leaf=leaf, progress=inner)
+        report = _finish(AnalysisReport(**fields_), graph, diagnostics, limit)
+        if progress is not None and diagnostics:
+            progress(steps, steps)
+        return report
+    g = to_networkx(graph)  # a graph with a cycle (a corrupt import can make one)
     root_id = _root_of(graph, root)
     leaves = [v._id for v in graph.nodes if v._opdef is None]
     outputs = [v._id for v in graph.outputs]
@@ -198,20 +198,40 @@ def analyze(
         report.unused = sorted(n for n in g.nodes if n not in ancestors)
         if acyclic:
             report.dominators = gradient_dominators(g, root_id, leaves)
+    _check_queries(graph, node, leaf)
     if node is not None:
-        graph.node(node)
         report.influences = {
             str(node): sorted(n for n in nx.ancestors(g, node) if g.in_degree(n) == 0)
         }
     if leaf is not None:
-        if graph.node(leaf)._opdef is not None:
-            raise NodeNotFoundError(f"node {leaf} is computed by op {graph.nodes[leaf].op!r}, "
-                                    "not a leaf")
         report.affects = {str(leaf): sorted(nx.descendants(g, leaf))}
+    return _finish(report, graph, diagnostics, limit)
+
+
+def _check_queries(graph: Graph, node: int | None, leaf: int | None) -> None:
+    if node is not None:
+        graph.node(node)
+    if leaf is not None and graph.node(leaf)._opdef is not None:
+        raise NodeNotFoundError(f"node {leaf} is computed by op {graph.nodes[leaf].op!r}, "
+                                "not a leaf")
+
+
+def _finish(report: AnalysisReport, graph: Graph, diagnostics: bool,
+            limit: int | None) -> AnalysisReport:
+    """Add the diagnostics (and their groups), the counts, and cut the lists to ``limit``."""
     if diagnostics:
+        from opgraph.diagnostic_groups import group_diagnostics
         from opgraph.diagnostics import run_diagnostics
 
-        report.diagnostics = [d.to_dict() for d in run_diagnostics(graph).diagnostics]
+        found = run_diagnostics(graph).diagnostics
+        report.diagnostics = [d.to_dict() for d in found]
+        report.diagnostic_groups = group_diagnostics(graph, found)["groups"]
+    data = report.to_dict()
+    report.counts = linear.counts_of(data)
+    if limit is not None:
+        capped = linear.cap(data, limit)
+        for key in (*linear.LISTS, "influences", "affects"):
+            setattr(report, key, capped[key])
     return report
 
 
@@ -229,7 +249,4 @@ def neighbourhood(graph: Graph, center: int, depth: int = 2) -> list[Value]:
     graph.node(center)
     if type(depth) is not int or depth < 0:
         raise ValueError(f"depth must be a non-negative int, got {depth!r}")
-    g = to_networkx(graph)
-    near = nx.single_source_shortest_path_length(g.to_undirected(as_view=True), center,
-                                                 cutoff=depth)
-    return [graph.nodes[i] for i in sorted(near)]
+    return [graph.nodes[i] for i in near(structure(graph), center, depth).tolist()]

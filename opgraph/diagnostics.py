@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opgraph.errors import OpgraphError
@@ -13,13 +13,19 @@ SEVERITIES = ("error", "warning", "info", "hint")
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """One finding: a stable ``code``, a ``severity``, the ``node`` id (or None) and a message."""
+    """One finding: a stable ``code``, a ``severity``, the ``node`` id (or None) and a message.
+
+    A finding about many nodes at once (a ReLU unit off for every sample) names one in ``node``,
+    gives how many it stands for in ``count`` and some of the others in ``related``.
+    """
 
     code: str
     severity: str
     node: int | None
     message: str
     plugin: str = ""
+    count: int = 1
+    related: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -27,11 +33,18 @@ class Diagnostic:
                 f"diagnostic {self.code!r}: severity must be one of {SEVERITIES}, "
                 f"got {self.severity!r}"
             )
+        if type(self.count) is not int or self.count < 1:
+            raise OpgraphError(f"diagnostic {self.code!r}: count must be a positive int, "
+                               f"got {self.count!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON and the wire."""
-        return {"code": self.code, "severity": self.severity, "node": self.node,
+        """Plain data for JSON and the wire (``count`` and ``related`` only when count > 1)."""
+        data = {"code": self.code, "severity": self.severity, "node": self.node,
                 "message": self.message, "plugin": self.plugin}
+        if self.count > 1:
+            data["count"] = self.count
+            data["related"] = list(self.related)
+        return data
 
 
 @dataclass
@@ -68,9 +81,6 @@ def run_diagnostics(graph: Any, registry: Registry | None = None) -> Diagnostics
                     plugin, f"opgraph_diagnostics returned {type(item).__name__}, "
                             "not a Diagnostic"))
                 break
-            result.diagnostics.append(
-                item if item.plugin else Diagnostic(item.code, item.severity, item.node,
-                                                    item.message, plugin)
-            )
+            result.diagnostics.append(item if item.plugin else replace(item, plugin=plugin))
     result.diagnostics.sort(key=lambda d: (-1 if d.node is None else d.node, d.code))
     return result

@@ -264,6 +264,7 @@ class Graph:
         del self.nodes[count:]
         self.version = version
         self.__dict__.pop("_nx_cache", None)
+        self.__dict__.pop("_structure_cache", None)  # opgraph.structure's arrays
 
     def zero_grad(self) -> None:
         """Set every node's ``grad`` to 0."""
