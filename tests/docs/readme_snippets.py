@@ -1,7 +1,7 @@
-"""The README's code blocks, and ways to run them as a reader would.
+"""The code blocks of the README and the docs pages, and ways to run them as a reader would.
 
 Shared by ``tests/docs`` and ``tests/plugins`` (whose test puts this directory on
-``sys.path``). `blocks` reads the fenced blocks with the headings they sit under;
+``sys.path``). `blocks` reads the fenced blocks of a file with the headings they sit under;
 `run_python` runs Python blocks in a fresh interpreter (see ``snippet_runner.py``);
 `shell_session` and `run_at_a_terminal` take a block of ``$ command`` lines with the output
 shown under each, and run the commands at a pseudo-terminal, as the reader would see them.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 RUNNER = Path(__file__).resolve().with_name("snippet_runner.py")
 DEFAULT_URL = "tcp://127.0.0.1:7450"
 """The server address the README's examples use (``make serve``'s)."""
@@ -34,15 +35,29 @@ DEFAULT_URL = "tcp://127.0.0.1:7450"
 
 @dataclass(frozen=True)
 class Block:
-    """A fenced block: its language (``""`` for none), text, fence line and headings."""
+    """A fenced block: its language (``""`` for none), text, fence line, headings and file."""
 
     lang: str
     text: str
     line: int
     headings: tuple[str, ...]
+    path: Path = README
 
     def under(self, heading: str) -> bool:
         return heading in self.headings
+
+    @property
+    def where(self) -> str:
+        """``FILE:LINE`` of the fence, the file relative to the repository."""
+        return f"{relative(self.path)}:{self.line}"
+
+
+def relative(path: Path) -> str:
+    """``path`` as the repository names it (``docs/cli.md``)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def blocks(path: Path = README) -> list[Block]:
@@ -60,7 +75,7 @@ def blocks(path: Path = README) -> list[Block]:
                 headings = [h for h in headings if h[0] < level] + [(level, heading.group(2))]
         elif line.startswith("```"):
             found.append(Block(fence[1], "\n".join(body) + "\n", fence[0],
-                               tuple(h for _, h in headings)))
+                               tuple(h for _, h in headings), path))
             fence = None
         else:
             body.append(line)
@@ -68,8 +83,9 @@ def blocks(path: Path = README) -> list[Block]:
     return found
 
 
-def output_after(block: Block, path: Path = README) -> Block | None:
+def output_after(block: Block) -> Block | None:
     """The plain block right after ``block`` (nothing between them): what it prints."""
+    path = block.path
     found = blocks(path)
     index = found.index(block)
     if index + 1 == len(found):
@@ -101,14 +117,14 @@ def run_python(snippets: list[Block], *, replace: Mapping[str, str] | None = Non
 
     ``replace`` changes text in the snippets first (a server's real address for the README's
     default one). Each result has ``line``, ``stdout`` and ``problems`` (claims that did not
-    hold, or the traceback that stopped the run).
+    hold, or the traceback that stopped the run). Tracebacks name each snippet's own file.
     """
     payload = []
     for block in snippets:
         text = block.text
         for old, new in (replace or {}).items():
             text = text.replace(old, new)
-        payload.append({"text": text, "line": block.line, "file": str(README)})
+        payload.append({"text": text, "line": block.line, "file": str(block.path)})
     run = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(payload),
                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
                          env={**os.environ, **(env or {})})
@@ -117,14 +133,15 @@ def run_python(snippets: list[Block], *, replace: Mapping[str, str] | None = Non
 
 
 def assert_ran(results: list[dict], snippets: list[Block]) -> None:
-    """Every snippet ran, every claim held, and each printed what the README shows after it."""
+    """Every snippet ran, every claim held, and each printed what its text shows after it."""
     assert [r["line"] for r in results] == [b.line for b in snippets], results[-1]["problems"]
     problems = [p for r in results for p in r["problems"]]
     assert not problems, "\n".join(problems)
     for block, result in zip(snippets, results, strict=True):
         shown = output_after(block)
         if shown is not None:
-            assert result["stdout"] == shown.text, f"README.md:{shown.line}"
+            assert result["stdout"] == shown.text, (
+                f"{shown.where}: the snippet printed\n{result['stdout']}")
 
 
 # --- shell sessions -----------------------------------------------------------------------------
@@ -142,7 +159,7 @@ class Command:
 
     @property
     def exit_code(self) -> int | None:
-        """The exit code the README gives: ``# exit N``, or nonzero for an ``error:``, or 0."""
+        """The exit code the text gives: ``# exit N``, or nonzero for an ``error:``, or 0."""
         said = re.search(r"\bexit (\d+)", self.comment)
         if said:
             return int(said.group(1))
@@ -276,11 +293,11 @@ def opgraph_args(args: list[str]) -> list[str]:
 def check_session(commands: list[Command], *, cwd: Path, env: Mapping[str, str] | None = None,
                   replace: Mapping[str, str] | None = None, skip: tuple[str, ...] = (),
                   normalise: Callable[[str], str] = lambda text: text,
-                  ) -> list[tuple[Command, str]]:
+                  path: Path = README) -> list[tuple[Command, str]]:
     """Run each command (but those starting with a word of ``skip``) and check that it exits
-    as the README says and shows what the README shows; returns ``(command, shown)`` pairs.
+    as the text (``path``) says and shows what the text shows; returns ``(command, shown)``.
 
-    ``normalise`` is applied to what a command shows and to what the README shows before they
+    ``normalise`` is applied to what a command shows and to what the text shows before they
     are compared (for what varies between machines, such as the size of a picture).
     """
     ran = []
@@ -291,13 +308,25 @@ def check_session(commands: list[Command], *, cwd: Path, env: Mapping[str, str] 
         for old, new in (replace or {}).items():
             args = [a.replace(old, new) for a in args]
         code, shown = run_at_a_terminal(opgraph_args(args), cwd=cwd, env=env)
-        where = f"README.md:{command.line}: $ {command.text}"
+        where = f"{relative(path)}:{command.line}: $ {command.text}"
         expected = command.exit_code
         if expected is None:
-            assert code != 0, f"{where}\nexited 0, the README shows an error\n{shown}"
+            assert code != 0, f"{where}\nexited 0, the text shows an error\n{shown}"
         else:
             assert code == expected, f"{where}\nexited {code}, not {expected}\n{shown}"
         assert matches([normalise(line) for line in command.output], normalise(shown)), (
-            f"{where}\nshows:\n{shown}\nthe README shows:\n" + "\n".join(command.output))
+            f"{where}\nshows:\n{shown}\nthe text shows:\n" + "\n".join(command.output))
         ran.append((command, shown))
     return ran
+
+
+def picture_size(text: str) -> str:
+    """``text`` with the sizes of pictures left out (they vary with graphviz's version)."""
+    return re.sub(r"\((svg|png|dot), \d+ bytes\)", r"(\1, SIZE bytes)", text)
+
+
+def check_pictures(ran: list[tuple[Command, str]], folder: Path) -> None:
+    """The size a picture is said to have (``wrote F (svg, N bytes)``) is its size."""
+    for _, shown in ran:
+        for name, size in re.findall(r"wrote (\S+) \(\w+, (\d+) bytes\)", shown):
+            assert (folder / name).stat().st_size == int(size), f"{name} is not {size} bytes"

@@ -1,10 +1,10 @@
-"""Run Python snippets of the README as a reader pastes them, and check what they claim.
+"""Run Python snippets of the README or a docs page as a reader pastes them; check their claims.
 
 Usage: ``python snippet_runner.py`` with a JSON list of ``{"text", "line", "file"}`` on stdin;
 prints a JSON list with ``{"line", "stdout", "problems"}`` per snippet that ran. The snippets run
 one after another in one namespace (later ones use the names earlier ones made), statement by
-statement, compiled with the README's own file name and line numbers, so a traceback points
-at the README.
+statement, compiled with their text's own file name and line numbers, so a traceback points
+at the text.
 
 A top-level expression statement followed by a comment that parses as a Python expression,
 on its own line or the next, claims its value::
@@ -80,7 +80,7 @@ def _claim(stmt: ast.stmt, body: list[ast.stmt], comments: dict[int, str],
 def run_snippet(text: str, line: int, filename: str, namespace: dict[str, Any]) -> list[str]:
     """Run one snippet in ``namespace``; the claims that did not hold (empty when all did)."""
     tree = ast.parse(text, filename)
-    ast.increment_lineno(tree, line)  # the README's line numbers in tracebacks
+    ast.increment_lineno(tree, line)  # the text's line numbers in tracebacks
     comments, alone = _comments(text)
     comments = {n + line: c for n, c in comments.items()}
     alone = {n + line for n in alone}
@@ -96,7 +96,7 @@ def run_snippet(text: str, line: int, filename: str, namespace: dict[str, Any]) 
         got = repr(value)
         if canonical(got) != canonical(claim):
             problems.append(f"{filename}:{stmt.lineno}: {ast.unparse(stmt)} is {got}, "
-                            f"but the README says {claim}")
+                            f"but the text says {claim}")
     return problems
 
 

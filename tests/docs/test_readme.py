@@ -4,6 +4,7 @@ Python blocks run in fresh interpreters (the tour in order, as its snippets buil
 other); their ``# value`` comments and the output blocks after them are checked. Shell blocks
 with ``$ command`` lines run at a pseudo-terminal and must show what the README shows. The
 example plugin's blocks are installed and run by ``tests/plugins/test_example_plugin.py``.
+The docs pages' snippets are run by ``test_doc_pages.py``.
 """
 
 from __future__ import annotations
@@ -14,24 +15,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from opgraph_client import Client
 from readme_snippets import (
     DEFAULT_URL,
+    DOCS,
     README,
     ROOT,
     Block,
     assert_ran,
     blocks,
+    check_pictures,
     check_session,
+    opgraph_args,
     package_files,
+    picture_size,
     run_python,
     shell_session,
 )
 from server_harness import ProcessServer, ThreadedServer
 
 TOUR = "A quick tour: the walk-through, on opgraph"
-COMPILED = "nn, and the compiled executor"
 PLUGIN = "Writing an op plugin"
 CLI = "The CLI"
 SERVER = "The server"
@@ -63,15 +66,32 @@ def test_every_python_block_is_run_somewhere() -> None:
 
 
 def test_the_tour_runs_in_order_and_says_what_it_prints(tmp_path: Path) -> None:
-    snippets = _python(TOUR, but=COMPILED)
+    snippets = _python(TOUR)
     assert len(snippets) >= 4
     assert_ran(run_python(snippets, cwd=tmp_path), snippets)
 
 
-@pytest.mark.slow
-def test_the_compiled_executor_example_runs_alone(tmp_path: Path) -> None:
-    snippets = _python(COMPILED)
-    assert_ran(run_python(snippets, cwd=tmp_path), snippets)
+def _svg_texts(svg: str) -> list[str]:
+    return sorted(re.findall(r"<text[^>]*>([^<]*)</text>", svg))
+
+
+def test_the_committed_picture_is_made_as_the_readme_says(tmp_path: Path) -> None:
+    """The README's two steps, from the tour's neuron, draw docs/seed-neuron.svg."""
+    text = " ".join(README.read_text().split())
+    made = re.search(r"\[docs/seed-neuron\.svg\]\(docs/seed-neuron\.svg\) is this neuron as "
+                     r"`opgraph render` draws it, made by `([^`]+)`, then `([^`]+)`", text)
+    assert made, "README.md: no sentence says how docs/seed-neuron.svg was made"
+    save, command = made.groups()
+    snippets = [*_python(TOUR), Block("python", save + "\n", 0, ())]
+    assert [r["problems"] for r in run_python(snippets, cwd=tmp_path)] == [[]] * len(snippets)
+    args = command.split()
+    run = subprocess.run(opgraph_args(args), cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    drawn = (tmp_path / args[args.index("-o") + 1]).read_text()
+    committed = (DOCS / "seed-neuron.svg").read_text()
+    assert _svg_texts(drawn) == _svg_texts(committed), "docs/seed-neuron.svg is out of date"
+    assert drawn.count("<g id=\"node") == committed.count("<g id=\"node") == 15
 
 
 def test_the_client_example_runs_twice() -> None:
@@ -87,21 +107,11 @@ def test_the_client_example_runs_twice() -> None:
         server.stop()
 
 
-def _picture_size(text: str) -> str:
-    return re.sub(r"\((svg|png|dot), \d+ bytes\)", r"(\1, SIZE bytes)", text)
-
-
-@pytest.mark.slow
 def test_the_cli_session(tmp_path: Path) -> None:
     commands = shell_session(_session(CLI))
-    assert [c.args[:2] for c in commands][:3] == [["opgraph", "eval"]] * 3
-    ran = check_session(commands, cwd=tmp_path, normalise=_picture_size)
-    assert {tuple(c.args[:2]) for c, _ in ran} >= {
-        ("opgraph", "eval"), ("opgraph", "analyze"), ("opgraph", "render"),
-        ("opgraph", "gradcheck"), ("opgraph", "plot")}
-    for _, shown in ran:  # the size a picture is said to have is its size
-        for name, size in re.findall(r"wrote (\S+) \(\w+, (\d+) bytes\)", shown):
-            assert (tmp_path / name).stat().st_size == int(size)
+    assert [c.args[:2] for c in commands] == [["opgraph", "eval"]] * 2 + [["opgraph", "render"]]
+    ran = check_session(commands, cwd=tmp_path, normalise=picture_size)
+    check_pictures(ran, tmp_path)
 
 
 def test_the_server_session(tmp_path: Path) -> None:
@@ -156,18 +166,3 @@ def test_a_graph_kept_through_a_restart_as_the_readme_says(tmp_path: Path) -> No
     finally:
         before.stop()
         after.stop()
-
-
-def test_the_errors_the_readme_quotes() -> None:
-    """Each "`EXPR` raises `Error: message`" of the README's text, with ``x = Value(0.5)``."""
-    text = " ".join(README.read_text().split())
-    claims = re.findall(r"`([^`]+)` raises `(\w+): ([^`]+)`", text)
-    assert len(claims) >= 2
-    snippets = [Block("python", "import opgraph\nfrom opgraph import Value\nx = Value(0.5)\n"
-                      f"try:\n    {expression}\nexcept Exception as error:\n"
-                      "    print(f'{type(error).__name__}: {error}')\n", 0, ())
-                for expression, _, _ in claims]
-    results = run_python(snippets)
-    assert [r["problems"] for r in results] == [[]] * len(claims)
-    assert [r["stdout"] for r in results] == [f"{name}: {message}\n"
-                                              for _, name, message in claims]
