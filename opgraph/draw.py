@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 
 import graphviz
 
-from opgraph import engine
-from opgraph.engine import Value
+from opgraph import core
+from opgraph.core import Value
 from opgraph.errors import InputTypeError
 
 FORMATS = ("svg", "png", "dot")
@@ -24,7 +24,7 @@ def _nodes_of(target: object) -> list[Value]:
     from opgraph.graph import Graph
 
     if isinstance(target, Value):
-        return engine.topological_order(target)
+        return core.topological_order(target)
     if isinstance(target, Graph):
         return list(target.nodes)
     raise InputTypeError(f"draw_dot: expected a Value or a Graph, got {type(target).__name__}")
@@ -56,7 +56,7 @@ def draw_dot(
     )
     names: dict[Value, str] = {}
     for v in shown:
-        names[v] = f"n{v._id}" if v._id is not None else f"v{id(v)}"
+        names[v] = f"n{v.id}" if v.id is not None else f"v{id(v)}"
     for v in shown:
         uid = names[v]
         attrs = {}
@@ -65,10 +65,10 @@ def draw_dot(
             # Filled only: an outline in the fill colour would hide the record's field separators.
             attrs = {"style": "filled", "fillcolor": colour, "tooltip": tooltip}
         dot.node(name=uid, label=record_label(v), shape="record", **attrs)
-        if v._opdef is not None:
+        if not v.is_leaf:
             dot.node(name=uid + "_op", label=v._op)
             dot.edge(uid + "_op", uid)
-            for child in v._inputs:
+            for child in v.inputs:
                 if child in members:
                     dot.edge(names[child], uid + "_op")
     return dot

@@ -13,8 +13,8 @@ import graphviz
 import networkx as nx
 
 from opgraph.analysis import as_graph, neighbourhood, to_networkx
+from opgraph.core import Value
 from opgraph.draw import FORMATS, draw_dot
-from opgraph.engine import Value
 from opgraph.graph import Graph
 
 DEFAULT_MAX_NODES = 400
