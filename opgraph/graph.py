@@ -65,44 +65,12 @@ class Graph:
         self.nodes.append(value)
         self.version += 1
 
-    def _fresh(self, root: Value) -> list[Value]:
-        """``root`` and the values it depends on that belong to no graph yet, inputs first,
-        each once. The walk stops at this graph's own values (their inputs are in it too)."""
-        fresh: list[Value] = []
-        if self._is_own(root):
-            return fresh
-        seen = {root}
-        stack: list[tuple[Value, Iterator[Value]]] = []
-        node, pending = root, iter(root.inputs)
-        while True:
-            for child in pending:
-                if child not in seen and not self._is_own(child):
-                    seen.add(child)
-                    stack.append((node, pending))
-                    node, pending = child, iter(child.inputs)
-                    break
-            else:
-                fresh.append(node)
-                if not stack:
-                    return fresh
-                node, pending = stack.pop()
-
-    def _is_own(self, value: Value) -> bool:
-        """True for this graph's value, False for a free one; raises for another graph's."""
-        owner = value.graph
-        if owner is None:
-            return False
-        if owner is not self:
-            raise GraphMismatchError(
-                f"{describe(value)} belongs to graph {owner.name!r}, not {self.name!r}")
-        return True
-
     def adopt(self, root: Value) -> Value:
         """Add ``root`` and every free value it depends on to this graph; returns ``root``.
 
         (This is how a node made over this graph's values joins it: see `opgraph.core.Owner`.)
         """
-        fresh = self._fresh(root)
+        fresh = core.free_values(root, self)
         self.reserve(len(fresh))
         for value in fresh:
             self._register(value)
@@ -210,12 +178,7 @@ class Graph:
             raise NotALeafError(f"graph {self.name!r}: node {node_id} is computed by op "
                                 f"{leaf.op!r}; only leaves can be set")
         data = check_data(data, f"graph {self.name!r} node {node_id} data")
-        dirty = {id(leaf)}
-        affected = [leaf]
-        for value in self.nodes[node_id + 1:]:
-            if any(id(i) in dirty for i in value.inputs):
-                dirty.add(id(value))
-                affected.append(value)
+        affected = core.dependents(leaf, self.nodes[node_id + 1:])
         old = [v.data for v in affected]
         leaf.data = data
         try:
@@ -300,10 +263,7 @@ def snapshot(root: Value, name: str = "") -> Graph:
     graph = Graph(name)
     copies: dict[Value, Value] = {}
     for value in core.topological_order(root):
-        copy = core.new_node(value.opdef, tuple(copies[i] for i in value.inputs), value.data,
-                             value.attrs or None)
-        copy.grad, copy.label = value.grad, value.label
-        core.set_source(copy, value.source)
+        copy = core.copy_node(value, tuple(copies[i] for i in value.inputs))
         copies[value] = copy
         graph._register(copy)
     graph.version = 0

@@ -7,8 +7,8 @@ Modules, bottom up (each imports only those before it):
   `opgraph.compiled`), and how messages name a node (`describe`);
 - `passes`: the passes written plainly, the reference (`topological_order`, `backward_over`,
   `recompute`, `evaluate`);
-- `fast`: the fast path, all of it (`Value`'s operators and `Value.backward`), held to the
-  reference by the differential tests;
+- `fast`: the fast path, all of it (`Value`'s operators, `Value.backward` and the
+  `backward_over` exported here), held to the reference by the differential tests;
 - `value`: `Value`, and applying an op the reference way (`apply_op`, `new_node`);
 - `optable`: the op table, installed by the registry alone, and the op methods bound to it.
 
@@ -16,8 +16,15 @@ Layers above (graph, analysis, compiled, file format, server) use the names expo
 `Value`'s public properties, never the engine's underscored fields.
 """
 
+from opgraph.core.fast import backward_over
 from opgraph.core.optable import apply, install, lookup, ops
-from opgraph.core.passes import backward_over, evaluate, recompute, topological_order
+from opgraph.core.passes import (
+    dependents,
+    evaluate,
+    free_values,
+    recompute,
+    topological_order,
+)
 from opgraph.core.rules import describe, is_partial, is_real, result_problem
 from opgraph.core.source import SourceLocation, set_source_tracking, track_source
 from opgraph.core.value import (
@@ -30,6 +37,7 @@ from opgraph.core.value import (
     check_attrs,
     check_data,
     compute,
+    copy_node,
     new_node,
     place,
     set_source,
@@ -50,8 +58,11 @@ __all__ = [
     "check_attrs",
     "check_data",
     "compute",
+    "copy_node",
+    "dependents",
     "describe",
     "evaluate",
+    "free_values",
     "install",
     "is_partial",
     "is_real",

@@ -7,10 +7,11 @@ inlined, because a scalar engine's time goes to per-node overhead:
   the op table is installed (no lookup per call), they run the forward rule and make the node in
   place. Only when an input belongs to a `Graph`, or source tracking is on, do they take the
   reference path (`opgraph.core.value.apply_checked`), which adds the node to the graph.
-- `backward` is `topological_order` and `backward_over` fused into one walk and one sweep:
-  gradient rules of one or two inputs and no attributes are called unpacked (see `Sweep`), leaf
-  gradients are type-checked as the sweep passes them, and the collector is paused only when
-  the walk goes deep (`opgraph.gcpolicy.DEEP`).
+- `backward` is `topological_order` and `backward_over` fused into one walk and one sweep, and
+  `backward_over` is the same sweep over a given order: gradient rules of one or two inputs
+  and no attributes are called unpacked (see `Sweep`), leaf gradients are type-checked as the
+  sweep passes them, and the collector is paused only when the walk goes deep
+  (`opgraph.gcpolicy.DEEP`).
 
 The differential tests (tests/core/test_fast_path.py) hold both paths to identical results.
 """
@@ -18,7 +19,7 @@ The differential tests (tests/core/test_fast_path.py) hold both paths to identic
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from opgraph import gcpolicy
@@ -120,7 +121,7 @@ def backward(self: Any) -> None:
     ``grad`` grows by d self / d leaf (leaves accumulate; see `zero_grad`). Iterative.
 
     If a gradient rule fails, every ``grad`` is restored and `GradRuleError` names the op and
-    the node. (`topological_order` and `backward_over`, fused: see the module's docstring.)
+    the node. (`topological_order` and `backward_over` fused: see the module's docstring.)
     """
     if self._opdef is None:  # a leaf: d self / d self is 1, and nothing lies below it
         self.grad += 1.0
@@ -151,47 +152,65 @@ def backward(self: Any) -> None:
                 if not stack:
                     break
                 node, pending = stack.pop()
-
-        self.grad = 1.0
-        sweeps = _sweeps
-        odd = False
-        try:
-            for node in reversed(order):
-                op = node._opdef
-                if op is None:
-                    # A leaf's grad is final here (its users all came first). A rule that returns
-                    # a complex number or an array taints every grad below it, leaves included,
-                    # so checking the leaves' types finds it; `check_grads` names the rule.
-                    if type(node.grad) is not float:
-                        odd = True
-                    continue
-                try:
-                    kind = sweeps[op]
-                except KeyError:  # an op applied without being installed
-                    kind = Sweep.of(op)
-                if kind == _BINARY:
-                    a, b = node._inputs
-                    da, db = op.grad(a.data, b.data, node.data)
-                    g = node.grad
-                    a.grad += g * da
-                    b.grad += g * db
-                elif kind == _UNARY:
-                    (a,) = node._inputs
-                    (da,) = op.grad(a.data, node.data)
-                    a.grad += node.grad * da
-                else:
-                    inputs, attrs = node._inputs, node._attrs
-                    args = [v.data for v in inputs]
-                    local = op.grad(*args, node.data, **attrs) if attrs else op.grad(*args,
-                                                                                    node.data)
-                    g = node.grad
-                    for v, d in zip(inputs, local, strict=True):
-                        v.grad += g * d
-        except Exception as exc:
-            restore(saved)
-            raise rules.grad_failed(node, exc) from exc
-        if odd:
-            check_grads(order, saved)
+        _sweep(order, saved, self)
     finally:
         if paused:
             gcpolicy.release()
+
+
+def backward_over(order: Sequence[Any], root: Any) -> None:
+    """`opgraph.core.passes.backward_over`, fast: the backward pass over ``order`` (a
+    topological order ending at ``root``), with the same results and errors."""
+    saved = {node: node.grad for node in order}
+    for node in order:
+        if node._opdef is not None:
+            node.grad = 0.0
+    _sweep(order, saved, root)
+
+
+def _sweep(order: Sequence[Any], saved: dict[Any, float], root: Any) -> None:
+    """The reverse sweep, computed nodes of ``order`` already zeroed; ``saved`` maps every node
+    to its ``grad`` from before, restored if a gradient rule fails."""
+    if root._opdef is None:
+        root.grad += 1.0
+    else:
+        root.grad = 1.0
+    sweeps = _sweeps
+    odd = False
+    node = root
+    try:
+        for node in reversed(order):
+            op = node._opdef
+            if op is None:
+                # A leaf's grad is final here (its users all came first). A rule that returns a
+                # complex number or an array taints every grad below it, leaves included, so
+                # checking the leaves' types finds it; `check_grads` names the rule.
+                if type(node.grad) is not float:
+                    odd = True
+                continue
+            try:
+                kind = sweeps[op]
+            except KeyError:  # an op applied without being installed
+                kind = Sweep.of(op)
+            if kind == _BINARY:
+                a, b = node._inputs
+                da, db = op.grad(a.data, b.data, node.data)
+                g = node.grad
+                a.grad += g * da
+                b.grad += g * db
+            elif kind == _UNARY:
+                (a,) = node._inputs
+                (da,) = op.grad(a.data, node.data)
+                a.grad += node.grad * da
+            else:
+                inputs, attrs = node._inputs, node._attrs
+                args = [v.data for v in inputs]
+                local = op.grad(*args, node.data, **attrs) if attrs else op.grad(*args, node.data)
+                g = node.grad
+                for v, d in zip(inputs, local, strict=True):
+                    v.grad += g * d
+    except Exception as exc:
+        restore(saved)
+        raise rules.grad_failed(node, exc) from exc
+    if odd:
+        check_grads(order, saved)

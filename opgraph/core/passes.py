@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from opgraph.core import rules
+from opgraph.errors import GraphMismatchError
 
 
 def topological_order(root: Any) -> list[Any]:
@@ -95,6 +96,55 @@ def restore(saved: Mapping[Any, float]) -> None:
 
 
 _grad_of = operator.attrgetter("grad")
+
+
+def dependents(root: Any, later: Iterable[Any]) -> list[Any]:
+    """``root`` and the nodes of ``later`` (in its order, which is topological) that depend on
+    it, directly or through others of them."""
+    dirty = {root}
+    affected = [root]
+    for node in later:
+        for v in node._inputs:
+            if v in dirty:
+                dirty.add(node)
+                affected.append(node)
+                break
+    return affected
+
+
+def free_values(root: Any, owner: Any) -> list[Any]:
+    """``root`` and the values it depends on that belong to no graph, inputs first, each once:
+    what joins ``owner`` with ``root``. The walk stops at ``owner``'s own values (their inputs
+    are in it too); `GraphMismatchError` for a value of another graph."""
+    fresh: list[Any] = []
+    if _owned(root, owner):
+        return fresh
+    seen = {root}
+    stack: list[tuple[Any, Iterator[Any]]] = []
+    node, pending = root, iter(root._inputs)
+    while True:
+        for child in pending:
+            if child not in seen and not _owned(child, owner):
+                seen.add(child)
+                stack.append((node, pending))
+                node, pending = child, iter(child._inputs)
+                break
+        else:
+            fresh.append(node)
+            if not stack:
+                return fresh
+            node, pending = stack.pop()
+
+
+def _owned(value: Any, owner: Any) -> bool:
+    """True for a value of ``owner``, False for a free one; raises for another graph's."""
+    graph = value._graph
+    if graph is None:
+        return False
+    if graph is not owner:
+        raise GraphMismatchError(
+            f"{rules.describe(value)} belongs to graph {graph.name!r}, not {owner.name!r}")
+    return True
 
 
 def recompute(order: Iterable[Any]) -> None:

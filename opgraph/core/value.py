@@ -21,10 +21,10 @@ interior gradients fed back into the pass) cannot happen. Reset with ``root.zero
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any, Protocol
 
 from opgraph.core import fast, passes, rules, source
@@ -109,15 +109,12 @@ class Value:
         """The name of the op that computed this value, None for a leaf."""
         return None if self._opdef is None else self._opdef.name
 
-    @property
-    def opdef(self) -> OpDef | None:
-        """The definition of the op that computed this value, None for a leaf."""
-        return self._opdef
-
-    @property
-    def inputs(self) -> tuple[Value, ...]:
-        """The input values, in the op's argument order."""
-        return self._inputs
+    # (Read-only views of a field are properties whose getter is C code: about half the cost.)
+    opdef: OpDef | None = property(  # type: ignore[assignment]
+        attrgetter("_opdef"), doc="The definition of the op that computed this value, None for "
+                                  "a leaf.")
+    inputs: tuple[Value, ...] = property(  # type: ignore[assignment]
+        attrgetter("_inputs"), doc="The input values, in the op's argument order.")
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -129,20 +126,13 @@ class Value:
         """True for a value no op computed."""
         return self._opdef is None
 
-    @property
-    def id(self) -> int | None:
-        """The node id in its `Graph`, None when the value belongs to none."""
-        return self._id
-
-    @property
-    def graph(self) -> Owner | None:
-        """The `Graph` this value belongs to, if any."""
-        return self._graph
-
-    @property
-    def source(self) -> SourceLocation | None:
-        """``(file, line)`` of the code that created this value, when it was recorded."""
-        return self._loc
+    id: int | None = property(  # type: ignore[assignment]
+        attrgetter("_id"), doc="The node id in its `Graph`, None when the value belongs to none.")
+    graph: Owner | None = property(  # type: ignore[assignment]
+        attrgetter("_graph"), doc="The `Graph` this value belongs to, if any.")
+    source: SourceLocation | None = property(  # type: ignore[assignment]
+        attrgetter("_loc"), doc="``(file, line)`` of the code that created this value, when it "
+                                "was recorded.")
 
     def __pos__(self) -> Value:
         return self
@@ -176,27 +166,38 @@ def new_node(op: OpDef | None, inputs: tuple[Value, ...], data: float | int,
     return node
 
 
+def copy_node(value: Value, inputs: tuple[Value, ...]) -> Value:
+    """A copy of ``value`` over ``inputs`` (copies of its own): the same data, grad, label, op,
+    attributes and source; it joins no graph."""
+    node = object.__new__(Value)
+    node.data = value.data
+    node.grad = value.grad
+    node._inputs = inputs
+    node._opdef = value._opdef
+    node._graph = None
+    fields = getattr(value, "__dict__", None)
+    if fields:
+        node.__dict__.update(fields)
+        node.__dict__.pop("_id", None)
+    return node
+
+
 def place(value: Value, graph: Owner | None, node_id: int | None) -> None:
     """Record that ``value`` is node ``node_id`` of ``graph`` (None, None: of no graph).
     For `Graph`, which keeps its node list to match."""
     value._graph = graph
     if node_id is not None:
         value._id = node_id
-    else:
-        _forget(value, "_id")
+    elif value._id is not None:
+        del value._id  # back to the class-level default
 
 
 def set_source(value: Value, location: SourceLocation | None) -> None:
     """Record (or with None, forget) where ``value`` was made."""
     if location is not None:
         value._loc = location
-    else:
-        _forget(value, "_loc")
-
-
-def _forget(value: Value, field: str) -> None:
-    with contextlib.suppress(AttributeError):  # (not set: it is the class-level default)
-        delattr(value, field)
+    elif value._loc is not None:
+        del value._loc  # back to the class-level default
 
 
 # --- applying ops --------------------------------------------------------------------------------
