@@ -169,16 +169,11 @@ def new_node(op: OpDef | None, inputs: tuple[Value, ...], data: float | int,
 def copy_node(value: Value, inputs: tuple[Value, ...]) -> Value:
     """A copy of ``value`` over ``inputs`` (copies of its own): the same data, grad, label, op,
     attributes and source; it joins no graph."""
-    node = object.__new__(Value)
-    node.data = value.data
+    node = new_node(value._opdef, inputs, value.data, value._attrs)
     node.grad = value.grad
-    node._inputs = inputs
-    node._opdef = value._opdef
-    node._graph = None
-    fields = getattr(value, "__dict__", None)
-    if fields:
-        node.__dict__.update(fields)
-        node.__dict__.pop("_id", None)
+    if value.label:
+        node.label = value.label
+    set_source(node, value._loc)
     return node
 
 
