@@ -28,6 +28,7 @@ from opgraph.core.passes import (
 from opgraph.core.rules import describe, is_partial, is_real, result_problem
 from opgraph.core.source import SourceLocation, set_source_tracking, track_source
 from opgraph.core.value import (
+    GraphValue,
     Owner,
     Value,
     apply_checked,
@@ -46,6 +47,7 @@ from opgraph.core.value import (
 lookup_op = lookup
 
 __all__ = [
+    "GraphValue",
     "Owner",
     "SourceLocation",
     "Value",

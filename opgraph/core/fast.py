@@ -5,8 +5,9 @@ inlined, because a scalar engine's time goes to per-node overhead:
 
 - `binary_operator` / `unary_operator` make ``x * y`` and ``x.tanh()``: bound to their op when
   the op table is installed (no lookup per call), they run the forward rule and make the node in
-  place. Only when an input belongs to a `Graph`, or source tracking is on, do they take the
-  reference path (`opgraph.core.value.apply_checked`), which adds the node to the graph.
+  place. Only when an input belongs to a `Graph` (its class is `GraphValue`, not `Value`), or
+  source tracking is on, do they take the reference path (`opgraph.core.value.apply_checked`),
+  which adds the node to the graph.
 - `backward` is `topological_order` and `backward_over` fused into one walk and one sweep, and
   `backward_over` is the same sweep over a given order: gradient rules of one or two inputs
   and no attributes are called unpacked (see `Sweep`), leaf gradients are type-checked as the
@@ -66,13 +67,15 @@ def binary_operator(op: OpDef, symbol: str, reflected: bool, *, cls: type,
     new = object.__new__
 
     def operator(self: Any, other: Any) -> Any:
+        fast = type(self) is cls  # (not: a value of a graph, whose class is a subclass)
         if type(other) is not cls:
-            other = operand(other, symbol)
+            other = operand(other, symbol)  # a number becomes a leaf, of class `cls`
+            fast = fast and type(other) is cls
         if reflected:
             a, b = other, self
         else:
             a, b = self, other
-        if a._graph is not None or b._graph is not None or source.tracking:
+        if not fast or source.tracking:
             return slow(op, (a, b), None)
         try:
             out = forward(a.data, b.data)
@@ -85,7 +88,6 @@ def binary_operator(op: OpDef, symbol: str, reflected: bool, *, cls: type,
         node.grad = 0.0
         node._inputs = (a, b)
         node._opdef = op
-        node._graph = None
         return node
 
     return operator
@@ -97,7 +99,7 @@ def unary_operator(op: OpDef, *, cls: type, slow: Callable[..., Any]) -> Callabl
     new = object.__new__
 
     def method(self: Any) -> Any:
-        if self._graph is not None or source.tracking:
+        if type(self) is not cls or source.tracking:
             return slow(op, (self,), None)
         try:
             out = forward(self.data)
@@ -110,7 +112,6 @@ def unary_operator(op: OpDef, *, cls: type, slow: Callable[..., Any]) -> Callabl
         node.grad = 0.0
         node._inputs = (self,)
         node._opdef = op
-        node._graph = None
         return node
 
     return method

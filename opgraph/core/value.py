@@ -65,12 +65,13 @@ class Value:
     (`opgraph.core.optable`).
     """
 
-    # The fields every node sets are slots; the rarely set ones are class-level defaults,
+    # The four fields every node sets are slots; the rarely set ones are class-level defaults,
     # stored in a per-instance dict only when set (a labelled or graph-held value). This keeps
-    # the stores per created node, the engine's hottest path, to five.
-    __slots__ = ("__dict__", "_graph", "_inputs", "_opdef", "data", "grad")
+    # the stores per created node, the engine's hottest path, to four.
+    __slots__ = ("__dict__", "_inputs", "_opdef", "data", "grad")
     label: str = ""
     _attrs: dict[str, Any] | None = None
+    _graph: Owner | None = None
     _id: int | None = None
     _loc: SourceLocation | None = None
 
@@ -79,7 +80,6 @@ class Value:
         self.grad = 0.0
         self._inputs: tuple[Value, ...] = ()
         self._opdef: OpDef | None = None
-        self._graph: Owner | None = None
         if label:
             if type(label) is not str:
                 raise InputTypeError(f"Value(label): expected a string, got "
@@ -158,7 +158,6 @@ def new_node(op: OpDef | None, inputs: tuple[Value, ...], data: float | int,
     node.grad = 0.0
     node._inputs = inputs
     node._opdef = op
-    node._graph = None
     if attrs is not None:
         node._attrs = attrs
     if source.tracking:
@@ -177,14 +176,28 @@ def copy_node(value: Value, inputs: tuple[Value, ...]) -> Value:
     return node
 
 
+class GraphValue(Value):
+    """A `Value` held by a `Graph`: a value becomes one when it joins a graph (`place`).
+
+    Nothing else differs; the class is how the operators tell, at no cost, that an input
+    belongs to a graph, so that they take the reference path, which adds the result to it.
+    """
+
+    __slots__ = ()
+
+
 def place(value: Value, graph: Owner | None, node_id: int | None) -> None:
     """Record that ``value`` is node ``node_id`` of ``graph`` (None, None: of no graph).
     For `Graph`, which keeps its node list to match."""
-    value._graph = graph
-    if node_id is not None:
+    if graph is not None:
+        value.__class__ = GraphValue
+        value._graph = graph
         value._id = node_id
-    elif value._id is not None:
-        del value._id  # back to the class-level default
+        return
+    value.__class__ = Value
+    for field in ("_graph", "_id"):
+        if field in value.__dict__:
+            del value.__dict__[field]  # back to the class-level default
 
 
 def set_source(value: Value, location: SourceLocation | None) -> None:

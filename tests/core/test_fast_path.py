@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import math
+import pickle
 import threading
 import types
 
@@ -288,3 +289,27 @@ def test_a_deep_backward_ending_inside_another_threads_pause_keeps_it_paused(ins
         paused_elsewhere.set()
         thread.join(10)
     assert gc.isenabled() and gcpolicy.pauses() == 0
+
+
+def test_a_value_joining_a_graph_takes_the_reference_path_from_then_on():
+    """Joining a graph makes a value a `GraphValue` (how the operators tell, at no cost), and
+    leaving it by a rollback makes it a plain `Value` again."""
+    x = Value(2.0, label="x")
+    free = x * 3.0
+    assert type(free) is Value and free.graph is None
+    g = Graph("g")
+    mark = g.checkpoint()
+    w = g.leaf(0.5)
+    for made in (x * w, w * x, 2.0 * w, w - 1.0, w.tanh(), -w, w ** 2, 2 ** w):
+        assert made.graph is g and type(made) is core.GraphValue
+    assert type(x) is core.GraphValue and x.id is not None  # adopted with the first of them
+    assert (free * 2.0).graph is None  # a free value stays free
+    g.rollback(mark)
+    assert type(x) is Value and x.graph is None and x.id is None and x.label == "x"
+    assert (x * 2.0).graph is None
+    assert pickle.loads(pickle.dumps(g)).nodes == []
+    kept = Graph.capture(x * x, "kept")
+    assert all(type(v) is core.GraphValue for v in kept)
+    copy = pickle.loads(pickle.dumps(kept))
+    assert [type(v) for v in copy] == [core.GraphValue] * 2
+    assert (copy.node(1) * 2.0).graph is copy
