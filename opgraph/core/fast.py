@@ -60,22 +60,20 @@ def binary_operator(op: OpDef, symbol: str, reflected: bool, *, cls: type,
                     ) -> Callable[[Any, Any], Any]:
     """``cls.__mul__`` and friends: ``op`` over self and other (swapped if ``reflected``).
 
-    ``slow(op, inputs, attrs)`` is the reference path, for inputs in a graph; ``operand``
-    makes a number into a leaf.
+    ``slow(op, inputs, attrs)`` is the reference path, for an input of a graph (of a subclass
+    of ``cls``: `opgraph.core.GraphValue`); ``operand`` makes a number into a leaf.
     """
     forward = op.forward
     new = object.__new__
 
     def operator(self: Any, other: Any) -> Any:
-        fast = type(self) is cls  # (not: a value of a graph, whose class is a subclass)
         if type(other) is not cls:
-            other = operand(other, symbol)  # a number becomes a leaf, of class `cls`
-            fast = fast and type(other) is cls
+            other = operand(other, symbol)  # a number becomes a leaf
         if reflected:
             a, b = other, self
         else:
             a, b = self, other
-        if not fast or source.tracking:
+        if type(a) is not cls or type(b) is not cls or source.tracking:  # a graph's value
             return slow(op, (a, b), None)
         try:
             out = forward(a.data, b.data)
