@@ -4,20 +4,20 @@ Start with `Value` (micrograd's API), `Graph` (nodes with ids, as the server hol
 `draw_dot`, `gradcheck`; write ops with `OpDef` and `hookimpl` (see `opgraph.hookspecs`).
 """
 
-from opgraph.draw import draw_dot
-from opgraph.engine import (
+from opgraph.core import (
     Value,
     apply,
     backward,
-    gc_paused,
     lookup_op,
     set_source_tracking,
     topological_order,
     track_source,
 )
+from opgraph.draw import draw_dot
 from opgraph.errors import (
     ArityError,
     AttributeSpecError,
+    ExpressionError,
     ForwardError,
     GradRuleError,
     GraphError,
@@ -35,8 +35,8 @@ from opgraph.errors import (
     RuleError,
     UnknownOpError,
 )
-from opgraph.expr import ExpressionError
 from opgraph.fileformat import load, save
+from opgraph.gcpolicy import gc_paused
 from opgraph.gradcheck import check_op, gradcheck
 from opgraph.graph import Graph
 from opgraph.hookspecs import hookimpl

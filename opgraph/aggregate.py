@@ -607,7 +607,7 @@ def units(graph: Any, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, list
         if v.label:
             key: tuple = ("label", v.label)
             name = v.label
-        elif v._loc is not None:
+        elif v.source is not None:
             if agg is None:
                 agg = aggregates(graph)
                 rank = agg._lines_sorted()[2]
@@ -615,7 +615,7 @@ def units(graph: Any, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, list
             period = agg.period(line)
             place = int(rank[i]) % period if period else int(rank[i])  # type: ignore[index]
             key = ("site", line, place)
-            name = f"{v._loc[0]}:{v._loc[1]} position {place}"
+            name = f"{v.source[0]}:{v.source[1]} position {place}"
         else:
             key = ("node", i)
             name = ""

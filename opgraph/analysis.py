@@ -20,42 +20,15 @@ from typing import Any
 
 import networkx as nx
 
-from opgraph import engine, linear
+from opgraph import linear
+from opgraph.core import Value, describe
 from opgraph.dominators import gradient_dominators
-from opgraph.engine import Value
-from opgraph.errors import InputTypeError, NodeNotFoundError
-from opgraph.graph import Graph
+from opgraph.errors import NodeNotFoundError
+from opgraph.graph import Graph, as_graph, snapshot
 from opgraph.structure import near, structure
 
-
-def snapshot(root: Value, name: str = "") -> Graph:
-    """A new `Graph` holding copies of ``root`` and what it depends on, ids in topological order.
-
-    The copies share data, grad, label, op, attributes and source, but the original values are
-    left alone (they do not join the graph, unlike `Graph.capture`). Nothing is recomputed.
-    """
-    graph = Graph(name)
-    copies: dict[Value, Value] = {}
-    for value in engine.topological_order(root):
-        copy = engine._new_node(
-            value.data, value._opdef, tuple(copies[i] for i in value._inputs), value._attrs
-        )
-        copy.grad, copy.label, copy._loc = value.grad, value.label, value._loc
-        copies[value] = copy
-        graph._register(copy)
-    graph.version = 0
-    return graph
-
-
-def as_graph(target: object) -> Graph:
-    """``target`` itself if it is a `Graph`, a `snapshot` if it is a `Value`."""
-    if isinstance(target, Graph):
-        return target
-    if isinstance(target, Value):
-        if target._graph is not None:
-            return target._graph
-        return snapshot(target)
-    raise InputTypeError(f"expected a Graph or a Value, got {type(target).__name__}")
+__all__ = ["AnalysisReport", "analyze", "as_graph", "gradient_dominators", "neighbourhood",
+           "snapshot", "to_networkx"]
 
 
 def to_networkx(graph: Graph) -> nx.DiGraph:
@@ -68,13 +41,14 @@ def to_networkx(graph: Graph) -> nx.DiGraph:
         return cached[1]
     g = nx.DiGraph()
     for value in graph.nodes:
-        g.add_node(value._id, op=value.op, label=value.label)
+        g.add_node(value.id, op=value.op, label=value.label)
     for value in graph.nodes:
-        for inp in value._inputs:
-            if g.has_edge(inp._id, value._id):
-                g.edges[inp._id, value._id]["count"] += 1
+        node_id = value.id
+        for inp in value.inputs:
+            if g.has_edge(inp.id, node_id):
+                g.edges[inp.id, node_id]["count"] += 1
             else:
-                g.add_edge(inp._id, value._id, count=1)
+                g.add_edge(inp.id, node_id, count=1)
     graph._nx_cache = (len(graph.nodes), g)  # type: ignore[attr-defined]
     return g
 
@@ -122,13 +96,13 @@ def _root_of(graph: Graph, root: int | Value | None) -> int | None:
         # The most recent computed output: a leaf added last (an unused input, say) must not
         # make every other node "unused".
         outputs = graph.outputs
-        computed = [v for v in outputs if v._opdef is not None]
-        return (computed or outputs)[-1]._id if outputs else None
+        computed = [v for v in outputs if not v.is_leaf]
+        return (computed or outputs)[-1].id if outputs else None
     if isinstance(root, Value):
-        if root._graph is not graph:
-            raise NodeNotFoundError(f"{engine.describe(root)} is not in graph {graph.name!r}")
-        return root._id
-    return graph.node(root)._id
+        if root.graph is not graph:
+            raise NodeNotFoundError(f"{describe(root)} is not in graph {graph.name!r}")
+        return root.id
+    return graph.node(root).id
 
 
 def analyze(
@@ -152,7 +126,7 @@ def analyze(
     """
     linear.check_limit(limit)
     graph = as_graph(target)
-    if isinstance(target, Value) and root is None and target._graph is not None:
+    if isinstance(target, Value) and root is None and target.graph is not None:
         root = target
     s = structure(graph)
     if s.topological:  # every graph built through the API: the linear-time analyses
@@ -167,8 +141,8 @@ def analyze(
         return report
     g = to_networkx(graph)  # a graph with a cycle (a corrupt import can make one)
     root_id = _root_of(graph, root)
-    leaves = [v._id for v in graph.nodes if v._opdef is None]
-    outputs = [v._id for v in graph.outputs]
+    leaves = [v.id for v in graph.nodes if v.is_leaf]
+    outputs = [v.id for v in graph.outputs]
     acyclic = nx.is_directed_acyclic_graph(g)
     if acyclic:
         generations = [len(gen) for gen in nx.topological_generations(g)]
@@ -211,7 +185,7 @@ def analyze(
 def _check_queries(graph: Graph, node: int | None, leaf: int | None) -> None:
     if node is not None:
         graph.node(node)
-    if leaf is not None and graph.node(leaf)._opdef is not None:
+    if leaf is not None and not graph.node(leaf).is_leaf:
         raise NodeNotFoundError(f"node {leaf} is computed by op {graph.nodes[leaf].op!r}, "
                                 "not a leaf")
 

@@ -30,7 +30,6 @@ or `GradRuleError` naming the op and the kernel.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +37,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from opgraph import engine
-from opgraph.engine import Value
+from opgraph.core import Value, describe, is_partial, is_real, result_problem, topological_order
 from opgraph.errors import (
     ForwardError,
     GradRuleError,
@@ -81,7 +79,7 @@ class CompiledGraph:
         if not isinstance(root, Value):
             raise InputTypeError(f"compile_graph: expected a Value, got {type(root).__name__}")
         self.root = root
-        self.nodes: list[Value] = engine.topological_order(root)
+        self.nodes: list[Value] = topological_order(root)
         self.position = {node: i for i, node in enumerate(self.nodes)}
         self.values = np.array([float(v.data) for v in self.nodes], dtype=np.float64)
         self.grads = np.zeros(len(self.nodes), dtype=np.float64)
@@ -93,23 +91,25 @@ class CompiledGraph:
         g.add_nodes_from(range(len(self.nodes)))
         position = self.position
         g.add_edges_from(
-            (position[i], position[v]) for v in self.nodes for i in v._inputs
+            (position[i], position[v]) for v in self.nodes for i in v.inputs
         )
         groups: list[_Group] = []
         for generation in nx.topological_generations(g):
             by_op: dict[tuple[int, tuple], list[int]] = {}
             for index in sorted(generation):
                 node = self.nodes[index]
-                if node._opdef is None:
+                if node.is_leaf:
                     continue
-                attrs = tuple(sorted((node._attrs or {}).items()))
-                by_op.setdefault((id(node._opdef), attrs), []).append(index)
+                attrs = tuple(sorted(node.attrs.items()))
+                by_op.setdefault((id(node.opdef), attrs), []).append(index)
             for members in by_op.values():
                 first = self.nodes[members[0]]
-                ins = [np.array([position[self.nodes[m]._inputs[k]] for m in members],
-                                dtype=np.intp) for k in range(first._opdef.arity)]
+                op = first.opdef
+                assert op is not None
+                ins = [np.array([position[self.nodes[m].inputs[k]] for m in members],
+                                dtype=np.intp) for k in range(op.arity)]
                 groups.append(_Group(
-                    op=first._opdef, attrs=dict(first._attrs or {}),
+                    op=op, attrs=first.attrs,
                     out=np.array(members, dtype=np.intp), ins=ins,
                     unique=[len(np.unique(i)) == len(i) for i in ins],
                 ))
@@ -128,7 +128,7 @@ class CompiledGraph:
         try:
             return self.position[value]
         except KeyError:
-            raise GraphMismatchError(f"{engine.describe(value)} is not in this compiled graph") \
+            raise GraphMismatchError(f"{describe(value)} is not in this compiled graph") \
                 from None
 
     def indices(self, values: Iterable[Value]) -> np.ndarray:
@@ -140,9 +140,9 @@ class CompiledGraph:
         idx = self.indices(leaves)
         for i in idx:
             node = self.nodes[i]
-            if node._opdef is not None:
-                raise NotALeafError(f"{engine.describe(node)} is computed by op "
-                                    f"{node._opdef.name!r}; only leaves can be set")
+            if not node.is_leaf:
+                raise NotALeafError(f"{describe(node)} is computed by op "
+                                    f"{node.op!r}; only leaves can be set")
         try:
             new = np.asarray(data, dtype=np.float64)
         except (TypeError, ValueError):
@@ -198,7 +198,7 @@ class CompiledGraph:
             xs = [item(i) for i in ins]
             try:
                 result = op.forward(*xs, **attrs)
-                if type(result) is not float and not _is_real(result):
+                if type(result) is not float and not is_real(result):
                     raise TypeError("not a real number")
                 values[out] = result  # (an int too big for a float raises OverflowError)
             except Exception:
@@ -208,7 +208,7 @@ class CompiledGraph:
                  cause: BaseException | None = None) -> ForwardError:
         """The error for the node at ``index``, whose forward rule ``problem``."""
         node = self.nodes[index]
-        op = node._opdef
+        op = node.opdef
         assert op is not None
         where = _where(node, index)
         return ForwardError(f"op {op.name!r} failed at {where} (compiled) on inputs {inputs}: "
@@ -217,23 +217,23 @@ class CompiledGraph:
     def _raise_if_a_rule_fails(self) -> None:
         """Rerun the scalar forward rule of every computed node whose value is not finite, in
         topological order; raise `ForwardError` for the first that fails (NaN and infinity
-        are results where the rule itself returns them, as ``exp`` past 709 does)."""
+        are results where the rule itself returns them, as ``exp`` past 709 does). A rule fails
+        as in the eager engine (`opgraph.core.rules`), or if it gives an int too big for a
+        float (which the eager engine keeps as an int)."""
         values = self.values
         for index in np.flatnonzero(~np.isfinite(values)).tolist():
             node = self.nodes[index]
-            op = node._opdef
+            op = node.opdef
             if op is None:
                 continue
-            inputs = [float(values[self.position[v]]) for v in node._inputs]
+            inputs = [float(values[self.position[v]]) for v in node.inputs]
             try:
-                out = op.forward(*inputs, **(node._attrs or {}))
+                out = op.forward(*inputs, **node.attrs)
             except Exception as exc:
                 raise self._failure(index, inputs, f"raised {type(exc).__name__}: {exc}",
                                     exc) from exc
-            problem = None
-            if not _is_real(out):
-                problem = "not a real number"
-            elif type(out) is not float:
+            problem = result_problem(out)
+            if problem is None and type(out) is not float:
                 try:
                     float(out)
                 except OverflowError:
@@ -311,14 +311,13 @@ class CompiledGraph:
     def _slow_grad(self, group: _Group, index: int, xs: list[float], local: Any,
                    exc: Exception | None) -> list[float]:
         """The partials of a node whose gradient rule raised (``exc``) or did not give one
-        float per input: real numbers (bools and ints too, as the eager engine takes them)
-        are taken as they are; otherwise the op's kernel gives them, as in a big group; an
-        op without kernels raises `GradRuleError`."""
+        float per input: partials the eager engine takes (`opgraph.core.is_partial`: bools,
+        ints and numpy scalars too) are taken as they are; otherwise the op's kernel gives them,
+        as in a big group; an op without kernels raises `GradRuleError`."""
         if exc is None:
             try:
                 given = tuple(local)
-                if len(given) == len(xs) and all(isinstance(d, numbers.Real | np.bool_)
-                                                 for d in given):
+                if len(given) == len(xs) and all(is_partial(d) for d in given):
                     return [float(d) for d in given]
             except (TypeError, ValueError, OverflowError):
                 pass
@@ -353,7 +352,7 @@ class CompiledGraph:
         cached = getattr(self, "_leaves", None)
         if cached is None:
             cached = self._leaves = np.array(
-                [i for i, v in enumerate(self.nodes) if v._opdef is None], dtype=np.intp)
+                [i for i, v in enumerate(self.nodes) if v.is_leaf], dtype=np.intp)
         return cached
 
     def write_back(self) -> None:
@@ -362,10 +361,6 @@ class CompiledGraph:
                                     strict=True):
             node.data = data
             node.grad = grad
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _kernel_value(group: _Group, xs: list[float]) -> float:
@@ -394,7 +389,7 @@ def _kernel_failed(group: _Group, kernel: str, exc: Exception) -> ForwardError |
 
 def _where(node: Value, index: int) -> str:
     """How errors name a node of a compiled graph: its label or id, else its position."""
-    where = engine.describe(node).rsplit(" (data", 1)[0]  # (its data is stale here)
+    where = describe(node).rsplit(" (data", 1)[0]  # (its data is stale here)
     return f"the unlabelled value at position {index}" if where == "unlabelled value" else where
 
 

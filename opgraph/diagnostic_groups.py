@@ -23,7 +23,7 @@ def site_of(graph: Any, node: int | None) -> Site:
     if node is None or not 0 <= node < len(graph.nodes):
         return None
     value = graph.nodes[node]
-    loc = value._loc
+    loc = value.source
     if loc is not None:
         return {"file": loc[0], "line": loc[1]}
     part = value.label.rpartition(".")[0]

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opgraph.errors import OpgraphError
-from opgraph.registry import PluginProblem, Registry, default_registry
+from opgraph.graph import as_graph
+from opgraph.registry import PluginProblem, Registry, call_hook, default_registry
 
 SEVERITIES = ("error", "warning", "info", "hint")
 
@@ -61,26 +62,15 @@ def run_diagnostics(graph: Any, registry: Registry | None = None) -> Diagnostics
     A plugin that raises, or returns something that is not a `Diagnostic`, is reported in
     ``problems`` by name; the others still run. Results are sorted by node, then code.
     """
-    from opgraph.analysis import as_graph
-
     graph = as_graph(graph)
     if registry is None:  # not `registry or ...`: a registry with no ops is falsy
         registry = default_registry()
     result = DiagnosticsResult()
     for plugin, hook in registry.diagnostics_hooks():
-        try:
-            found = list(hook(graph=graph) or ())
-        except Exception as exc:
-            result.problems.append(
-                PluginProblem(plugin, f"opgraph_diagnostics failed: {type(exc).__name__}: {exc}")
-            )
-            continue
-        for item in found:
-            if not isinstance(item, Diagnostic):
-                result.problems.append(PluginProblem(
-                    plugin, f"opgraph_diagnostics returned {type(item).__name__}, "
-                            "not a Diagnostic"))
-                break
-            result.diagnostics.append(item if item.plugin else replace(item, plugin=plugin))
+        found, problem = call_hook(plugin, "opgraph_diagnostics", hook, Diagnostic, graph=graph)
+        if problem is not None:
+            result.problems.append(problem)  # what came before the bad item is kept
+        result.diagnostics.extend(
+            item if item.plugin else replace(item, plugin=plugin) for item in found)
     result.diagnostics.sort(key=lambda d: (-1 if d.node is None else d.node, d.code))
     return result

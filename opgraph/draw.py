@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 
 import graphviz
 
-from opgraph import engine
-from opgraph.engine import Value
+from opgraph import core
+from opgraph.core import Value
 from opgraph.errors import InputTypeError
 
 FORMATS = ("svg", "png", "dot")
@@ -30,12 +30,12 @@ def _name(value: Value, depth: int) -> tuple[str, bool]:
     """`node_name` and whether it is an infix expression (to be bracketed inside another)."""
     if value.label:
         return value.label, False
-    ident = "" if value._id is None else f"#{value._id}"
-    op = value._opdef
+    ident = "" if value.id is None else f"#{value.id}"
+    op = value.opdef
     if op is None or depth <= 0:
         return ident, False
-    named = [_name(i, depth - 1) for i in value._inputs]
-    symbol = op.format_symbol(value._attrs)
+    named = [_name(i, depth - 1) for i in value.inputs]
+    symbol = op.format_symbol(value.attrs)
     infix = len(named) == 2 and bool(symbol) and not symbol[0].isalpha()
     if infix:
         (a, a_infix), (b, b_infix) = named
@@ -51,14 +51,14 @@ def first_cell(value: Value) -> str:
     """What the first cell of a value's record shows: its label, as the seed draws it; for an
     unlabelled value of a graph, its id and (if computed) a name derived from its expression
     (``#7 x1*w1``), so that a node can be found by id in the picture (``--around 7``)."""
-    if value.label or value._id is None:
+    if value.label or value.id is None:
         return value.label
-    ident = f"#{value._id}"
-    if value._opdef is None:
+    ident = f"#{value.id}"
+    if value.opdef is None:
         return ident
     name = node_name(value)
     if name.endswith(ident):  # too long an expression: op#id
-        name = value._opdef.name
+        name = value.opdef.name
     return f"{ident} {name}"
 
 
@@ -73,7 +73,7 @@ def _nodes_of(target: object) -> list[Value]:
     from opgraph.graph import Graph
 
     if isinstance(target, Value):
-        return engine.topological_order(target)
+        return core.topological_order(target)
     if isinstance(target, Graph):
         return list(target.nodes)
     raise InputTypeError(f"draw_dot: expected a Value or a Graph, got {type(target).__name__}")
@@ -105,7 +105,7 @@ def draw_dot(
     )
     names: dict[Value, str] = {}
     for v in shown:
-        names[v] = f"n{v._id}" if v._id is not None else f"v{id(v)}"
+        names[v] = f"n{v.id}" if v.id is not None else f"v{id(v)}"
     for v in shown:
         uid = names[v]
         attrs = {}
@@ -114,10 +114,10 @@ def draw_dot(
             # Filled only: an outline in the fill colour would hide the record's field separators.
             attrs = {"style": "filled", "fillcolor": colour, "tooltip": tooltip}
         dot.node(name=uid, label=record_label(v), shape="record", **attrs)
-        if v._opdef is not None:
+        if not v.is_leaf:
             dot.node(name=uid + "_op", label=v._op)
             dot.edge(uid + "_op", uid)
-            for child in v._inputs:
+            for child in v.inputs:
                 if child in members:
                     dot.edge(names[child], uid + "_op")
     return dot

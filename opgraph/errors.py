@@ -9,6 +9,7 @@ cause.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -24,6 +25,7 @@ class UnknownOpError(OpgraphError, KeyError):
 
     def __init__(self, name: str, known: Iterable[str] = (), *, reason: str | None = None):
         self.name = name
+        self.reason = reason
         self.suggestions = difflib.get_close_matches(str(name), list(known), n=3)
         hint = f"; did you mean {self.suggestions[0]!r}?" if self.suggestions else ""
         # ``reason`` replaces "no op named ..." where the name is known but unusable (two
@@ -134,3 +136,64 @@ class GraphFileError(OpgraphError, ValueError):
         super().__init__(message)
         self.node = node
         self.field = field
+
+
+# --- expressions ---------------------------------------------------------------------------------
+
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+"""What Python's tokenizer counts as a line break."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_EXCERPT_WIDTH = 72
+
+
+class ExpressionError(OpgraphError, ValueError):
+    """An expression that cannot be turned into graph nodes, and where the problem is.
+
+    Attributes (positions count characters, from 0):
+
+    - ``reason``: what is wrong, without the position (``"no op named 'print'"``);
+    - ``text``: the whole expression as given;
+    - ``offset`` / ``end_offset``: the offending part is ``text[offset:end_offset]``;
+    - ``lineno`` (from 1) and ``col`` (from 0): where ``offset`` falls, line by line.
+
+    ``str(error)`` is one line: the reason and the position, with the column counted from 1 as
+    editors show it. `excerpt` gives the source line with carets under the offending part.
+    """
+
+    def __init__(self, reason: str, text: str, offset: int, end_offset: int | None = None):
+        Exception.__init__(self, reason, text, offset, end_offset)  # args, for pickling
+        offset = max(0, min(offset, len(text)))
+        end = offset if end_offset is None else max(offset, min(end_offset, len(text)))
+        self.reason = reason
+        self.text = text
+        self.offset = offset
+        self.end_offset = end
+        self.lineno, self.col = _line_col(text, offset)
+
+    def __str__(self) -> str:
+        if LINE_BREAK.search(self.text):
+            where = f"line {self.lineno}, column {self.col + 1}"
+        else:
+            where = f"column {self.col + 1}"
+        return f"{self.reason} (at {where})"
+
+    def excerpt(self) -> str:
+        """The line holding the problem and a line of carets under it (long lines cut down)."""
+        lines = LINE_BREAK.split(_SURROGATE.sub("\ufffd", self.text))
+        line = lines[self.lineno - 1]
+        start = self.col
+        width = max(1, min(self.end_offset - self.offset, len(line) - start))
+        left = max(0, min(start - _EXCERPT_WIDTH // 2, len(line) - _EXCERPT_WIDTH))
+        right = left + _EXCERPT_WIDTH
+        shown = ("..." if left else "") + line[left:right] + ("..." if right < len(line) else "")
+        pad = start - left + (3 if left else 0)
+        width = min(width, _EXCERPT_WIDTH - (start - left))
+        return f"{shown}\n{' ' * pad}{'^' * max(1, width)}"
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    lineno, line_start = 1, 0
+    for match in LINE_BREAK.finditer(text, 0, offset):
+        lineno += 1
+        line_start = match.end()
+    return lineno, offset - line_start

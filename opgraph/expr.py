@@ -45,21 +45,21 @@ from __future__ import annotations
 import ast
 import difflib
 import numbers
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from opgraph import engine
-from opgraph.engine import Value
+from opgraph import core
+from opgraph.core import Value
 from opgraph.errors import (
+    LINE_BREAK,
     ArityError,
     AttributeSpecError,
+    ExpressionError,
     GraphLimitError,
     GraphMismatchError,
     InputTypeError,
-    OpgraphError,
     RuleError,
     UnknownOpError,
 )
@@ -85,9 +85,7 @@ MAX_DEPTH = 200
 """The deepest nesting of the syntax tree `parse` accepts by default."""
 
 _MAX_INT_ATTRIBUTE = 2**16  # larger int attribute values become floats (see the module doc)
-_EXCERPT_WIDTH = 72
-_NEWLINE = re.compile(r"\r\n|\r|\n")  # what Python's tokenizer counts as a line break
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_NEWLINE = LINE_BREAK
 
 _BINARY_OPS: dict[type[ast.operator], tuple[str, str]] = {
     ast.Add: ("+", "add"),
@@ -129,51 +127,6 @@ _REFUSED_KINDS: dict[type[ast.AST], str] = {
 # --- the error -------------------------------------------------------------------------------
 
 
-class ExpressionError(OpgraphError, ValueError):
-    """An expression that cannot be turned into graph nodes, and where the problem is.
-
-    Attributes (positions count characters, from 0):
-
-    - ``reason``: what is wrong, without the position (``"no op named 'print'"``);
-    - ``text``: the whole expression as given;
-    - ``offset`` / ``end_offset``: the offending part is ``text[offset:end_offset]``;
-    - ``lineno`` (from 1) and ``col`` (from 0): where ``offset`` falls, line by line.
-
-    ``str(error)`` is one line: the reason and the position, with the column counted from 1 as
-    editors show it. `excerpt` gives the source line with carets under the offending part.
-    """
-
-    def __init__(self, reason: str, text: str, offset: int, end_offset: int | None = None):
-        Exception.__init__(self, reason, text, offset, end_offset)  # args, for pickling
-        offset = max(0, min(offset, len(text)))
-        end = offset if end_offset is None else max(offset, min(end_offset, len(text)))
-        self.reason = reason
-        self.text = text
-        self.offset = offset
-        self.end_offset = end
-        self.lineno, self.col = _line_col(text, offset)
-
-    def __str__(self) -> str:
-        if _NEWLINE.search(self.text):
-            where = f"line {self.lineno}, column {self.col + 1}"
-        else:
-            where = f"column {self.col + 1}"
-        return f"{self.reason} (at {where})"
-
-    def excerpt(self) -> str:
-        """The line holding the problem and a line of carets under it (long lines cut down)."""
-        lines = _NEWLINE.split(_SURROGATE.sub("\ufffd", self.text))
-        line = lines[self.lineno - 1]
-        start = self.col
-        width = max(1, min(self.end_offset - self.offset, len(line) - start))
-        left = max(0, min(start - _EXCERPT_WIDTH // 2, len(line) - _EXCERPT_WIDTH))
-        right = left + _EXCERPT_WIDTH
-        shown = ("..." if left else "") + line[left:right] + ("..." if right < len(line) else "")
-        pad = start - left + (3 if left else 0)
-        width = min(width, _EXCERPT_WIDTH - (start - left))
-        return f"{shown}\n{' ' * pad}{'^' * max(1, width)}"
-
-
 class OpFailedInExpression(ExpressionError, RuleError):
     """An op of a well-formed expression failed on its values (``log(x)`` at ``x = -1``).
 
@@ -187,14 +140,6 @@ class OpFailedInExpression(ExpressionError, RuleError):
         self.op = cause.op if cause is not None else ""
         self.node = cause.node if cause is not None else ""
         self.cause = cause.cause if cause is not None else None
-
-
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    lineno, line_start = 1, 0
-    for match in _NEWLINE.finditer(text, 0, offset):
-        lineno += 1
-        line_start = match.end()
-    return lineno, offset - line_start
 
 
 class _Refusal(Exception):
@@ -530,11 +475,9 @@ def _attribute_number(number: int | float, node: ast.AST, source: _Source) -> in
 def _op_for(name: str, what: str, node: ast.AST, source: _Source) -> OpDef:
     """The op behind an operator; refused if no installed plugin provides it."""
     try:
-        return engine.lookup_op(name)
+        return core.lookup(name)
     except UnknownOpError as exc:
-        from opgraph.registry import default_registry
-
-        if name in default_registry().clashes:  # two plugins define it: say so
+        if exc.reason:  # known but unusable (two plugins define it): say why
             raise source.refuse(f"{what} needs the op {name!r}: {exc}", node) from exc
         raise source.refuse(
             f"{what} needs the op {name!r}, which no installed plugin provides", node) from exc
@@ -550,7 +493,7 @@ def _classify_call(node: ast.Call, source: _Source):
             tuple(node.args))
     inputs = tuple(node.args)
     try:
-        op = engine.lookup_op(func.id)
+        op = core.lookup(func.id)
     except UnknownOpError as exc:
         raise source.refuse(str(exc), func, inputs) from exc  # (the cause: for the CLI)
     for arg in node.args:
@@ -669,7 +612,7 @@ def _check_bindings(parsed: ParsedExpression, bindings: Mapping[Any, Any]) -> di
         if isinstance(value, Value):
             given[name] = value
         elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            given[name] = engine._check_data(value, f"binding {name!r}")  # a float, or refused
+            given[name] = core.check_data(value, f"binding {name!r}")  # a float, or refused
         else:
             raise InputTypeError(f"binding {name!r}: expected a number or a Value, got "
                                  f"{type(value).__name__} {value!r:.80}")
@@ -701,12 +644,12 @@ def _target_graph(given: Mapping[str, Any], graph: Graph | None) -> Graph | None
         home = value.graph
         if graph is not None and home is not graph:
             where = "no graph" if home is None else f"graph {home.name!r}"
-            raise GraphMismatchError(f"binding {name!r}: {engine.describe(value)} belongs to "
+            raise GraphMismatchError(f"binding {name!r}: {core.describe(value)} belongs to "
                                      f"{where}, not to graph {graph.name!r}")
         if home is not None:
             if target is not None and home is not target:
                 raise GraphMismatchError(
-                    f"binding {name!r}: {engine.describe(value)} belongs to graph "
+                    f"binding {name!r}: {core.describe(value)} belongs to graph "
                     f"{home.name!r}, but other bound values belong to graph {target.name!r}")
             target = home
     return target
@@ -735,8 +678,8 @@ def _run(parsed: ParsedExpression, given: Mapping[str, Any], graph: Graph | None
             inputs = stack[len(stack) - step.arity:]
             del stack[len(stack) - step.arity:]
             try:
-                op = engine.lookup_op(step.value)
-                node = engine.apply_op(op, inputs, dict(step.attrs))
+                op = core.lookup(step.value)
+                node = core.apply_op(op, inputs, dict(step.attrs))
             except RuleError as exc:
                 # The expression is fine; an op failed on these values (log of -1): the work
                 # failed, which callers tell apart from a bad expression by this class.

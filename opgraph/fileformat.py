@@ -66,8 +66,8 @@ from typing import Any, Literal
 
 import msgpack
 
-from opgraph import engine
-from opgraph.engine import Value
+from opgraph import core
+from opgraph.core import Value
 from opgraph.errors import GraphFileError, GraphLimitError, OpgraphError, UnknownOpError
 from opgraph.graph import Graph
 
@@ -125,8 +125,8 @@ def _nodes_of(graph_or_value: Graph | Value) -> tuple[str, list[Value]]:
         return graph_or_value.name, list(graph_or_value.nodes)
     if isinstance(graph_or_value, Value):
         # Walk the values directly: saving a free Value must not make it join a Graph.
-        owner = graph_or_value._graph
-        return (owner.name if owner is not None else ""), engine.topological_order(graph_or_value)
+        owner = graph_or_value.graph
+        return (owner.name if owner is not None else ""), core.topological_order(graph_or_value)
     raise TypeError(
         f"expected a Graph or a Value to save, got {type(graph_or_value).__name__}"
     )
@@ -185,23 +185,23 @@ def to_document(graph_or_value: Graph | Value, *, name: str | None = None) -> di
                 f"{v.label!r}", node=i, field="label",
             )
         inputs = []
-        for inp in v._inputs:
+        for inp in v.inputs:
             j = index.get(id(inp))
             if j is None or j >= i:
                 raise GraphFileError(
-                    f"node {i}: input {engine.describe(inp)} is not an earlier node of the graph",
+                    f"node {i}: input {core.describe(inp)} is not an earlier node of the graph",
                     node=i, field="inputs",
                 )
             inputs.append(j)
         attrs: dict[str, Any] = {}
-        if v._attrs:
-            for key, val in v._attrs.items():
+        if not v.is_leaf:
+            for key, val in v.attrs.items():
                 attrs[str(key)] = (val if isinstance(val, str)
                                    else _number_out(val, i, f"attrs.{key}"))
-        loc = v._loc
+        loc = v.source
         nodes.append({
             "id": i,
-            "op": None if v._opdef is None else v._opdef.name,
+            "op": v.op,
             "inputs": inputs,
             "attrs": attrs,
             "label": v.label,
@@ -544,10 +544,10 @@ def _build(graph: Graph, node: _Node) -> Value:
             value = graph.leaf(node.data, node.label)  # type: ignore[arg-type]
         except OpgraphError as exc:  # pragma: no cover - checked above
             raise GraphFileError(f"{where}: {exc}", node=node.id) from exc
-        value._loc = node.source
+        core.set_source(value, node.source)
         return value
     try:
-        opdef = engine.lookup_op(node.op)
+        opdef = core.lookup(node.op)
     except UnknownOpError as exc:
         raise GraphFileError(
             f"{where}: {exc} (no installed plugin provides it)", node=node.id, field="op",
@@ -560,7 +560,7 @@ def _build(graph: Graph, node: _Node) -> Value:
         )
     if node.attrs or opdef.attrs:
         try:
-            engine.check_attrs(opdef, node.attrs)
+            core.check_attrs(opdef, node.attrs)
         except OpgraphError as exc:
             raise GraphFileError(f"{where}: bad attrs: {exc}", node=node.id,
                                  field="attrs") from exc
@@ -573,7 +573,7 @@ def _build(graph: Graph, node: _Node) -> Value:
             f"{where}: op {node.op!r} cannot recompute this node from its inputs: {exc}",
             node=node.id, field="op",
         ) from exc
-    value._loc = node.source
+    core.set_source(value, node.source)
     return value
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opgraph import engine
-from opgraph.engine import Value
+from opgraph import core
+from opgraph.core import Value
 from opgraph.errors import InputTypeError
 from opgraph.opdef import OpDef
 
@@ -123,37 +123,37 @@ def gradcheck(
     if not isinstance(root, Value):
         raise InputTypeError(f"gradcheck: expected a Value, got {type(root).__name__}")
     _check_tolerances("gradcheck", eps, rtol, atol)
-    order = engine.topological_order(root)
+    order = core.topological_order(root)
     saved = [v.grad for v in order]
     try:
         for v in order:
             v.grad = 0.0
-        engine.backward_over(order, root)
+        core.backward_over(order, root)
         analytic = {v: v.grad for v in order}
     finally:
         for v, g in zip(order, saved, strict=True):
             v.grad = g
-    report = GradcheckReport(root=engine.describe(root), eps=eps)
-    total = sum(1 for v in order if v._opdef is None)
+    report = GradcheckReport(root=core.describe(root), eps=eps)
+    total = sum(1 for v in order if v.is_leaf)
     for leaf in order:
-        if leaf._opdef is not None:
+        if not leaf.is_leaf:
             continue
         if progress is not None:
             progress(len(report.leaves), total)
-        up = engine.evaluate(order, {leaf: leaf.data + eps})[root]
-        down = engine.evaluate(order, {leaf: leaf.data - eps})[root]
+        up = core.evaluate(order, {leaf: leaf.data + eps})[root]
+        down = core.evaluate(order, {leaf: leaf.data - eps})[root]
         numeric = (up - down) / (2 * eps)
         report.leaves.append(LeafCheck(
-            node=engine.describe(leaf), label=leaf.label, id=leaf._id,
+            node=core.describe(leaf), label=leaf.label, id=leaf.id,
             analytic=analytic[leaf], numeric=numeric,
             ok=_close(analytic[leaf], numeric, rtol, atol),
         ))
     for node in order:
-        op = node._opdef
+        op = node.opdef
         if op is None:
             continue
-        args = [v.data for v in node._inputs]
-        attrs = node._attrs or {}
+        args = [v.data for v in node.inputs]
+        attrs = node.attrs
         try:
             rule = list(op.grad(*args, node.data, **attrs))
             numeric_ = numeric_partials(op, args, attrs, eps)
@@ -162,7 +162,7 @@ def gradcheck(
         for i, (a, n) in enumerate(zip(rule, numeric_, strict=False)):
             if not _close(a, n, max(rtol, 1e-4), max(atol, 1e-6)):
                 report.bad_ops.append(LocalCheck(
-                    node=engine.describe(node), op=op.name, plugin=op.plugin, input_index=i,
+                    node=core.describe(node), op=op.name, plugin=op.plugin, input_index=i,
                     inputs=tuple(args), analytic=a, numeric=n))
     return report
 

@@ -5,6 +5,9 @@ A Graph is a second view of the same engine, not a second engine: its nodes are 
 differentiated by the same backward pass. Ids are given in creation order, and a node's inputs
 always exist before it, so id order is a topological order. Arithmetic on a graph's values adds
 the results to that graph, so ``x = g.leaf(2.0); y = x * x`` grows ``g``.
+
+`snapshot` copies the graph under a root `Value` into a new `Graph`; `as_graph` gives the
+`Graph` of anything the analyses take (a `Graph`, or a root `Value`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from opgraph import engine
-from opgraph.engine import SourceLocation, Value, _check_data
+from opgraph import core
+from opgraph.core import SourceLocation, Value, check_data, describe
 from opgraph.errors import (
     GraphError,
     GraphLimitError,
     GraphMismatchError,
+    InputTypeError,
     NodeNotFoundError,
     NotALeafError,
 )
@@ -33,12 +37,6 @@ class Graph:
         self.max_nodes = max_nodes
         self.nodes: list[Value] = []
         self.version = 0
-        engine._graph_born(self)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickling (and copying) makes a graph too: count it, as `__init__` does."""
-        self.__dict__.update(state)
-        engine._graph_born(self)
 
     def __repr__(self) -> str:
         return f"Graph(name={self.name!r}, nodes={len(self.nodes)}, version={self.version})"
@@ -54,7 +52,8 @@ class Graph:
 
     # --- building ----------------------------------------------------------------------------
 
-    def _reserve(self, count: int) -> None:
+    def reserve(self, count: int) -> None:
+        """Raise `GraphLimitError` unless ``count`` more nodes fit under ``max_nodes``."""
         if self.max_nodes is not None and len(self.nodes) + count > self.max_nodes:
             raise GraphLimitError(
                 f"graph {self.name!r} holds {len(self.nodes)} nodes; adding {count} would pass "
@@ -62,43 +61,17 @@ class Graph:
             )
 
     def _register(self, value: Value) -> None:
-        value._graph = self
-        value._id = len(self.nodes)
+        core.place(value, self, len(self.nodes))
         self.nodes.append(value)
         self.version += 1
 
-    def _adopt_inputs(self, inputs: Sequence[Value]) -> None:
-        """Bring free values (and what they depend on) into this graph before a node uses them.
-
-        Room is reserved for the node itself too, which the caller registers next.
-        """
-        fresh = self._fresh([v for v in inputs if v._graph is None])
-        self._reserve(len(fresh) + 1)
-        for value in fresh:
-            self._register(value)
-
-    def _fresh(self, roots: Sequence[Value]) -> list[Value]:
-        """Values ``roots`` depend on that belong to no graph yet, inputs first, each once."""
-        fresh: list[Value] = []
-        seen: set[Value] = set()
-        for root in roots:
-            for value in engine.topological_order(root):
-                if value in seen:
-                    continue
-                seen.add(value)
-                if value._graph is None:
-                    fresh.append(value)
-                elif value._graph is not self:
-                    raise GraphMismatchError(
-                        f"{engine.describe(value)} belongs to graph {value._graph.name!r}, "
-                        f"not {self.name!r}"
-                    )
-        return fresh
-
     def adopt(self, root: Value) -> Value:
-        """Add ``root`` and every free value it depends on to this graph; returns ``root``."""
-        fresh = self._fresh([root])
-        self._reserve(len(fresh))
+        """Add ``root`` and every free value it depends on to this graph; returns ``root``.
+
+        (This is how a node made over this graph's values joins it: see `opgraph.core.Owner`.)
+        """
+        fresh = core.free_values(root, self)
+        self.reserve(len(fresh))
         for value in fresh:
             self._register(value)
         return root
@@ -112,10 +85,10 @@ class Graph:
 
     def leaf(self, data: float, label: str = "", *, source: SourceLocation | None = None) -> Value:
         """A new leaf holding ``data``."""
-        self._reserve(1)
-        value = Value(_check_data(data, f"graph {self.name!r} leaf data"), label=_label(label))
+        self.reserve(1)
+        value = Value(check_data(data, f"graph {self.name!r} leaf data"), label=_label(label))
         if source is not None:
-            value._loc = _source(source)
+            core.set_source(value, _source(source))
         self._register(value)
         return value
 
@@ -129,7 +102,7 @@ class Graph:
         source: SourceLocation | None = None,
     ) -> Value:
         """A new node: the installed op ``op`` over ``inputs`` (node ids or this graph's values)."""
-        opdef = engine.lookup_op(op)
+        opdef = core.lookup(op)
         label = _label(label)  # checked before the node exists: a failed op adds nothing
         location = _source(source) if source is not None else None
         if not isinstance(inputs, list | tuple):
@@ -139,14 +112,14 @@ class Graph:
             raise GraphError(f"op {op!r}: attributes must be a mapping, got "
                              f"{type(attrs).__name__} {attrs!r}")
         values = tuple(self._resolve(i, op, n) for n, i in enumerate(inputs))
-        checked = engine.check_application(opdef, values, attrs)
-        self._reserve(1)
-        node = engine.compute(opdef, values, checked)
+        checked = core.check_application(opdef, values, attrs)
+        self.reserve(1)
+        node = core.compute(opdef, values, checked)
         self._register(node)
         if label:
             node.label = label
         if location is not None:
-            node._loc = location
+            core.set_source(node, location)
         return node
 
     def _resolve(self, ref: int | Value, what: str, index: int | None = None) -> Value:
@@ -156,8 +129,8 @@ class Graph:
             return self.nodes[ref]
         where = what if index is None else f"input {index} of op {what!r}"
         if isinstance(ref, Value):
-            if ref._graph is not self:
-                raise GraphMismatchError(f"{where}: {engine.describe(ref)} is not in graph "
+            if ref.graph is not self:
+                raise GraphMismatchError(f"{where}: {describe(ref)} is not in graph "
                                          f"{self.name!r}")
             return ref
         try:
@@ -180,12 +153,12 @@ class Graph:
     @property
     def leaves(self) -> list[Value]:
         """Nodes no op computed, in id order."""
-        return [v for v in self.nodes if v._opdef is None]
+        return [v for v in self.nodes if v.is_leaf]
 
     @property
     def outputs(self) -> list[Value]:
         """Nodes that no other node uses, in id order."""
-        used = {id(i) for v in self.nodes for i in v._inputs}
+        used = {id(i) for v in self.nodes for i in v.inputs}
         return [v for v in self.nodes if id(v) not in used]
 
     def find(self, label: str) -> list[Value]:
@@ -201,32 +174,27 @@ class Graph:
         new value, nothing changes and the op's error is raised.
         """
         leaf = self.node(node_id)
-        if leaf._opdef is not None:
+        if not leaf.is_leaf:
             raise NotALeafError(f"graph {self.name!r}: node {node_id} is computed by op "
-                                f"{leaf._opdef.name!r}; only leaves can be set")
-        data = _check_data(data, f"graph {self.name!r} node {node_id} data")
-        dirty = {id(leaf)}
-        affected = [leaf]
-        for value in self.nodes[node_id + 1:]:
-            if any(id(i) in dirty for i in value._inputs):
-                dirty.add(id(value))
-                affected.append(value)
+                                f"{leaf.op!r}; only leaves can be set")
+        data = check_data(data, f"graph {self.name!r} node {node_id} data")
+        affected = core.dependents(leaf, self.nodes[node_id + 1:])
         old = [v.data for v in affected]
         leaf.data = data
         try:
-            engine.recompute(affected[1:])
+            core.recompute(affected[1:])
         except Exception:
             for value, before in zip(affected, old, strict=True):
                 value.data = before
             raise
         self.version += 1
-        return [v._id for v in affected]  # type: ignore[misc]
+        return [v.id for v in affected]  # type: ignore[misc]
 
     def forward(self) -> None:
         """Recompute every computed node from the leaves."""
         old = [v.data for v in self.nodes]
         try:
-            engine.recompute(self.nodes)
+            core.recompute(self.nodes)
         except Exception:
             for value, before in zip(self.nodes, old, strict=True):
                 value.data = before
@@ -238,9 +206,9 @@ class Graph:
         node = self._resolve(root, "backward root")
         before = [v.grad for v in self.nodes]
         self.zero_grad()
-        order = engine.topological_order(node)
+        order = core.topological_order(node)
         try:
-            engine.backward_over(order, node)
+            core.backward_over(order, node)
         except Exception:
             for value, grad in zip(self.nodes, before, strict=True):
                 value.grad = grad  # a failed pass leaves every gradient as it was
@@ -259,8 +227,7 @@ class Graph:
         """
         count, version = mark
         for value in self.nodes[count:]:
-            value._graph = None
-            value._id = None
+            core.place(value, None, None)
         del self.nodes[count:]
         self.version = version
         self.__dict__.pop("_nx_cache", None)
@@ -286,3 +253,30 @@ def _source(source: object) -> SourceLocation:
     if not isinstance(path, str) or type(line) is not int or line < 0:
         raise GraphError(f"source must be (file: str, line: int), got {source!r}")
     return (path, line)
+
+
+def snapshot(root: Value, name: str = "") -> Graph:
+    """A new `Graph` holding copies of ``root`` and what it depends on, ids in topological order.
+
+    The copies share data, grad, label, op, attributes and source, but the original values are
+    left alone (they do not join the graph, unlike `Graph.capture`). Nothing is recomputed.
+    """
+    graph = Graph(name)
+    copies: dict[Value, Value] = {}
+    for value in core.topological_order(root):
+        copy = core.copy_node(value, tuple(copies[i] for i in value.inputs))
+        copies[value] = copy
+        graph._register(copy)
+    graph.version = 0
+    return graph
+
+
+def as_graph(target: object) -> Graph:
+    """``target`` itself if it is a `Graph`, a `snapshot` if it is a `Value`."""
+    if isinstance(target, Graph):
+        return target
+    if isinstance(target, Value):
+        if isinstance(target.graph, Graph):
+            return target.graph
+        return snapshot(target)
+    raise InputTypeError(f"expected a Graph or a Value, got {type(target).__name__}")

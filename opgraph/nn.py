@@ -32,7 +32,7 @@ import operator
 import random
 from collections.abc import Iterable, Sequence
 
-from opgraph.engine import Value
+from opgraph.core import Value
 
 
 def _rng(seed: int | random.Random | None) -> random.Random | None:

@@ -50,9 +50,6 @@ class OpDef:
     vforward: Callable[..., Any] | None = None
     vgrad: Callable[..., Any] | None = None
     plugin: str = ""
-    # How the backward sweep calls ``grad``: 1 or 2 for one or two inputs and no attributes
-    # (unpacked without a loop), 0 otherwise. Derived, not given.
-    _sweep: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         where = f"op {self.name!r}" + (f" from plugin {self.plugin!r}" if self.plugin else "")
@@ -84,7 +81,6 @@ class OpDef:
         if missing:
             raise OpDefError(f"{where}: sample_attrs must give a value for {missing}")
         object.__setattr__(self, "sample_attrs", dict(self.sample_attrs))
-        object.__setattr__(self, "_sweep", self.arity if self.arity <= 2 and not self.attrs else 0)
 
     def interval(self, index: int) -> tuple[float, float]:
         """The sampling interval of input ``index``."""

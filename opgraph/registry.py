@@ -16,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import pluggy
 
 from opgraph import hookspecs
+from opgraph.core import optable
 from opgraph.errors import (
     OpDefError,
     OpgraphPluginWarning,
@@ -129,22 +132,14 @@ class Registry:
         for problem in self.problems:
             warnings.warn(str(problem), OpgraphPluginWarning, stacklevel=3)
 
-    def _add_from(self, plugin: str, hook) -> list[OpDef]:
+    def _add_from(self, plugin: str, hook: Callable[..., Any]) -> list[OpDef]:
         """The op definitions ``plugin`` delivers (none if any of them is unusable)."""
-        # Each plugin's hook is called on its own so that one failure is pinned to its plugin.
-        try:
-            delivered = list(hook() or ())
-        except Exception as exc:
-            self.problems.append(PluginProblem(plugin, f"opgraph_register_ops failed: "
-                                                       f"{_describe(exc)}"))
+        delivered, problem = call_hook(plugin, "opgraph_register_ops", hook, OpDef)
+        if problem is not None:  # the plugin's ops are left out together
+            self.problems.append(PluginProblem(plugin, f"{problem.message}; its ops were left out"))
             return []
         accepted: list[OpDef] = []
         for item in delivered:
-            if not isinstance(item, OpDef):
-                self.problems.append(PluginProblem(
-                    plugin, f"opgraph_register_ops returned {type(item).__name__} {item!r}, "
-                            "not an OpDef; its ops were left out"))
-                return []
             try:
                 accepted.append(dataclasses.replace(item, plugin=plugin))
             except OpDefError as exc:
@@ -164,6 +159,11 @@ class Registry:
         clash = self.clashes.get(name) if isinstance(name, str) else None
         return UnknownOpError(name, [*self._ops, *self.clashes],
                               reason=clash.message if clash else None)
+
+    @property
+    def ops(self) -> Mapping[str, OpDef]:
+        """Every op by name (read-only)."""
+        return MappingProxyType(self._ops)
 
     def get(self, name: str) -> OpDef | None:
         """The op named ``name``, or None."""
@@ -215,15 +215,48 @@ def default_registry() -> Registry:
 
 
 def set_default_registry(registry: Registry | None) -> Registry | None:
-    """Replace the process-wide registry (None: rebuild on next use); returns the old one."""
+    """Replace the process-wide registry (None: rebuild on next use); returns the old one.
+
+    The engine's op table follows: the new registry's ops now, or the rebuilt one's on first use.
+    """
     global _default
     old, _default = _default, registry
-    from opgraph import engine  # the engine caches the table; tell it
-
-    engine._reset_op_cache()
-    if registry is not None:
-        engine._table()
+    if registry is None:
+        optable.install(_default_ops, _default_missing)
+    else:
+        optable.install(registry.ops, registry.missing)
     return old
+
+
+def _default_ops() -> Mapping[str, OpDef]:
+    return default_registry().ops
+
+
+def _default_missing(name: str) -> UnknownOpError:
+    return default_registry().missing(name)
+
+
+# the engine's table: the default registry's, built on first use
+optable.install(_default_ops, _default_missing)
+
+
+def call_hook(plugin: str, hook_name: str, hook: Callable[..., Any], kind: type,
+              **kwargs: Any) -> tuple[list[Any], PluginProblem | None]:
+    """Call one plugin's implementation of a hook on its own, so that a failure is pinned to
+    its plugin, and check what it returned: the items of type ``kind`` before the first that is
+    not one, and the problem (a raise, or an item of another type), if any."""
+    try:
+        delivered = list(hook(**kwargs) or ())
+    except Exception as exc:
+        return [], PluginProblem(plugin, f"{hook_name} failed: {_describe(exc)}")
+    for i, item in enumerate(delivered):
+        if not isinstance(item, kind):
+            article = "an" if kind.__name__[0] in "AEIOU" else "a"
+            text = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
+            return delivered[:i], PluginProblem(
+                plugin, f"{hook_name} returned {type(item).__name__}, not {article} "
+                        f"{kind.__name__}: {text}")
+    return delivered, None
 
 
 def _describe(exc: BaseException) -> str:

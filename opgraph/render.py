@@ -28,8 +28,8 @@ import graphviz
 import networkx as nx
 
 from opgraph.analysis import as_graph, neighbourhood, to_networkx
+from opgraph.core import Value
 from opgraph.draw import FORMATS, draw_dot
-from opgraph.engine import Value
 from opgraph.graph import Graph
 
 DEFAULT_MAX_NODES = 400
@@ -187,30 +187,30 @@ def layout_size(graph: Graph, nodes: Sequence[Value] | None = None) -> int:
     placed = 0
     for v in shown:
         placed += 1
-        if v._opdef is None:
+        if v.opdef is None:
             rank[id(v)] = 0
             continue
         placed += 1
         op_rank = 0
-        for i in v._inputs:
+        for i in v.inputs:
             if members is None or id(i) in members:
                 op_rank = max(op_rank, rank[id(i)] + 1)
         rank[id(v)] = op_rank + 1
     first_use: dict[int, int] = {}
     for v in shown:
-        if v._opdef is not None:
+        if v.opdef is not None:
             op_rank = rank[id(v)] - 1
-            for i in v._inputs:
-                if i._opdef is None and (members is None or id(i) in members):
+            for i in v.inputs:
+                if i.opdef is None and (members is None or id(i) in members):
                     key = id(i)
                     first_use[key] = min(first_use.get(key, op_rank), op_rank)
     for key, op_rank in first_use.items():
         rank[key] = op_rank - 1
     crossed = 0
     for v in shown:
-        if v._opdef is not None:
+        if v.opdef is not None:
             op_rank = rank[id(v)] - 1
-            for i in v._inputs:
+            for i in v.inputs:
                 if members is None or id(i) in members:
                     crossed += max(0, op_rank - rank[id(i)] - 1)
     return placed + crossed

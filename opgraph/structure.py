@@ -127,7 +127,7 @@ def build_structure(nodes: list) -> Structure:
     try:
         inputs = np.fromiter(map(_id_of, flat), dtype=np.int64, count=len(flat))
     except TypeError:
-        bad = next(v for v in flat if not isinstance(v._id, int))
+        bad = next(v for v in flat if not isinstance(v.id, int))
         raise ValueError(f"a node's input {bad!r} has no id: it is not in the graph") from None
     op_code, ops = intern(list(map(_opdef_of, nodes)), None)
     return Structure(indptr, inputs, op_code.astype(np.int32), tuple(op.name for op in ops))

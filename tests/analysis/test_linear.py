@@ -230,16 +230,16 @@ def test_a_million_node_accumulation_chain() -> None:
 def test_levels_and_paths_with_wide_nodes(seed: int, size: int, wide: float) -> None:
     """Nodes of three to five inputs (a plugin op could take them), few or many of them: both
     ways `Structure.levels` goes."""
-    from opgraph import engine
+    from opgraph import core
 
     rng = random.Random(seed)
     g = Graph("wide")
     g.leaf(1.0)
-    add = engine.lookup_op("add")
+    add = core.lookup("add")
     for _ in range(size):
         arity = rng.randint(3, 5) if rng.random() < wide else rng.randint(1, 2)
         inputs = tuple(g.nodes[rng.randrange(len(g))] for _ in range(arity))
-        g._register(engine._new_node(0.0, add, inputs, None))  # (structure only: no forward)
+        g._register(core.new_node(add, inputs, 0.0))  # (structure only: no forward)
     s = structure(g)
     generations = {v: i for i, gen in enumerate(nx.topological_generations(to_networkx(g)))
                    for v in gen}

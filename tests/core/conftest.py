@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 import textwrap
@@ -11,19 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opgraph import engine, hookimpl, registry
-
-
-@pytest.fixture(autouse=True)
-def plain_engine():
-    """Start each core test as a fresh process does, with no `Graph` alive, so that new nodes
-    take the engine's fast path (`engine._plain`) until the test makes one: the graphs of
-    earlier tests are collected first (they live in reference cycles with their nodes, and the
-    server tests' ones were frozen out of the collector's reach by `gc.freeze`)."""
-    if engine._live_graphs:
-        gc.unfreeze()
-        gc.collect()
-    yield
+from opgraph import hookimpl, registry
 
 
 @pytest.fixture

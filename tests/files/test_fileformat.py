@@ -18,7 +18,7 @@ from neurons import NEURON_B, seed_neuron
 
 from opgraph import Graph, Value, track_source
 from opgraph import fileformat as ff
-from opgraph.engine import _table, topological_order
+from opgraph.core import ops, topological_order
 from opgraph.errors import GraphFileError, GraphLimitError, OpgraphError
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -145,14 +145,14 @@ def test_every_installed_op_round_trips(tmp_path: Path) -> None:
     g = Graph("all ops")
     a = g.leaf(1.5, "a")
     b = g.leaf(0.75, "b")
-    for name, op in _table().items():
+    for name, op in ops().items():
         inputs = [a, b][: op.arity] if op.arity <= 2 else [a] * op.arity
         g.apply(name, inputs, dict(op.sample_attrs), label=f"{name} node")
     root = g.nodes[-1]
     for v in g.nodes[2:-1]:
         root = root + v
     g.backward(root)
-    assert {v.op for v in g} >= set(_table())
+    assert {v.op for v in g} >= set(ops())
     for how, loaded in roundtrips(g, tmp_path).items():
         assert_same_graph(g.nodes, loaded), how
 
@@ -740,7 +740,7 @@ def test_fuzz_mutated_json(data: bytes) -> None:
 _scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-100, 100), st.floats(allow_nan=True),
     st.text(max_size=8), st.binary(max_size=4),
-    st.sampled_from([*list(_table()), "nope", "opgraph-graph", "id", "data", "inputs"]),
+    st.sampled_from([*list(ops()), "nope", "opgraph-graph", "id", "data", "inputs"]),
 )
 _values = st.recursive(
     _scalars,

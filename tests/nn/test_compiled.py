@@ -37,8 +37,8 @@ from opgraph import (
     topological_order,
 )
 from opgraph.compiled import CompiledGraph, compile_graph
+from opgraph.core import recompute
 from opgraph.datasets import make_moons
-from opgraph.engine import recompute
 from opgraph.nn import MLP, l2, svm_loss
 
 REL = 1e-12

@@ -14,7 +14,7 @@ from opgraph_client import AsyncClient, Client
 from server_harness import SEED_GRADS, TIMEOUT, Raw, ThreadedServer, wait_until
 
 import opgraph
-from opgraph import engine
+from opgraph import core
 
 NVIM_HANDLER = "return require('opgraph').on_notify(...)"
 
@@ -198,7 +198,7 @@ def test_concurrent_gradchecks_leave_gradients_intact(server: ThreadedServer,
     the other's half-done state, must neither report nonsense nor leave the graph's gradients
     changed. The two are made to overlap at the worst point: the second one starts while the
     first is inside its backward pass (if the server lets them overlap at all)."""
-    real_gradcheck, real_backward = opgraph.gradcheck, engine.backward_over
+    real_gradcheck, real_backward = opgraph.gradcheck, core.backward_over
     local = threading.local()
     ranks: list[int] = []
     rank_lock = threading.Lock()
@@ -225,7 +225,7 @@ def test_concurrent_gradchecks_leave_gradients_intact(server: ThreadedServer,
 
     monkeypatch.setattr(opgraph, "gradcheck", gradcheck)
     monkeypatch.setattr(opgraph_server.methods, "gradcheck", gradcheck, raising=False)
-    monkeypatch.setattr(engine, "backward_over", backward_over)
+    monkeypatch.setattr(core, "backward_over", backward_over)
     with Client(server.tcp) as c:
         before = c.call("graph.nodes", "demo")["nodes"]
     o = next(n["id"] for n in before if n["label"] == "o")

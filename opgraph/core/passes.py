@@ -1,0 +1,174 @@
+"""The passes over a graph, written plainly: the reference for `opgraph.core.fast`.
+
+`topological_order` and `backward_over` are micrograd's ``backward()`` taken apart and made
+iterative (no recursion, so a chain of a million ops is fine); `recompute` and `evaluate` are
+the forward pass. `Value.backward` is the fast version of the two first, fused
+(`opgraph.core.fast`); the differential tests hold the two paths to identical results.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from opgraph.core import rules
+from opgraph.errors import GraphMismatchError
+
+
+def topological_order(root: Any) -> list[Any]:
+    """Every node ``root`` depends on, inputs before the nodes that use them; no recursion."""
+    order: list[Any] = []
+    seen = {root}
+    stack: list[tuple[Any, Iterator[Any]]] = []
+    node, pending = root, iter(root._inputs)  # a node and its inputs not visited yet
+    while True:
+        for child in pending:
+            if child not in seen:
+                seen.add(child)
+                if not child._inputs:  # a leaf: placed at once, no stack entry
+                    order.append(child)
+                    continue
+                stack.append((node, pending))
+                node, pending = child, iter(child._inputs)
+                break
+        else:  # every input of `node` is placed: place it
+            order.append(node)
+            if not stack:
+                return order
+            node, pending = stack.pop()
+
+
+def backward_over(order: Sequence[Any], root: Any) -> None:
+    """Backward pass over ``order`` (a topological order ending at ``root``).
+
+    Sets ``grad`` of every computed node to d root / d node and adds d root / d leaf to the
+    ``grad`` of every leaf (leaves accumulate, as in PyTorch). If a gradient rule fails, every
+    ``grad`` is restored and `GradRuleError` names the op and the node.
+    """
+    saved = {node: node.grad for node in order}
+    for node in order:
+        if node._opdef is not None:
+            node.grad = 0.0
+    if root._opdef is None:
+        root.grad += 1.0
+    else:
+        root.grad = 1.0
+    node = root
+    try:
+        for node in reversed(order):
+            op = node._opdef
+            if op is None:
+                continue
+            inputs, attrs = node._inputs, node._attrs
+            args = [v.data for v in inputs]
+            local = op.grad(*args, node.data, **attrs) if attrs else op.grad(*args, node.data)
+            for v, d in zip(inputs, local, strict=True):
+                v.grad += node.grad * d
+    except Exception as exc:
+        restore(saved)
+        raise rules.grad_failed(node, exc) from exc
+    check_grads(order, saved)
+
+
+def check_grads(order: Sequence[Any], saved: Mapping[Any, float]) -> None:
+    """After a backward pass: refuse its gradients if a rule returned what is not a real number
+    (restoring every grad from ``saved`` and raising `GradRuleError`), accept them otherwise.
+
+    A partial that is not a real number (a complex number, an array) taints every grad below
+    it, so the grads themselves show it; `math.fsum` checks them at C speed, and only when it
+    refuses them are the rules run again to name the one at fault.
+    """
+    try:
+        math.fsum(map(_grad_of, order))
+    except (TypeError, ValueError, OverflowError):  # or inf - inf, or an overflow: look closer
+        culprit = rules.non_number_rule(order)
+        if culprit is not None:
+            restore(saved)
+            raise rules.grad_failed(*culprit) from None
+
+
+def restore(saved: Mapping[Any, float]) -> None:
+    """Put every ``grad`` back as ``saved`` has it."""
+    for value, before in saved.items():
+        value.grad = before
+
+
+_grad_of = operator.attrgetter("grad")
+
+
+def dependents(root: Any, later: Iterable[Any]) -> list[Any]:
+    """``root`` and the nodes of ``later`` (in its order, which is topological) that depend on
+    it, directly or through others of them."""
+    dirty = {root}
+    affected = [root]
+    for node in later:
+        for v in node._inputs:
+            if v in dirty:
+                dirty.add(node)
+                affected.append(node)
+                break
+    return affected
+
+
+def free_values(root: Any, owner: Any) -> list[Any]:
+    """``root`` and the values it depends on that belong to no graph, inputs first, each once:
+    what joins ``owner`` with ``root``. The walk stops at ``owner``'s own values (their inputs
+    are in it too); `GraphMismatchError` for a value of another graph."""
+    fresh: list[Any] = []
+    if _owned(root, owner):
+        return fresh
+    seen = {root}
+    stack: list[tuple[Any, Iterator[Any]]] = []
+    node, pending = root, iter(root._inputs)
+    while True:
+        for child in pending:
+            if child not in seen and not _owned(child, owner):
+                seen.add(child)
+                stack.append((node, pending))
+                node, pending = child, iter(child._inputs)
+                break
+        else:
+            fresh.append(node)
+            if not stack:
+                return fresh
+            node, pending = stack.pop()
+
+
+def _owned(value: Any, owner: Any) -> bool:
+    """True for a value of ``owner``, False for a free one; raises for another graph's."""
+    graph = value._graph
+    if graph is None:
+        return False
+    if graph is not owner:
+        raise GraphMismatchError(
+            f"{rules.describe(value)} belongs to graph {graph.name!r}, not {owner.name!r}")
+    return True
+
+
+def recompute(order: Iterable[Any]) -> None:
+    """Forward pass: recompute every non-leaf node of ``order`` from its inputs, in order."""
+    for node in order:
+        op = node._opdef
+        if op is not None:
+            node.data = rules.run_forward(op, node._inputs, node._attrs)
+
+
+def evaluate(order: Sequence[Any], overrides: Mapping[Any, float]) -> dict[Any, float]:
+    """Data of every node of ``order`` with some leaves' data replaced; changes no node.
+
+    A rule that fails gives NaN (the numbers are for finite differences, not for keeping).
+    """
+    values: dict[Any, float] = {}
+    for node in order:
+        op = node._opdef
+        if op is None:
+            values[node] = overrides.get(node, node.data)
+            continue
+        args = [values[v] for v in node._inputs]
+        try:
+            values[node] = op.forward(*args, **(node._attrs or {}))
+        except Exception:
+            values[node] = math.nan
+    return values
