@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import opgraph
-from opgraph import engine
+from opgraph.core import Value, topological_order
 from opgraph.errors import (
     ArityError,
     AttributeSpecError,
+    ExpressionError,
     ForwardError,
     GradRuleError,
+    GraphFileError,
     GraphLimitError,
     GraphMismatchError,
     InputTypeError,
@@ -35,6 +37,7 @@ from opgraph.errors import (
     RuleError,
     UnknownOpError,
 )
+from opgraph.gcpolicy import gc_paused
 from opgraph.graph import Graph
 from opgraph_server.errors import RpcError
 from opgraph_server.protocol import Packed, pack_chunked, unpack_chunked
@@ -284,7 +287,7 @@ def _without_gc(func: Callable[..., Any], *args: Any) -> Any:
     right after it, would hold the GIL for a second or more and stall every client; frozen
     objects are skipped by later collections (and still freed by reference counting).
     """
-    with engine.gc_paused():
+    with gc_paused():
         try:
             return func(*args)
         finally:
@@ -299,7 +302,7 @@ def _kind(value: Any) -> str:
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 
-def _settle(nodes: list[engine.Value], where: str) -> None:
+def _settle(nodes: list[Value], where: str) -> None:
     """Check, before a change is committed, that every value of ``nodes`` can be sent:
     data and grad doubles (ints converted: the engine gives ops' results as doubles, and the
     methods give leaves doubles, but a document's grads are stored as given), text encodable
@@ -312,23 +315,23 @@ def _settle(nodes: list[engine.Value], where: str) -> None:
                 try:
                     setattr(node, field, float(value))
                 except (OverflowError, TypeError, ValueError):
-                    raise RpcError("invalid_params", f"{where}: node {node._id} {field} "
+                    raise RpcError("invalid_params", f"{where}: node {node.id} {field} "
                                    f"{_kind(value)} is not a double") from None
         label = node.label
         if label and not label.isascii():
-            _check_text(label, f"{where}: node {node._id} label")
-        attrs = node._attrs
+            _check_text(label, f"{where}: node {node.id} label")
+        attrs = node.attrs
         if attrs:
             for key, value in attrs.items():
                 if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
-                    raise RpcError("invalid_params", f"{where}: node {node._id} attribute "
+                    raise RpcError("invalid_params", f"{where}: node {node.id} attribute "
                                    f"{key!r} is an integer of {value.bit_length()} bits, "
                                    "more than MessagePack's 64")
                 if type(value) is str and not value.isascii():
-                    _check_text(value, f"{where}: node {node._id} attribute {key!r}")
-        loc = node._loc
+                    _check_text(value, f"{where}: node {node.id} attribute {key!r}")
+        loc = node.source
         if loc is not None and not loc[0].isascii():
-            _check_text(loc[0], f"{where}: node {node._id} source file")
+            _check_text(loc[0], f"{where}: node {node.id} source file")
 
 
 def _check_text(text: str, where: str) -> None:
@@ -369,21 +372,21 @@ def _document_to_doubles(doc: Any) -> Any:
     return doc
 
 
-def node_record(value: engine.Value) -> dict[str, Any]:
+def node_record(value: Value) -> dict[str, Any]:
     """A node as plain data: what ``node.get`` returns for each id."""
-    op = value._opdef
-    loc = value._loc
+    op = value.opdef
+    loc = value.source
     source = None if loc is None else [loc[0], loc[1]]
     if op is None:  # a leaf (about half the nodes of most graphs): nothing to look up
-        return {"id": value._id, "op": None, "symbol": "", "inputs": [], "attrs": {},
+        return {"id": value.id, "op": None, "symbol": "", "inputs": [], "attrs": {},
                 "data": value.data, "grad": value.grad, "label": value.label, "source": source}
-    attrs = value._attrs
+    attrs = value.attrs
     return {
-        "id": value._id,
+        "id": value.id,
         "op": op.name,
         "symbol": op.format_symbol(attrs),
-        "inputs": [i._id for i in value._inputs],
-        "attrs": dict(attrs) if attrs else {},
+        "inputs": [i.id for i in value.inputs],
+        "attrs": attrs,
         "data": value.data,
         "grad": value.grad,
         "label": value.label,
@@ -395,8 +398,6 @@ def translate(exc: BaseException) -> RpcError:
     """The RPC error for an exception from opgraph (anything else: internal_error)."""
     if isinstance(exc, RpcError):
         return exc
-    from opgraph.errors import GraphFileError
-    from opgraph.expr import ExpressionError
     table: list[tuple[Any, str]] = [
         (UnknownOpError, "unknown_op"),
         (NodeNotFoundError, "unknown_node"),
@@ -513,8 +514,8 @@ async def graph_info(call: Call, graph: Any) -> dict[str, Any]:
     entry = call.entry(graph)
     async with entry.lock.read():
         g = entry.graph
-        return {**_graph_summary(entry), "leaves": [v._id for v in g.leaves],
-                "outputs": [v._id for v in g.outputs]}
+        return {**_graph_summary(entry), "leaves": [v.id for v in g.leaves],
+                "outputs": [v.id for v in g.outputs]}
 
 
 @method("graph.drop", ("graph",))
@@ -652,7 +653,7 @@ async def node_leaf(call: Call, graph: Any, data: Any, label: Any = "",
     async with entry.lock.write():
         node = entry.graph.leaf(data, label, source=where)
         call.server.changed(entry)
-        return {"id": node._id, "data": node.data, "version": entry.graph.version}
+        return {"id": node.id, "data": node.data, "version": entry.graph.version}
 
 
 @method("node.apply", ("graph", "op", "inputs"), options=("label", "source"), any_option=True)
@@ -667,7 +668,7 @@ async def node_apply(call: Call, graph: Any, op: Any, inputs: Any, label: Any = 
     async with entry.lock.write():
         node = entry.graph.apply(op, ids, attrs, label=label, source=where)
         call.server.changed(entry)
-        return {"id": node._id, "data": node.data, "version": entry.graph.version}
+        return {"id": node.id, "data": node.data, "version": entry.graph.version}
 
 
 @method("node.set", ("graph", "id", "data"))
@@ -759,7 +760,7 @@ async def graph_batch(call: Call, graph: Any, steps: Any) -> dict[str, Any]:
 
 
 def _run_steps_frozen(call: Call, g: Graph, steps: list[Any]) -> list[int]:
-    with engine.gc_paused():
+    with gc_paused():
         try:
             return _run_steps(call, g, steps)
         finally:
@@ -806,7 +807,7 @@ def _run_steps(call: Call, g: Graph, steps: list[Any]) -> list[int]:
         except OpgraphError as exc:
             error = translate(exc)
             raise RpcError(error.name, f"graph.batch step {k}: {error.message}") from exc
-        made.append(node._id)  # type: ignore[arg-type]
+        made.append(node.id)  # type: ignore[arg-type]
     return made
 
 
@@ -865,8 +866,8 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
 
             def evaluate() -> float:
                 resolved = _bindings(call, g, expression, bindings)
-                copies = {name: engine.Value(v.data, v.label)
-                          if isinstance(v, engine.Value) else v
+                copies = {name: Value(v.data, v.label)
+                          if isinstance(v, Value) else v
                           for name, v in resolved.items()}
                 return float(expr.build(expression, copies)[0].data)
 
@@ -876,14 +877,14 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
         g = entry.graph
         mark = g.checkpoint()
 
-        def build() -> tuple[engine.Value, dict[str, engine.Value]]:
+        def build() -> tuple[Value, dict[str, Value]]:
             resolved = _bindings(call, g, expression, bindings)
             root, leaves = expr.build(expression, resolved, graph=g)
             _settle(g.nodes[mark[0]:], "graph.eval")
             if label:
-                if root._id is not None and root._id < mark[0]:
+                if root.id is not None and root.id < mark[0]:
                     raise call.invalid(
-                        f"the expression {expression!r} is the existing node {root._id}; "
+                        f"the expression {expression!r} is the existing node {root.id}; "
                         "a label names a new node only")
                 root.label = label
             return root, leaves
@@ -895,8 +896,8 @@ async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = No
                 g.rollback(mark)
             raise
         call.server.changed(entry)
-        return {"root": root._id, "data": root.data,
-                "leaves": {k: v._id for k, v in leaves.items()}, "version": g.version}
+        return {"root": root.id, "data": root.data,
+                "leaves": {k: v.id for k, v in leaves.items()}, "version": g.version}
 
 
 def _bindings(call: Call, g: Graph, expression: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -916,7 +917,7 @@ def _bindings(call: Call, g: Graph, expression: str, given: Mapping[str, Any]) -
             if len(found) == 1:
                 resolved[name] = found[0]
             elif found:
-                ids = ", ".join(str(v._id) for v in found[:10])
+                ids = ", ".join(str(v.id) for v in found[:10])
                 raise call.invalid(f"{name!r} labels {len(found)} nodes (ids {ids}); bind it "
                                    f"to one of them with {{{name!r}: {{\"id\": n}}}}")
     return resolved
@@ -975,13 +976,13 @@ async def graph_gradcheck(call: Call, graph: Any, root: Any, eps: Any = 1e-6) ->
             "bad_ops": [_finite(b.__dict__) for b in report.bad_ops]}
 
 
-def _copy_for_gradcheck(graph: Graph, node: engine.Value, limit: int) -> Graph:
+def _copy_for_gradcheck(graph: Graph, node: Value, limit: int) -> Graph:
     """A copy of ``graph`` (same ids) to run gradcheck on, after checking the leaf limit."""
     from opgraph import fileformat
 
-    leaves = sum(1 for v in engine.topological_order(node) if v.is_leaf)
+    leaves = sum(1 for v in topological_order(node) if v.is_leaf)
     if leaves > limit:
-        raise RpcError("limit_exceeded", f"root {node._id} depends on {leaves} leaves; "
+        raise RpcError("limit_exceeded", f"root {node.id} depends on {leaves} leaves; "
                                          f"gradcheck checks at most {limit}")
     return fileformat.from_document(fileformat.to_document(graph))
 

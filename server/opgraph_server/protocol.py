@@ -37,7 +37,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 import msgpack
 
-from opgraph.engine import gc_paused
+from opgraph.gcpolicy import gc_paused
 from opgraph_server.errors import RpcError, render_error
 
 __all__ = [
