@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import difflib
 import enum
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
 import msgpack
 
-from opgraph.gcpolicy import gc_paused
 from opgraph_server.errors import RpcError, render_error
 
 __all__ = [
@@ -45,12 +45,14 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MAX_MSGID",
     "NEED_DATA",
+    "PAUSE_BYTES",
     "ConnectionClosed",
     "Deferred",
     "Event",
     "LocalProtocolError",
     "Notification",
     "Packed",
+    "Pause",
     "ProtocolError",
     "Rejected",
     "RemoteProtocolError",
@@ -68,8 +70,14 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
 DEFAULT_MAX_DEPTH: Final = 32
 """Default limit on the nesting of params, counting the params array itself as 1."""
 MAX_MSGID: Final = 2**32 - 1
-_GC_PAUSE_BYTES: Final = 1 << 20
 """The largest msgid; ids are unsigned 32-bit integers and 0 is a valid id."""
+PAUSE_BYTES: Final = 1 << 20
+"""Messages longer than this are decoded inside the protocol's ``pause`` (see `RpcProtocol`)."""
+
+Pause = Callable[[], AbstractContextManager[object]]
+"""What `RpcProtocol` calls around the decoding of a big message: a context manager factory
+(a server passes `opgraph.gcpolicy.gc_paused`, so the cyclic garbage collector does not scan
+the millions of containers a big message makes; this module pauses nothing itself)."""
 
 
 class Sentinel(enum.Enum):
@@ -200,7 +208,9 @@ class RpcProtocol:
     """The state of one MessagePack-RPC connection, either side, with no I/O.
 
     ``max_message_size`` bounds one received message in bytes. ``max_depth`` bounds the nesting
-    of received params (None: only msgpack's own limit of 1024 applies). Feed bytes with
+    of received params (None: only msgpack's own limit of 1024 applies). ``pause`` is entered
+    around the decoding of every message longer than `PAUSE_BYTES` (and every `Deferred` one):
+    see `Pause`; the default pauses nothing. Feed bytes with
     `receive_data`, then call `next_event` (or iterate `events`) until `NEED_DATA`; turn events
     into bytes with `send`. Bytes are buffered until `next_event` drains them, so drain after
     every `receive_data`. Decoded memory is a few times the message size for ordinary data; a
@@ -210,7 +220,7 @@ class RpcProtocol:
 
     def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_depth: int | None = DEFAULT_MAX_DEPTH,
-                 defer_size: int | None = None) -> None:
+                 defer_size: int | None = None, pause: Pause = nullcontext) -> None:
         if max_message_size < 1:
             raise ValueError("max_message_size must be at least 1")
         if max_depth is not None and max_depth < 1:
@@ -220,6 +230,7 @@ class RpcProtocol:
         self.defer_size = defer_size
         """Messages longer than this come out as `Deferred`, to decode elsewhere (None: never).
         """
+        self.pause = pause
         # The scanner only finds where messages end (skip() builds no objects); a message is
         # decoded from _buf once complete. It is fed lazily from _buf so that it never holds
         # more than max_message_size bytes of an unfinished message. None once the peer has
@@ -367,10 +378,10 @@ class RpcProtocol:
         # cyclic garbage collector meanwhile saves it from scanning them over and over.
         try:
             if chunked:
-                with gc_paused():
+                with self.pause():
                     msg = unpack_chunked(raw)
-            elif len(raw) > _GC_PAUSE_BYTES:
-                with gc_paused():
+            elif len(raw) > PAUSE_BYTES:
+                with self.pause():
                     msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)
             else:
                 msg = msgpack.unpackb(raw, raw=False, strict_map_key=True)

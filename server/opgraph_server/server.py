@@ -20,12 +20,12 @@ import stat
 import sys
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any
-from urllib.parse import urlparse
 
+from opgraph.gcpolicy import gc_paused
 from opgraph.graph import Graph
+from opgraph_server.address import DEFAULT_URL, Address, parse_url
 from opgraph_server.errors import RpcError, render_error
 from opgraph_server.limits import Limits
 from opgraph_server.methods import METHODS, Call, MethodSpec, translate
@@ -45,7 +45,6 @@ from opgraph_server.store import Entry
 
 log = logging.getLogger("opgraph.server")
 
-DEFAULT_URL = "tcp://127.0.0.1:7450"
 READ_CHUNK = 256 * 1024
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 NVIM_HANDLER = "return require('opgraph').on_notify(...)"
@@ -53,44 +52,6 @@ _NO_OPTIONS: dict[str, Any] = {}  # passed as **options only, so never changed
 DEFER_BYTES = 1 << 20
 """Messages longer than this are decoded in a worker thread, piece by piece (a 15 MiB graph
 document decoded on the event loop would hold up every client for half a second)."""
-
-
-@dataclass(frozen=True)
-class Address:
-    """A parsed listen/connect URL: ``tcp://host:port`` or ``unix:///path``."""
-
-    scheme: str
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    def __str__(self) -> str:
-        if self.scheme == "unix":
-            return f"unix://{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-def parse_url(url: str) -> Address:
-    """``tcp://host:port`` or ``unix:///path`` to an `Address`; ValueError naming the problem."""
-    if not isinstance(url, str):
-        raise ValueError(f"address must be a string, got {type(url).__name__}")
-    parsed = urlparse(url)
-    if parsed.scheme == "unix":
-        path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
-        if not path:
-            raise ValueError(f"{url!r}: a unix address needs a path (unix:///tmp/opgraph.sock)")
-        return Address("unix", path=path)
-    if parsed.scheme == "tcp":
-        try:
-            port = parsed.port
-        except ValueError:
-            raise ValueError(f"{url!r}: the port must be a number within 0..65535") from None
-        if not parsed.hostname or port is None:
-            raise ValueError(f"{url!r}: a tcp address needs a host and a port "
-                             "(tcp://127.0.0.1:7450)")
-        return Address("tcp", host=parsed.hostname, port=port)
-    raise ValueError(f"{url!r}: use tcp://host:port or unix:///path")
 
 
 class _WatchedProtocol(asyncio.StreamReaderProtocol):
@@ -130,7 +91,7 @@ class Session:
         self.writer = writer
         self.peer = peer
         self.protocol = RpcProtocol(max_message_size=server.limits.max_message_bytes,
-                                    defer_size=DEFER_BYTES)
+                                    defer_size=DEFER_BYTES, pause=gc_paused)
         self.initialized = False
         self.structured_errors = False
         self.neovim = False

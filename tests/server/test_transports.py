@@ -19,8 +19,8 @@ from typing import Any
 import msgpack
 import pytest
 from opgraph_client import AsyncClient, Client, UnauthorizedError
+from opgraph_server.address import parse_url
 from opgraph_server.methods import METHODS
-from opgraph_server.server import parse_url
 from server_harness import (
     SEED_O,
     TIMEOUT,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import queue
@@ -18,9 +19,10 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
+from opgraph_server.address import DEFAULT_URL, parse_url
 from opgraph_server.protocol import (
     NEED_DATA,
     ConnectionClosed,
@@ -31,7 +33,6 @@ from opgraph_server.protocol import (
     Response,
     RpcProtocol,
 )
-from opgraph_server.server import parse_url
 
 from opgraph_client.errors import (
     ClientError,
@@ -45,12 +46,49 @@ from opgraph_client.errors import (
 from opgraph_client.remote import RemoteGraph, local_document
 
 NotificationHandler = Callable[[str, list[Any]], None]
-DEFAULT_URL = "tcp://127.0.0.1:7450"
 STDIO_COMMAND = (sys.executable, "-m", "opgraph", "serve", "--stdio", "--no-demo")
 
 
 TOKEN_VARIABLE = "OPGRAPH_TOKEN"
 """The environment variable a client takes its token from when it is given none."""
+
+
+_pause_lock = threading.Lock()
+_pauses = 0  # this module's pauses in force, in every thread
+_resume = False  # whether the collector ran when the first of them began
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a big reply is decoded (it makes millions of
+    containers and no cycles: a collection over them triples the time).
+
+    In a process that has loaded opgraph, opgraph's own pause (`opgraph.gcpolicy`: one counter
+    for the engine, the server and this client); else a pause of this module's, as simple
+    (the client imports no part of opgraph for it).
+    """
+    policy = sys.modules.get("opgraph.gcpolicy")
+    if policy is not None:
+        with policy.gc_paused():
+            yield
+        return
+    global _pauses, _resume
+    with _pause_lock:
+        if not _pauses:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if not _pauses and _resume:
+                gc.enable()
+
+
+def _protocol() -> RpcProtocol:
+    return RpcProtocol(pause=_collector_paused)
 
 
 def _token(token: str | None) -> str | None:
@@ -130,7 +168,7 @@ class Client:
         self.timeout = timeout
         self.on_notification = on_notification
         self.notifications: queue.SimpleQueue[tuple[str, list[Any]]] = queue.SimpleQueue()
-        self._protocol = RpcProtocol()
+        self._protocol = _protocol()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._conn: Any = self._open(url)
@@ -312,7 +350,7 @@ class AsyncClient:
         self.on_notification = on_notification
         self.server_info: dict[str, Any] = {}
         self._reader, self._writer, self._process = reader, writer, process
-        self._protocol = RpcProtocol()
+        self._protocol = _protocol()
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._queue: asyncio.Queue[tuple[str, list[Any]] | None] = asyncio.Queue()
