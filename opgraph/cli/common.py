@@ -267,24 +267,66 @@ def console():
 
 
 @contextmanager
-def progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr; yields ``update(done, total)``. Silent when not a tty."""
+def progress(description: str, *, eta: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields ``update(done, total)``. Silent when not a tty.
+    With ``eta`` it shows the time left too (from the rate of the updates so far)."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
 
     err = Console(stderr=True)
     if not err.is_terminal:
         yield lambda done, total: None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
-            "{task.completed}/{task.total}"), TimeElapsedColumn(), console=err,
-            transient=True) as bar:
+    class Count(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            if task.total is None:
+                return Text("")
+            return Text(f"{int(task.completed):,}/{int(task.total):,}")
+
+    columns = [TextColumn("{task.description}"), BarColumn(), Count(), TimeElapsedColumn()]
+    if eta:
+        columns += [TextColumn("left"), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+MORE = "--full for all"
+
+
+def elide(items: Sequence[str], limit: int | None, *, total: int | None = None,
+          tail: int = 0, sep: str = ", ") -> str:
+    """``items`` joined by ``sep``, at most ``limit`` of them (None: all), the rest counted:
+    ``a, b, c, … and 12,141 more; --full for all``. ``total`` is how many there are when
+    ``items`` is already cut (a report cut by ``--limit``); ``tail`` keeps that many of the
+    last items too (a path: its start and its end), the count in between."""
+    count = len(items) if total is None else total
+    if not count:
+        return "-"
+    if limit is None or count <= limit:
+        if len(items) == count:
+            return sep.join(items)
+        limit = len(items)
+    tail = min(tail, max(limit - 1, 0)) if len(items) == count else 0
+    head = list(items[:limit - tail])
+    hidden = count - len(head) - tail
+    if tail:
+        return (f"{sep.join(head)}{sep}… {hidden:,} more …{sep}{sep.join(items[-tail:])} "
+                f"({MORE})")
+    return f"{sep.join(head)}{sep if head else ''}… and {hidden:,} more; {MORE}"
 
 
 def parse_binding(text: str) -> tuple[str, float]:

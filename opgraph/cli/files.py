@@ -8,7 +8,16 @@ from pathlib import Path
 
 import typer
 
-from opgraph.cli.common import console, fail, friendly_errors, print_json, progress, usage
+from opgraph.cli.common import (
+    MORE,
+    console,
+    elide,
+    fail,
+    friendly_errors,
+    print_json,
+    progress,
+    usage,
+)
 
 FILE_HELP = "A graph file (.opg or .json), as written by `opgraph eval --save` or opgraph.save."
 CONNECT_HELP = "Work on a live server's graph instead of a file (tcp://host:port, unix:///path)."
@@ -54,11 +63,41 @@ def about(file: Path | None, connect: str | None, name: str | None) -> Iterator[
         raise fail(f"{where}: {message}") from None
 
 
-def _describe(graph, node_id) -> str:
-    if node_id is None:
-        return "-"
-    label = graph.nodes[node_id].label
-    return f"{node_id} ({label})" if label else str(node_id)
+class Names:
+    """How tables name a node: ``id (label)``; an unlabelled node of a model part by its op
+    and part (``65143 (add in l2)``, see `opgraph.aggregate`); else its id."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self._agg = None
+        self._parts: bool | None = None
+
+    def __call__(self, node_id: int | None) -> str:
+        if node_id is None:
+            return "-"
+        value = self.graph.nodes[node_id]
+        if value.label:
+            return f"{node_id} ({value.label})"
+        name = self._part_name(node_id)
+        return f"{node_id} ({name})" if name else str(node_id)
+
+    def _part_name(self, node_id: int) -> str:
+        if self._parts is None:
+            self._parts = any("." in v.label for v in self.graph.nodes)
+        if not self._parts:
+            return ""
+        if self._agg is None:
+            from opgraph.aggregate import aggregates
+
+            self._agg = aggregates(self.graph)
+        return self._agg.name_of(node_id).replace("(leaf) in ", "leaf in ", 1)
+
+
+TABLE_LIMIT = 10
+"""Items of each list that ``analyze`` shows in its tables (``--limit`` to change, ``--full``
+for all)."""
+PATH_LIMIT = 6
+"""Nodes of the critical path shown by default: its first four and its last two."""
 
 
 @friendly_errors
@@ -67,55 +106,139 @@ def analyze(
     node: int = typer.Option(None, help="Also list the leaves that influence this node."),
     leaf: int = typer.Option(None, help="Also list the nodes this leaf affects."),
     root: int = typer.Option(None, help="The output to analyse (default: the last one)."),
-    json_: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    json_: bool = typer.Option(False, "--json", help="Print the report as JSON (complete, "
+                                                     "unless --limit)."),
+    full: bool = typer.Option(False, "--full", help="Show every item of every list in the "
+                                                    "tables, and every diagnostic group."),
+    limit: int = typer.Option(None, min=0, show_default=False,
+                              help=f"Show at most N items of each list (tables: "
+                                   f"{TABLE_LIMIT} by default); with --json, cut each list "
+                                   f"to N (the counts say how many there are)."),
     connect: str = typer.Option(None, help=CONNECT_HELP),
     graph: str = typer.Option(None, "--graph", help="The graph's name on the server."),
 ) -> None:
-    """Analyse a graph: size, depth, width, critical path, dominators, ops, diagnostics."""
+    """Analyse a graph: size, depth, width, critical path, dominators, ops, diagnostics.
+
+    Long lists are shortened in the tables, with their count (--full for all); diagnostics
+    are grouped by code and site (the source line or model part that made their nodes)."""
     from opgraph.analysis import analyze as run
 
+    if full and limit is not None:
+        raise usage("give --full or --limit, not both")
     g = load_graph(file, connect, graph)
     with progress("analysing") as update, about(file, connect, graph):
-        update(0, 1)
-        report = run(g, root=root, node=node, leaf=leaf)
+        report = run(g, root=root, node=node, leaf=leaf, limit=limit if json_ else None,
+                     progress=update)
     if json_:
         print_json(report.to_dict())
         return
+    show_report(g, report, None if full else TABLE_LIMIT if limit is None else limit,
+                path_cap=None if full else PATH_LIMIT if limit is None else limit,
+                title=f"graph {g.name or str(file or '')!s}")
+
+
+def show_report(g, report, cap: int | None, *, path_cap: int | None, title: str) -> None:
+    """The tables of an analysis report: each list at most ``cap`` items (None: all), the
+    critical path ``path_cap``."""
     from rich.table import Table
 
     out = console()
-    summary = Table("", "", show_header=False, title=f"graph {g.name or str(file or '')!s}")
-    path = " -> ".join(_describe(g, i) for i in report.critical_path)
-    for key, value in [
-        ("nodes", report.nodes), ("edges", report.edges), ("root", _describe(g, report.root)),
-        ("leaves", len(report.leaves)), ("depth (generations)", report.depth),
-        ("widest generation", report.width), ("critical path", f"{len(report.critical_path)} "
-                                                                f"nodes: {path}"),
-        ("max fan-in", _fan(g, report.max_fan_in)), ("max fan-out", _fan(g, report.max_fan_out)),
-        ("dominators", ", ".join(_describe(g, i) for i in report.dominators) or "-"),
-        ("unused", ", ".join(_describe(g, i) for i in report.unused) or "-"),
-    ]:
-        summary.add_row(key, str(value))
+    name = Names(g)
+    summary = Table("", "", show_header=False, title=title)
+    path = elide([name(i) for i in report.critical_path], path_cap, tail=2, sep=" -> ")
+    rows = [
+        ("nodes", f"{report.nodes:,}"), ("edges", f"{report.edges:,}"),
+        ("root", name(report.root)), ("leaves", f"{len(report.leaves):,}"),
+        ("depth (generations)", f"{report.depth:,}"),
+        ("widest generation", f"{report.width:,}"),
+        ("critical path", f"{len(report.critical_path):,} nodes: {path}"),
+        ("max fan-in", _fan(name, report.max_fan_in)),
+        ("max fan-out", _fan(name, report.max_fan_out)),
+        ("dominators", elide([name(i) for i in report.dominators], cap)),
+        ("unused", elide([name(i) for i in report.unused], cap)),
+    ]
+    if report.cycles:
+        rows.append(("cycles", elide([" -> ".join(map(str, [*c, c[0]])) for c in report.cycles],
+                                     cap, sep="; ")))
+    for key, value in rows:
+        summary.add_row(key, value)
     for key, found in (("influences", report.influences), ("affects", report.affects)):
         for node_id, ids in found.items():
-            summary.add_row(f"{key} of {node_id}",
-                            ", ".join(_describe(g, i) for i in ids) or "-")
+            summary.add_row(f"{key} of {node_id}", elide([name(i) for i in ids], cap))
     out.print(summary)
     ops = Table("op", "count", title="ops")
-    for name, count in report.ops.items():
-        ops.add_row(name, str(count))
+    for op, count in report.ops.items():
+        ops.add_row(op, f"{count:,}")
     out.print(ops)
-    if report.diagnostics:
-        diags = Table("severity", "code", "node", "message", title="diagnostics")
-        for d in report.diagnostics:
-            diags.add_row(d["severity"], d["code"], _describe(g, d["node"]), d["message"])
-        out.print(diags)
-    else:
+    show_diagnostics(out, name, report, cap)
+
+
+def show_diagnostics(out, name: Names, report, cap: int | None) -> None:
+    """The diagnostics grouped by code and site, with counts; at most ``cap`` groups."""
+    from rich.table import Table
+
+    groups = report.diagnostic_groups
+    found = len(report.diagnostics)
+    if not found:
         out.print("no diagnostics")
+        return
+    shown = groups if cap is None else groups[:cap]
+    title = (f"diagnostics: {found:,}" if len(groups) == found else
+             f"diagnostics: {found:,} in {len(groups):,} groups (by code and site)")
+    table = Table(title=title)
+    for column in ("severity", "code", "node", "count", "site"):
+        table.add_column(column, overflow="fold")
+    table.add_column("message", ratio=1)
+    for group in shown:
+        more = group["count"] - 1
+        cell = name(group["nodes"][0]) if group["nodes"] else "-"
+        if more > 0:
+            cell += f" (+{more:,})"
+        count = f"{group['count']:,}"
+        if group["occurrences"] != group["count"]:
+            count += f" ({group['occurrences']:,} nodes)"
+        table.add_row(group["severity"], group["code"], cell, count, _site(group["site"]),
+                      group["message"])
+    out.print(table)
+    if len(shown) < len(groups):
+        out.print(f"… and {len(groups) - len(shown):,} more groups: "
+                  f"{_by_code(groups[len(shown):])}; {MORE}")
 
 
-def _fan(graph, fan) -> str:
-    return "-" if not fan else f"{fan['count']} at {_describe(graph, fan['node'])}"
+def _by_code(groups) -> str:
+    """What groups hold, by code: ``unused-leaf 5,000 (1 group), saturated-tanh 200 (20
+    groups)``, most first."""
+    count: dict[str, list[int]] = {}
+    for group in groups:
+        seen = count.setdefault(group["code"], [0, 0])
+        seen[0] += group["count"]
+        seen[1] += 1
+    parts = sorted(count.items(), key=lambda item: (-item[1][0], item[0]))
+    return ", ".join(f"{code} {n:,} ({k:,} group{'s' if k > 1 else ''})"
+                     for code, (n, k) in parts)
+
+
+def _site(site) -> str:
+    if not site:
+        return "-"
+    if "part" in site:
+        return site["part"]
+    return f"{_short_path(site['file'])}:{site['line']}"
+
+
+def _short_path(path: str) -> str:
+    """``path`` relative to the working directory when it is inside it, else its name."""
+    import os
+
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # (another drive, on Windows)
+        relative = ".."
+    return os.path.basename(path) if relative.startswith("..") else relative
+
+
+def _fan(name: Names, fan) -> str:
+    return "-" if not fan else f"{fan['count']:,} at {name(fan['node'])}"
 
 
 @friendly_errors
