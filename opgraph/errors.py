@@ -70,6 +70,11 @@ class GradRuleError(RuleError):
     """An op's local-gradient rule raised, or returned something other than one number per input."""
 
 
+class NoGradGraphError(GradRuleError):
+    """``create_graph=True`` over an op without a graph form of its gradient rule
+    (``OpDef.grad_graph``), or whose graph rule was refused when the op was installed."""
+
+
 # --- graphs --------------------------------------------------------------------------------------
 
 

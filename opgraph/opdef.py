@@ -31,6 +31,15 @@ class OpDef:
       inputs without one sample from ``(-3, 3)``.
     - ``sample_attrs``: attribute values to use when checking the op (needed when ``attrs`` is
       not empty).
+    - ``grad_graph(*inputs, out, **attrs) -> sequence of Value or float``: optional, the
+      gradient rule in graph form, for gradients of gradients (``create_graph=True``). It gets
+      the input `Value` objects and the output `Value` (not their data) and returns the same
+      partials as ``grad``, built from ops over them (``1 - out * out`` for tanh) so that they
+      can be differentiated again; a plain number stands for a partial that is constant near
+      the point (add's ``1.0``, relu's step). Without it the op works as before, except that
+      ``create_graph=True`` over it raises `HigherOrderError` naming the op and its plugin.
+      ``opgraph ops check`` checks it against ``grad`` and against finite differences of
+      ``grad`` (the second derivatives).
     - ``vforward`` / ``vgrad``: optional numpy kernels with the same signatures as ``forward`` and
       ``grad`` but taking and returning arrays, used by the compiled executor. Where the scalar
       rule raises, the kernel should give NaN or infinity (as numpy does): that is how the
@@ -50,6 +59,7 @@ class OpDef:
     vforward: Callable[..., Any] | None = None
     vgrad: Callable[..., Any] | None = None
     plugin: str = ""
+    grad_graph: Callable[..., Sequence[Any]] | None = None
 
     def __post_init__(self) -> None:
         where = f"op {self.name!r}" + (f" from plugin {self.plugin!r}" if self.plugin else "")
@@ -75,6 +85,8 @@ class OpDef:
             kernel = getattr(self, kernel_name)
             if kernel is not None and not callable(kernel):
                 raise OpDefError(f"{where}: {kernel_name} must be callable or None")
+        if self.grad_graph is not None:
+            _check_rule(where, "grad_graph", self.grad_graph, self.arity + 1, self.attrs)
         if self.domain is not None:
             object.__setattr__(self, "domain", _check_domain(where, self.domain, self.arity))
         missing = [a for a in self.attrs if a not in self.sample_attrs]

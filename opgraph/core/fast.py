@@ -115,13 +115,27 @@ def unary_operator(op: OpDef, *, cls: type, slow: Callable[..., Any]) -> Callabl
     return method
 
 
-def backward(self: Any) -> None:
+def _no_graph_backward(root: Any, create_graph: object) -> None:
+    raise RuntimeError("opgraph.core.higher is not loaded")  # (it is, with opgraph.core)
+
+
+graph_backward: Callable[[Any, object], None] = _no_graph_backward
+"""``backward(create_graph=True)``: `opgraph.core.higher.backward_graph`, which puts itself
+here (it builds on `opgraph.core.value`, which builds on this module)."""
+
+
+def backward(self: Any, create_graph: bool = False) -> None:
     """Backpropagate: every computed node's ``grad`` becomes d self / d node, and every leaf's
     ``grad`` grows by d self / d leaf (leaves accumulate; see `zero_grad`). Iterative.
 
     If a gradient rule fails, every ``grad`` is restored and `GradRuleError` names the op and
     the node. (`topological_order` and `backward_over` fused: see the module's docstring.)
+    With ``create_graph=True`` the gradients are nodes instead of floats, made by the ops'
+    graph rules (`graph_backward`), so that they can be differentiated again.
     """
+    if create_graph:
+        graph_backward(self, create_graph)
+        return
     if self._opdef is None:  # a leaf: d self / d self is 1, and nothing lies below it
         self.grad += 1.0
         return

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from opgraph.core import fast, value
+from opgraph.core import fast, higher, value
 from opgraph.core.value import Value
 from opgraph.errors import UnknownOpError
 from opgraph.opdef import OpDef
@@ -73,6 +73,7 @@ def _load() -> dict[str, OpDef]:
     fast.prepare(list(_ops.values()))
     _loaded = True
     _bind_methods(_ops)
+    higher.check_installed(list(_ops.values()))  # (builds a few nodes: after the methods)
     return _ops
 
 

@@ -17,6 +17,11 @@ call every ``grad`` is exactly the derivative. A second call adds again at the l
 the gradient) while computed nodes keep exactly the derivative, so micrograd's trap (stale
 interior gradients fed back into the pass) cannot happen. Reset with ``root.zero_grad()``,
 ``Graph.zero_grad()`` or ``Module.zero_grad()``.
+
+With ``root.backward(create_graph=True)`` the same holds with nodes for numbers: every computed
+node's ``grad`` is a `Value`, the node of d root / d node in a graph built from the ops' graph
+rules, and each leaf's ``grad`` becomes that node (from 0.0) or the sum of what it held and
+that node, so gradients of gradients work (`opgraph.core.higher`, `opgraph.higher`).
 """
 
 from __future__ import annotations
@@ -145,6 +150,11 @@ class Value:
 
     def __pos__(self) -> Value:
         return self
+
+    def __format__(self, spec: str) -> str:
+        """With a format spec, ``data`` formatted by it (``f"{v:.4f}"``, as pictures show a
+        ``grad`` that is a node); without one, ``str(v)``."""
+        return format(self.data, spec) if spec else str(self)
 
     backward = fast.backward
 
@@ -323,9 +333,9 @@ def operand(other: Any, symbol: str) -> Value:
     return Value(check_data(other, f"operand of {symbol!r}"))
 
 
-def backward(root: Value) -> None:
+def backward(root: Value, create_graph: bool = False) -> None:
     """Backpropagate from ``root``: computed nodes get d root / d node, leaves add it (the same
-    as ``root.backward()``)."""
+    as ``root.backward(create_graph)``)."""
     if not isinstance(root, Value):
         raise InputTypeError(f"backward: expected a Value, got {type(root).__name__}")
-    root.backward()
+    root.backward(create_graph)

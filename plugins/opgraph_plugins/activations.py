@@ -45,6 +45,22 @@ def _relu_grad(x, out):
     return (1.0 if out > 0 else 0.0,)
 
 
+# Graph rules (create_graph=True): the partials as Values built from ops over the output, so
+# that they can be differentiated again; relu's step is a constant.
+
+
+def _tanh_grad_graph(x, out):
+    return (1.0 - out * out,)
+
+
+def _sigmoid_grad_graph(x, out):
+    return (out * (1.0 - out),)
+
+
+def _relu_grad_graph(x, out):
+    return (1.0 if out.data > 0 else 0.0,)
+
+
 def _np():
     import numpy  # imported on first use: plain Value arithmetic never needs numpy
 
@@ -74,8 +90,9 @@ def opgraph_register_ops():
     """tanh, sigmoid and relu, numerically stable at any input."""
     return [
         OpDef("tanh", 1, _tanh, _tanh_grad, doc="hyperbolic tangent",
-              vforward=_vtanh, vgrad=_tanh_grad),
+              vforward=_vtanh, vgrad=_tanh_grad, grad_graph=_tanh_grad_graph),
         OpDef("sigmoid", 1, _sigmoid, _sigmoid_grad, doc="1 / (1 + e ** -x)",
-              vforward=_vsigmoid, vgrad=_sigmoid_grad),
-        OpDef("relu", 1, _relu, _relu_grad, doc="max(0, x)", vforward=_vrelu, vgrad=_vrelu_grad),
+              vforward=_vsigmoid, vgrad=_sigmoid_grad, grad_graph=_sigmoid_grad_graph),
+        OpDef("relu", 1, _relu, _relu_grad, doc="max(0, x)", vforward=_vrelu, vgrad=_vrelu_grad,
+              grad_graph=_relu_grad_graph),
     ]

@@ -30,6 +30,14 @@ def _log_grad(x, out):
     return (math.inf if x == 0 else 1.0 / x,)
 
 
+def _exp_grad_graph(x, out):
+    return (out,)
+
+
+def _log_grad_graph(x, out):
+    return (math.inf if x.data == 0 else 1.0 / x,)
+
+
 def _np():
     import numpy  # imported on first use: plain Value arithmetic never needs numpy
 
@@ -58,7 +66,9 @@ def _vlog_grad(x, out):
 def opgraph_register_ops():
     """exp and log."""
     return [
-        OpDef("exp", 1, _exp, _exp_grad, doc="e ** x", vforward=_vexp, vgrad=_exp_grad),
+        OpDef("exp", 1, _exp, _exp_grad, doc="e ** x", vforward=_vexp, vgrad=_exp_grad,
+              grad_graph=_exp_grad_graph),
         OpDef("log", 1, _log, _log_grad, doc="natural logarithm of x (x >= 0)",
-              domain=((0.1, 5.0),), vforward=_vlog, vgrad=_vlog_grad),
+              domain=((0.1, 5.0),), vforward=_vlog, vgrad=_vlog_grad,
+              grad_graph=_log_grad_graph),
     ]

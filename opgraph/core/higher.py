@@ -1,0 +1,423 @@
+"""Gradients as values: the reverse pass that builds its result from ops (``create_graph``).
+
+`gradients` is the backward pass over one or more outputs, written to return the gradients
+rather than store them: in float mode it calls each op's ``grad`` rule, as
+`opgraph.core.passes.backward_over` does, and gives the same numbers; in graph mode it calls
+each op's ``grad_graph`` rule (`opgraph.OpDef`), whose partials are `Value` nodes built from ops
+over the node's inputs and output, and multiplies and adds them with ops too, so every
+gradient is a node of a graph that can be drawn, held by a `Graph` and differentiated again.
+
+Numbers stay numbers for as long as they can: the seed is the number 1, a constant partial
+(add's 1, relu's step) times a number is a number, and a partial of exactly 1 passes the
+gradient through unchanged. So the gradient graph holds only what the derivative needs. At
+the end each gradient asked for is made a node of its own (`materialize`): a number becomes a
+constant leaf, and a gradient that is a node of the differentiated graph itself (d(x*y)/dx is
+y) or already another node's gradient is multiplied by a constant 1, so that each gets its own
+node and label, ``d o/d x1``.
+
+Everything is iterative (a chain of any depth), and a pass that fails changes nothing: no
+``grad`` is set and a `Graph` that the outputs belong to gets back to where it was.
+
+`backward_graph` is ``Value.backward(create_graph=True)``: every node's ``grad`` becomes its
+gradient node; leaves add theirs to what they hold, as in float mode.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from opgraph import gcpolicy
+from opgraph.core import fast, rules
+from opgraph.core.value import Value
+from opgraph.errors import (
+    GradRuleError,
+    GraphLimitError,
+    GraphMismatchError,
+    InputTypeError,
+    NoGradGraphError,
+    OpgraphPluginWarning,
+    RuleError,
+)
+from opgraph.opdef import OpDef
+
+Grad = float | Value  # a gradient inside the pass: a number (a constant) or a node
+
+_refused: dict[OpDef, str] = {}
+"""Graph rules refused when their op was installed (`check_installed`), with the reason."""
+
+
+# --- walking ---------------------------------------------------------------------------------
+
+
+def topological_order(roots: Sequence[Any]) -> list[Any]:
+    """Every node the ``roots`` depend on (and the roots), inputs first, each once; iterative."""
+    order: list[Any] = []
+    seen: set[Any] = set()
+    for root in roots:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack: list[tuple[Any, Iterator[Any]]] = []
+        node, pending = root, iter(root._inputs)
+        while True:
+            for child in pending:
+                if child not in seen:
+                    seen.add(child)
+                    if not child._inputs:
+                        order.append(child)
+                        continue
+                    stack.append((node, pending))
+                    node, pending = child, iter(child._inputs)
+                    break
+            else:
+                order.append(node)
+                if not stack:
+                    break
+                node, pending = stack.pop()
+    return order
+
+
+def owner_of(values: Sequence[Value], where: str, kind: str) -> Any:
+    """The graph every value of ``values`` belongs to (None: they belong to none), or
+    `GraphMismatchError` naming two that differ (``kind`` names the list: "outputs")."""
+    owner = values[0]._graph
+    for i, v in enumerate(values):
+        if v._graph is not owner:
+            raise GraphMismatchError(
+                f"{where}: {kind}[0] ({rules.describe(values[0])}) belongs to "
+                f"{_graph_name(owner)} but {kind}[{i}] ({rules.describe(v)}) to "
+                f"{_graph_name(v._graph)}")
+    return owner
+
+
+def _graph_name(graph: Any) -> str:
+    return "no graph" if graph is None else f"graph {graph.name!r}"
+
+
+# --- the pass ----------------------------------------------------------------------------------
+
+
+def gradients(outputs: Sequence[Value], order: Sequence[Value], *, create_graph: bool,
+              seeds: Sequence[float] | None = None) -> dict[Value, Grad]:
+    """The gradient of the sum of ``outputs`` (each weighted by its seed, 1 by default) with
+    respect to every node of ``order`` (their topological order) that they depend on.
+
+    Float mode: floats, as `opgraph.core.passes.backward_over` computes them. Graph mode: each
+    a number (a constant) or a `Value` (use `Materializer` for one node each). A rule that
+    fails raises `GradRuleError` (`NoGradGraphError` for an op without a graph rule) naming
+    the op and the node.
+    """
+    grads: dict[Value, Grad] = {}
+    for k, out in enumerate(outputs):
+        seed = 1.0 if seeds is None else float(seeds[k])
+        grads[out] = grads[out] + seed if out in grads else seed  # type: ignore[operator]
+    if not create_graph:
+        _float_sweep(order, grads)
+        return grads
+    paused = len(order) >= gcpolicy.DEEP
+    if paused:
+        gcpolicy.pause()  # thousands of new nodes and no cycles: collections would only cost
+    try:
+        for node in reversed(order):
+            op = node._opdef
+            g = grads.get(node)
+            if op is None or g is None:
+                continue
+            local = graph_partials(node, op)
+            for v, d in zip(node._inputs, local, strict=True):
+                c = _times(g, d)
+                grads[v] = _plus(grads[v], c) if v in grads else c
+    finally:
+        if paused:
+            gcpolicy.release()
+    return grads
+
+
+def _float_sweep(order: Sequence[Value], grads: dict[Value, Grad]) -> None:
+    """The float-mode sweep of `gradients`: each op's ``grad`` rule, as the backward pass."""
+    node: Value | None = None
+    try:
+        for node in reversed(order):
+            op = node._opdef
+            g = grads.get(node)
+            if op is None or g is None:
+                continue
+            inputs, attrs = node._inputs, node._attrs
+            args = [v.data for v in inputs]
+            local = op.grad(*args, node.data, **attrs) if attrs else op.grad(*args, node.data)
+            for v, d in zip(inputs, local, strict=True):
+                if not rules.is_partial(d):
+                    raise TypeError(f"it returned {type(d).__name__} {d!r}, not a real number")
+                grads[v] = grads.get(v, 0.0) + g * d  # type: ignore[operator]
+    except Exception as exc:
+        raise rules.grad_failed(node, exc) from exc
+
+
+def graph_partials(node: Value, op: OpDef) -> list[Grad]:
+    """The partials of ``node`` by its op's graph rule: Values or numbers, one per input;
+    `GradRuleError` naming the op and the node if the rule fails or returns something else."""
+    rule = op.grad_graph
+    if rule is None or op in _refused:
+        raise no_graph_rule(node, op)
+    attrs = node._attrs
+    try:
+        local = list(rule(*node._inputs, node, **attrs) if attrs else rule(*node._inputs, node))
+        if len(local) != op.arity:
+            raise ValueError(f"it returned {len(local)} partials for {op.arity} inputs")
+        out: list[Grad] = []
+        for d in local:
+            if isinstance(d, Value):
+                out.append(d)
+            elif rules.is_partial(d) and not isinstance(d, bool):
+                out.append(float(d))
+            else:
+                raise TypeError(f"it returned {type(d).__name__} {rules.show_number(d)}, not "
+                                f"a Value or a real number")
+    except GraphLimitError:
+        raise  # the graph is full: not the rule's fault
+    except Exception as exc:
+        where = f"node {rules.describe(node)} over {rules.describe_all(node._inputs)}"
+        cause = str(exc) if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
+        raise GradRuleError(f"op {op.name!r} graph gradient rule failed at {where}: {cause}",
+                            op=op.name, node=rules.describe(node), cause=exc) from exc
+    return out
+
+
+def no_graph_rule(node: Value, op: OpDef) -> NoGradGraphError:
+    """The error for differentiating ``node`` with create_graph=True when its op has no graph
+    rule (or had it refused when installed)."""
+    where = f"op {op.name!r} from plugin {op.plugin!r}" if op.plugin else f"op {op.name!r}"
+    refused = _refused.get(op)
+    if refused is not None:
+        why = f"its graph gradient rule was refused when the op was installed ({refused})"
+    else:
+        why = ("it has no graph form of its gradient rule (OpDef.grad_graph), which "
+               "create_graph=True needs; gradients as numbers (create_graph=False) still work")
+    return NoGradGraphError(
+        f"{where} at node {rules.describe(node)}: {why}", op=op.name, node=rules.describe(node))
+
+
+def _times(g: Grad, d: Grad) -> Grad:
+    """``g * d``, folding numbers: a partial of exactly 1 passes the gradient through."""
+    if type(g) is float:
+        if type(d) is float:
+            return g * d
+        if g == 1.0:
+            return d
+        if g == 0.0:
+            return d.data * 0.0  # type: ignore[union-attr]  # a constant zero (NaN if d is)
+        return d * g
+    if type(d) is float:
+        if d == 1.0:
+            return g
+        if d == -1.0:
+            return -g
+        if d == 0.0:
+            return g.data * 0.0  # type: ignore[union-attr]  # a constant zero (NaN if g is)
+    return g * d
+
+
+def _plus(a: Grad, b: Grad) -> Grad:
+    """``a + b``, folding numbers (and adding no node for a zero)."""
+    if type(a) is float:
+        if type(b) is float:
+            return a + b
+        return b if a == 0.0 else b + a
+    if type(b) is float and b == 0.0:
+        return a
+    return a + b
+
+
+# --- one node per gradient -----------------------------------------------------------------------
+
+
+def name_of(value: Value) -> str:
+    """How a gradient's label names a value: its label, else ``#id`` in a `Graph`, else an
+    expression of its inputs' labels (``x*w``, ``tanh(n)``) up to 24 characters, else its op's
+    name; bracketed when it holds spaces or a slash (``(d o/d x)``)."""
+    if value.label or value._id is not None:
+        name = _plain_name(value)
+    else:
+        op = value._opdef
+        named = [i.label for i in value._inputs]
+        symbol = op.format_symbol(value._attrs) if op is not None else ""
+        if op is not None and all(named) and not any(" " in n or "/" in n for n in named):
+            if len(named) == 2 and symbol and not symbol[0].isalpha():
+                name = f"{named[0]}{symbol}{named[1]}"
+            else:
+                name = f"{op.name}({', '.join(named)})"
+            if len(name) > 24:
+                name = op.name
+    return f"({name})" if (" " in name or "/" in name) else name
+
+
+def _plain_name(value: Value) -> str:
+    if value.label:
+        return value.label
+    if value._id is not None:
+        return f"#{value._id}"
+    return value._opdef.name if value._opdef is not None else "value"
+
+
+def outputs_name(outputs: Sequence[Value]) -> str:
+    """The name of the sum of ``outputs`` in a label (``o``, ``(o1 + o2)``)."""
+    names = list(dict.fromkeys(name_of(o) for o in outputs))
+    return names[0] if len(names) == 1 else "(" + " + ".join(names) + ")"
+
+
+class Materializer:
+    """Makes each gradient asked for a node of its own, labelled ``d {root}/d {node}``."""
+
+    def __init__(self, root_name: str, original: Iterable[Value], owner: Any) -> None:
+        self.root_name = root_name
+        self.original = set(original)
+        self.claimed: set[Value] = set()
+        self.owner = owner
+
+    def __call__(self, grad: Grad, of: Value) -> Value:
+        if type(grad) is float:
+            value = Value(grad)
+            if self.owner is not None:
+                self.owner.adopt(value)
+        elif grad in self.original or grad in self.claimed:
+            value = grad * 1.0  # type: ignore[operator]
+        else:
+            value = grad  # type: ignore[assignment]
+        self.claimed.add(value)
+        if not value.label:
+            value.label = f"d {self.root_name}/d {name_of(of)}"
+        return value
+
+
+def checkpoint(owner: Any) -> Any:
+    """A mark to roll ``owner`` (a `Graph`, or None) back to if the pass fails."""
+    mark = getattr(owner, "checkpoint", None)
+    return mark() if mark is not None else None
+
+
+def rollback(owner: Any, mark: Any) -> None:
+    """Remove what a failed pass added to ``owner``."""
+    if mark is not None:
+        owner.rollback(mark)
+
+
+def backward_graph(root: Value, create_graph: object = True) -> None:
+    """``root.backward(create_graph=True)``: set every computed node's ``grad`` to the node of
+    d root / d node, and add d root / d leaf (a node) to every leaf's ``grad`` (a leaf holding
+    0.0 takes the node itself). Nothing changes if a rule fails."""
+    check_create_graph(create_graph, f"backward of {rules.describe(root)}")
+    owner = root._graph
+    mark = checkpoint(owner)
+    try:
+        order = topological_order([root])
+        grads = gradients([root], order, create_graph=True)
+        make = Materializer(name_of(root), order, owner)
+        results: list[tuple[Value, Value]] = []
+        for node in order:
+            g = make(grads.get(node, 0.0), node)
+            if node._opdef is None:
+                before = node.grad
+                if isinstance(before, Value):
+                    g = _labelled(before + g, g.label)
+                elif before != 0.0:
+                    g = _labelled(g + before, g.label)
+            results.append((node, g))
+    except BaseException:
+        rollback(owner, mark)
+        raise
+    for node, g in results:
+        node.grad = g
+
+
+def _labelled(value: Value, label: str) -> Value:
+    value.label = label
+    return value
+
+
+fast.graph_backward = backward_graph
+
+
+# --- checks when an op is installed --------------------------------------------------------------
+
+CHECK_FRACTIONS = (0.3, 0.7)
+"""Where in each input's sampling interval the graph rule is checked on installation."""
+
+
+def check_installed(ops: Iterable[OpDef]) -> None:
+    """Check the graph rule of every op of a newly installed table against its float rule at
+    two points (cheap: a few nodes per op). A rule that raises or disagrees is refused: it is
+    reported with an `OpgraphPluginWarning` naming op and plugin, and create_graph=True over
+    the op then raises `NoGradGraphError` saying why."""
+    _refused.clear()
+    for op in ops:
+        if op.grad_graph is None:
+            continue
+        problem = disagreement(op)
+        if problem is not None:
+            _refused[op] = problem
+            warnings.warn(f"plugin {op.plugin!r}: op {op.name!r}: graph gradient rule refused "
+                          f"({problem}); create_graph=True over it will raise",
+                          OpgraphPluginWarning, stacklevel=2)
+
+
+def disagreement(op: OpDef, points: Sequence[Sequence[float]] | None = None,
+                 rtol: float = 1e-9, atol: float = 1e-12) -> str | None:
+    """What is wrong with ``op``'s graph rule against its float rule at ``points`` (by
+    default two points of its domain), or None if they agree."""
+    from opgraph.core.value import apply_op
+
+    attrs = dict(op.sample_attrs)
+    if points is None:
+        points = [[lo + f * (hi - lo) for lo, hi in map(op.interval, range(op.arity))]
+                  for f in CHECK_FRACTIONS]
+    for args in points:
+        try:
+            inputs = [Value(a) for a in args]
+            out = apply_op(op, inputs, attrs)
+            floats = list(op.grad(*args, out.data, **attrs))
+        except Exception:
+            continue  # the forward or float rule fails here: nothing to compare
+        try:
+            nodes = graph_partials(out, op)
+        except Exception as exc:
+            return f"at inputs {tuple(args)} it raised {type(exc).__name__}: {exc}"
+        for i, (f, g) in enumerate(zip(floats, nodes, strict=False)):
+            number = g.data if isinstance(g, Value) else g
+            if not close(float(f), number, rtol, atol):
+                return (f"at inputs {tuple(args)}, d/d input {i} is {number!r} by the graph "
+                        f"rule but {f!r} by the float rule")
+    return None
+
+
+def close(a: float, b: float, rtol: float, atol: float) -> bool:
+    """Whether two numbers agree (NaN with NaN, an infinity only with itself)."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
+
+
+def refused() -> Mapping[OpDef, str]:
+    """The graph rules refused when the installed table was checked, with the reasons."""
+    return dict(_refused)
+
+
+def check_create_graph(flag: object, where: str) -> bool:
+    """``flag`` as a bool, or `InputTypeError`."""
+    if type(flag) is not bool:
+        raise InputTypeError(f"{where}: create_graph must be True or False, got "
+                             f"{type(flag).__name__} {flag!r}")
+    return flag
+
+
+__all__ = [
+    "Materializer",
+    "backward_graph",
+    "check_installed",
+    "gradients",
+    "graph_partials",
+]
