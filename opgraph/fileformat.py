@@ -43,6 +43,9 @@ graph holds: by default a stored value that disagrees is replaced silently (a gr
 consistent graph); with ``strict=True`` a disagreement beyond ``rel_tol=1e-9, abs_tol=1e-12`` is
 refused instead. Leaves keep their stored data; gradients, labels and source locations are
 restored as stored (gradients are not recomputed: they are what the last ``backward`` left).
+A gradient graph (``backward(create_graph=True)``, ``opgraph.grad(..., create_graph=True)``
+over a `Graph`) is made of ordinary nodes of the graph, labelled ``d o/d x``, and is saved and
+loaded as they are; a ``grad`` that is such a node is written as the number it holds.
 
 Everything wrong with a file or document raises `GraphFileError` (a `ValueError`) naming the
 problem and, where there is one, the node and field: a newer format version, truncated or corrupt
@@ -156,9 +159,12 @@ def _number_out(value: object, node: int, field: str) -> int | float:
 
 def _float_out(value: object, node: int, field: str) -> float:
     """A node's data or grad as the document stores it: a float (an int set by hand on a
-    value is converted; one beyond a double's range is written as an infinity)."""
+    value is converted; one beyond a double's range is written as an infinity). A grad that
+    is a node (after ``backward(create_graph=True)``) is stored as the number it holds."""
     if type(value) is float:
         return value
+    if isinstance(value, Value):
+        value = value.data
     number = _number_out(value, node, field)
     return number if type(number) is float else float(number)
 
@@ -401,110 +407,113 @@ class _Node:
                 f"node {i}: unknown field {_show(unknown[0])} (fields are "
                 f"{sorted(_NODE_KEYS)})", node=i, field=str(unknown[0]),
             )
-        if "id" not in raw:
-            raise GraphFileError(f"node {i}: missing field 'id'", node=i, field="id")
-        node_id = raw["id"]
-        if type(node_id) is not int:
-            raise self._type(i, "id", "an int", node_id)
-        if node_id != i:
-            raise GraphFileError(
-                f"node {i}: 'id' is {node_id}, expected {i} (a node's id is its position in "
-                f"'nodes')", node=i, field="id",
-            )
-        self.id = i
+        self.id = _read_id(i, raw)
+        self.label = _typed(i, raw, "label", _where(i))
+        where = _where(i, self.label)
+        self.op = _typed(i, raw, "op", where)
+        self.inputs = _read_inputs(i, raw.get("inputs", []), count, where)
+        self.attrs = _read_attrs(i, raw.get("attrs", {}), where)
+        if self.op is None:
+            for field, present in (("inputs", self.inputs), ("attrs", self.attrs)):
+                if present:
+                    what = "inputs" if field == "inputs" else "attributes"
+                    raise GraphFileError(f"{where}: a leaf (op nil) has no {what}, got "
+                                         f"{_show(present)}", node=i, field=field)
+            if "data" not in raw:
+                raise GraphFileError(f"{where}: a leaf needs 'data'", node=i, field="data")
+        data = _typed(i, raw, "data", where)
+        self.data: float | None = None if data is None else _float_in(data, i, "data", where)
+        self.grad = _float_in(_typed(i, raw, "grad", where), i, "grad", where)
+        self.source: tuple[str, int] | None = _read_source(i, raw.get("source"), where)
 
-        label = raw.get("label", "")
-        if not isinstance(label, str):
-            raise self._type(i, "label", "a string", label)
-        self.label = label
-        where = _where(i, label)
 
-        op = raw.get("op")
-        if op is not None and not isinstance(op, str):
-            raise self._type(i, "op", "an op name (a string) or nil for a leaf", op, where)
-        self.op = op
+# The fields checked by type alone: (default when absent, accepted, what the error asks for).
+_SIMPLE_FIELDS: dict[str, tuple[object, Callable[[object], bool], str]] = {
+    "label": ("", lambda v: isinstance(v, str), "a string"),
+    "op": (None, lambda v: v is None or isinstance(v, str),
+           "an op name (a string) or nil for a leaf"),
+    "data": (None, lambda v: v is None or _is_number(v), "a number"),
+    "grad": (0.0, lambda v: _is_number(v), "a number"),
+}
 
-        inputs = raw.get("inputs", [])
-        if not isinstance(inputs, list):
-            raise self._type(i, "inputs", "a list of node ids", inputs, where)
-        for n, ref in enumerate(inputs):
-            if type(ref) is not int:
-                raise GraphFileError(
-                    f"{where}: input {n} must be a node id (an int), got {_kind(ref)} "
-                    f"{_show(ref)}", node=i, field="inputs",
-                )
-            if ref < 0 or ref >= count:
-                raise GraphFileError(
-                    f"{where}: input {n} is node {ref}, which does not exist (the graph has "
-                    f"{count} node{'s' * (count != 1)}, ids 0..{count - 1})",
-                    node=i, field="inputs",
-                )
-            if ref >= i:
-                what = "itself (a cycle)" if ref == i else f"node {ref}, a later node"
-                raise GraphFileError(
-                    f"{where}: input {n} refers to {what}; inputs must be earlier nodes, so a "
-                    f"graph file cannot hold a cycle or a forward reference",
-                    node=i, field="inputs",
-                )
-        self.inputs = inputs
 
-        attrs = raw.get("attrs", {})
-        if not isinstance(attrs, dict):
-            raise self._type(i, "attrs", "a map", attrs, where)
-        attrs = dict(attrs)  # (a copy: the caller's document is not changed)
-        for key, val in attrs.items():
-            if not isinstance(key, str):
-                raise GraphFileError(f"{where}: attribute names must be strings, got "
-                                     f"{_kind(key)} {_show(key)}", node=i, field="attrs")
-            if not (_is_number(val) or isinstance(val, str)):
-                raise GraphFileError(
-                    f"{where}: attribute {key!r} must be a number or a string, got "
-                    f"{_kind(val)} {_show(val)}", node=i, field="attrs",
-                )
-            if type(val) is int and not _INT64_MIN <= val <= _UINT64_MAX:
-                attrs[key] = _float_in(val, i, "attrs", where, f"attribute {key!r}")
-        self.attrs = attrs
+def _typed(i: int, raw: dict, field: str, where: str) -> Any:
+    """``raw[field]`` (or its default) if its type is right, else the error naming it."""
+    default, accepted, wanted = _SIMPLE_FIELDS[field]
+    value = raw.get(field, default)
+    if field == "data" and value is None and "data" in raw:
+        accepted = _is_number  # (an explicit nil is not a number)
+    if not accepted(value):
+        raise _type_error(i, field, wanted, value, where)
+    return value
 
-        if op is None and inputs:
-            raise GraphFileError(f"{where}: a leaf (op nil) has no inputs, got {_show(inputs)}",
-                                 node=i, field="inputs")
-        if op is None and attrs:
-            raise GraphFileError(f"{where}: a leaf (op nil) has no attributes, got "
-                                 f"{_show(attrs)}", node=i, field="attrs")
 
-        if "data" in raw:
-            data = raw["data"]
-            if not _is_number(data):
-                raise self._type(i, "data", "a number", data, where)
-            self.data: float | None = _float_in(data, i, "data", where)
-        elif op is None:
-            raise GraphFileError(f"{where}: a leaf needs 'data'", node=i, field="data")
-        else:
-            self.data = None
+def _type_error(i: int, field: str, wanted: str, got: object,
+                where: str | None = None) -> GraphFileError:
+    return GraphFileError(
+        f"{where or _where(i)}: {field!r} must be {wanted}, got {_kind(got)} {_show(got)}",
+        node=i, field=field,
+    )
 
-        grad = raw.get("grad", 0.0)
-        if not _is_number(grad):
-            raise self._type(i, "grad", "a number", grad, where)
-        self.grad = _float_in(grad, i, "grad", where)
 
-        source = raw.get("source")
-        if source is not None:
-            if (not isinstance(source, list) or len(source) != 2
-                    or not isinstance(source[0], str) or type(source[1]) is not int
-                    or source[1] < 0):
-                raise self._type(i, "source", "nil or [file: string, line: int >= 0]", source,
-                                 where)
-            self.source: tuple[str, int] | None = (source[0], source[1])
-        else:
-            self.source = None
-
-    @staticmethod
-    def _type(i: int, field: str, wanted: str, got: object,
-              where: str | None = None) -> GraphFileError:
-        return GraphFileError(
-            f"{where or _where(i)}: {field!r} must be {wanted}, got {_kind(got)} {_show(got)}",
-            node=i, field=field,
+def _read_id(i: int, raw: dict) -> int:
+    if "id" not in raw:
+        raise GraphFileError(f"node {i}: missing field 'id'", node=i, field="id")
+    node_id = raw["id"]
+    if type(node_id) is not int:
+        raise _type_error(i, "id", "an int", node_id)
+    if node_id != i:
+        raise GraphFileError(
+            f"node {i}: 'id' is {node_id}, expected {i} (a node's id is its position in "
+            f"'nodes')", node=i, field="id",
         )
+    return i
+
+
+def _read_inputs(i: int, inputs: object, count: int, where: str) -> list[int]:
+    if not isinstance(inputs, list):
+        raise _type_error(i, "inputs", "a list of node ids", inputs, where)
+    for n, ref in enumerate(inputs):
+        if type(ref) is not int:
+            problem = f"must be a node id (an int), got {_kind(ref)} {_show(ref)}"
+        elif ref < 0 or ref >= count:
+            problem = (f"is node {ref}, which does not exist (the graph has {count} "
+                       f"node{'s' * (count != 1)}, ids 0..{count - 1})")
+        elif ref >= i:
+            what = "itself (a cycle)" if ref == i else f"node {ref}, a later node"
+            problem = (f"refers to {what}; inputs must be earlier nodes, so a graph file "
+                       f"cannot hold a cycle or a forward reference")
+        else:
+            continue
+        raise GraphFileError(f"{where}: input {n} {problem}", node=i, field="inputs")
+    return inputs
+
+
+def _read_attrs(i: int, attrs: object, where: str) -> dict[str, Any]:
+    if not isinstance(attrs, dict):
+        raise _type_error(i, "attrs", "a map", attrs, where)
+    attrs = dict(attrs)  # (a copy: the caller's document is not changed)
+    for key, val in attrs.items():
+        if not isinstance(key, str):
+            raise GraphFileError(f"{where}: attribute names must be strings, got "
+                                 f"{_kind(key)} {_show(key)}", node=i, field="attrs")
+        if not (_is_number(val) or isinstance(val, str)):
+            raise GraphFileError(
+                f"{where}: attribute {key!r} must be a number or a string, got "
+                f"{_kind(val)} {_show(val)}", node=i, field="attrs",
+            )
+        if type(val) is int and not _INT64_MIN <= val <= _UINT64_MAX:
+            attrs[key] = _float_in(val, i, "attrs", where, f"attribute {key!r}")
+    return attrs
+
+
+def _read_source(i: int, source: object, where: str) -> tuple[str, int] | None:
+    if source is None:
+        return None
+    if (not isinstance(source, list) or len(source) != 2 or not isinstance(source[0], str)
+            or type(source[1]) is not int or source[1] < 0):
+        raise _type_error(i, "source", "nil or [file: string, line: int >= 0]", source, where)
+    return (source[0], source[1])
 
 
 def _float_in(value: int | float, node: int, field: str, where: str,
