@@ -263,7 +263,7 @@ class Session:
             with contextlib.suppress(Exception):
                 self.writer.close()
 
-    async def _drain_events(self) -> bool:
+    async def _drain_events(self) -> bool:  # noqa: C901 (the read loop, inline for speed)
         """Handle every complete message; False once the peer has closed."""
         next_event, server, calls = self.protocol.next_event, self.server, self._calls
         while True:
