@@ -9,7 +9,7 @@ STAMP := $(VENV)/.opgraph-installed
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo)
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: setup system-deps test lint serve bench clean
+.PHONY: setup system-deps test test-fast lint serve bench clean
 
 setup: system-deps $(STAMP)
 
@@ -36,6 +36,11 @@ lint: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The quick loop while working: every test not marked slow (the full run is `make test`).
+test-fast: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow"
 
 serve: setup
 	$(VENV)/bin/opgraph serve
