@@ -300,29 +300,34 @@ class _Sweep:
         """The positions of ``leaf`` and of the nodes it affects, in order."""
         users = self.users
         start = self.position[leaf]
-        seen = {start}
+        seen = bytearray(len(users))
+        seen[start] = 1
+        found = [start]
         stack = [start]
         while stack:
             for u in users[stack.pop()]:
-                if u not in seen:
-                    seen.add(u)
+                if not seen[u]:
+                    seen[u] = 1
+                    found.append(u)
                     stack.append(u)
-        return sorted(seen)
+        found.sort()
+        return found
 
     def root_with(self, cone: list[int], data: float) -> float:
         """The root's value when the leaf at ``cone[0]`` holds ``data`` (NaN where a rule
         fails)."""
-        base, inputs, forward, attrs = self.base, self.inputs, self.forward, self.attrs
-        values = {cone[0]: data}
-        get = values.get
+        inputs, forward, attrs = self.inputs, self.forward, self.attrs
+        values = self.base.copy()
+        values[cone[0]] = data
         for i in cone[1:]:
-            args = [get(j, base[j]) for j in inputs[i]]
             try:
-                values[i] = forward[i](*args, **attrs[i])  # type: ignore[misc]
+                if attrs[i]:
+                    values[i] = forward[i](*[values[j] for j in inputs[i]], **attrs[i])
+                else:
+                    values[i] = forward[i](*[values[j] for j in inputs[i]])
             except Exception:
                 values[i] = math.nan
-        last = len(base) - 1
-        return get(last, base[last])
+        return values[-1]
 
 
 @dataclass(frozen=True)

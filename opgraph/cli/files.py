@@ -307,34 +307,59 @@ def picture_format(format: str | None, output: str | None) -> str:
     return format
 
 
+GRADCHECK_LIMIT = 10
+"""Leaves that agree (and, apart, that disagree) listed by ``gradcheck`` unless ``--full``."""
+
+
 @friendly_errors
 def gradcheck(
     file: Path = typer.Argument(None, help=FILE_HELP, show_default=False),
     root: int = typer.Option(None, help="The output to check (default: the last one)."),
     eps: float = typer.Option(1e-6, help="Finite-difference step."),
+    sample: int = typer.Option(None, min=1, show_default=False,
+                               help="Check N leaves drawn at random (from the --leaf ones, "
+                                    "if given), not all of them."),
+    seed: int = typer.Option(0, help="The random seed of --sample (the same seed draws the "
+                                     "same leaves)."),
+    leaf: list[int] = typer.Option(None, "--leaf", show_default=False,
+                                   help="Check only this leaf (an id; repeatable)."),
+    full: bool = typer.Option(False, "--full", help=f"List every leaf checked (else at most "
+                                                    f"{GRADCHECK_LIMIT} that agree, and "
+                                                    f"{GRADCHECK_LIMIT} that do not)."),
     json_: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     connect: str = typer.Option(None, help=CONNECT_HELP),
     graph: str = typer.Option(None, "--graph", help="The graph's name on the server."),
 ) -> None:
-    """Check a graph's gradients against finite differences; exit 1 when any disagrees."""
+    """Check a graph's gradients against finite differences; exit 1 when any disagrees.
+
+    Each leaf costs two forward passes over the nodes it affects: on a big graph, --sample N
+    checks a random few (seeded: --seed), --leaf ID the ones you name."""
     from opgraph.gradcheck import gradcheck as check
 
     g = load_graph(file, connect, graph)
     if not g.nodes:
         raise fail("the graph is empty")
-    if root is not None:
-        with about(file, connect, graph):
+    with about(file, connect, graph):
+        if root is not None:
             target = g.node(root)
-    else:  # the most recent computed output, as analyze takes it
-        computed = [v for v in g.outputs if not v.is_leaf]
-        target = (computed or g.outputs)[-1]
-    with progress("checking gradients") as update:
-        report = check(target, eps=eps, progress=update)
+        else:  # the most recent computed output, as analyze takes it
+            computed = [v for v in g.outputs if not v.is_leaf]
+            target = (computed or g.outputs)[-1]
+        for i in leaf or ():
+            g.node(i)  # an id not in the graph: named with the file
+    with progress("checking gradients", eta=True) as update:
+        report = check(target, eps=eps, progress=update, leaves=leaf or None, sample=sample,
+                       seed=seed)
     if json_:
         print_json({"ok": report.ok, "root": report.root,
-                    "leaves": [leaf.__dict__ for leaf in report.leaves],
+                    "checked": len(report.leaves), "total_leaves": report.total_leaves,
+                    "chosen": report.chosen, "sample": report.sample, "seed": report.seed,
+                    "leaves": [checked.__dict__ for checked in report.leaves],
                     "bad_ops": [bad.__dict__ for bad in report.bad_ops]})
     else:
-        typer.echo(str(report))
+        out = report.lines(None if full else GRADCHECK_LIMIT)
+        if not full and len(out) < len(report.lines()):
+            out.append(f"  ({MORE})")
+        typer.echo("\n".join(out))
     if not report.ok:
         raise typer.Exit(1)
