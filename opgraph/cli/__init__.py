@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from opgraph.cli import evaluate, files, ops, serve
+from opgraph.cli import evaluate, files, lsp, ops, serve
 from opgraph.cli.common import ExpressionCommand, OpgraphGroup
 
 # Help as wide as the terminal allows (click stops at 80 columns by default, which cut the
@@ -35,6 +35,8 @@ app.command(short_help="Check a graph's gradients against finite differences.")(
 app.command(short_help="Run the graph server (MessagePack-RPC).")(serve.serve)
 app.command(short_help="Call any method of a running server; the result as one JSON line.")(
     serve.call)
+app.command(short_help="Run the language server (values and gradients in any LSP editor).")(
+    lsp.lsp)
 
 
 def _print_version(value: bool) -> None:
