@@ -18,17 +18,18 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import CoroutineType
 from typing import Any
 
+import opgraph_server.methods  # noqa: F401  (registers every method)
 from opgraph.gcpolicy import gc_paused
 from opgraph.graph import Graph
 from opgraph_server.address import DEFAULT_URL, Address, parse_url
+from opgraph_server.dispatch import Call, Peer, check, translate
 from opgraph_server.errors import RpcError, render_error
 from opgraph_server.limits import Limits
-from opgraph_server.methods import METHODS, Call, MethodSpec, translate
 from opgraph_server.protocol import (
     NEED_DATA,
     ConnectionClosed,
@@ -39,16 +40,14 @@ from opgraph_server.protocol import (
     Request,
     Response,
     RpcProtocol,
-    split_params,
 )
-from opgraph_server.store import Entry
+from opgraph_server.store import Entry, Store
 
 log = logging.getLogger("opgraph.server")
 
 READ_CHUNK = 256 * 1024
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 NVIM_HANDLER = "return require('opgraph').on_notify(...)"
-_NO_OPTIONS: dict[str, Any] = {}  # passed as **options only, so never changed
 DEFER_BYTES = 1 << 20
 """Messages longer than this are decoded in a worker thread, piece by piece (a 15 MiB graph
 document decoded on the event loop would hold up every client for half a second)."""
@@ -266,6 +265,7 @@ class Session:
     async def _drain_events(self) -> bool:  # noqa: C901 (the read loop, inline for speed)
         """Handle every complete message; False once the peer has closed."""
         next_event, server, calls = self.protocol.next_event, self.server, self._calls
+        check_call = check
         while True:
             event = next_event()
             if type(event) is Deferred:  # a big message: decoded in a worker thread
@@ -289,7 +289,7 @@ class Session:
                 # Run inline rather than in a helper coroutine: a plain method (node.get)
                 # is then answered without making any coroutine at all.
                 try:
-                    spec, args, options = server.check(self, event.method, event.params)
+                    spec, args, options = check_call(server, self, event.method, event.params)
                     call = calls.get(spec.name)
                     if call is None:
                         call = calls[spec.name] = Call(server, self, spec.name)
@@ -356,13 +356,42 @@ class Session:
         self.send(Response(request.msgid, self.render(error), None))
 
 
+def frozen(func: Callable[..., Any], *args: Any) -> Any:
+    """``func(*args)`` with the cyclic garbage collector paused, then what survived frozen.
+
+    An analysis of a big graph allocates millions of objects (the cached networkx graph among
+    them) and makes no cycles; a big batch makes a million long-lived nodes. Collections during
+    such work, or one over everything it allocated right after it, would hold the GIL for a
+    second or more and stall every client; frozen objects are skipped by later collections (and
+    still freed by reference counting). `thaw` gives them back to the collector.
+    """
+    with gc_paused():
+        try:
+            return func(*args)
+        finally:
+            gc.freeze()
+
+
+def thaw() -> None:
+    """Give every frozen object back to the collector: a graph was dropped or replaced, and
+    its objects are freed by reference counting, the cycles frozen with them collected."""
+    gc.unfreeze()
+
+
 class Server:
-    """Named graphs shared by all clients, served over any number of listeners."""
+    """Named graphs shared by all clients, served over any number of listeners.
+
+    The host of the method handlers (`opgraph_server.dispatch.Host`): they reach the graphs,
+    the worker threads and the subscriptions through it. This class owns when objects are
+    frozen out of the collector's reach and when they are given back (`frozen`, `thaw`).
+    """
 
     def __init__(self, limits: Limits | None = None, token: str | None = None) -> None:
         self.limits = limits or Limits()
         self.token = token
-        self.graphs: dict[str, Entry] = {}
+        self.store = Store(self.limits.max_graphs, self.limits.max_nodes)
+        self.graphs: dict[str, Entry] = self.store.graphs
+        """The graphs by name (the store's own dict: change it through the methods here)."""
         self.sessions: set[Session] = set()
         self.addresses: list[str] = []
         self._servers: list[asyncio.base_events.Server] = []
@@ -400,6 +429,18 @@ class Server:
         future.add_done_callback(self._running.discard)
         return asyncio.wrap_future(future)
 
+    def run_read(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """``func(*args)`` in a read thread (`read_pool`), as `frozen` runs it."""
+        return self.submit(self.read_pool(), frozen, func, *args)
+
+    def run_change(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """``func(*args)`` in a change thread (`change_pool`), as `frozen` runs it."""
+        return self.submit(self.change_pool(), frozen, func, *args)
+
+    def frozen(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` in this thread, as the module's `frozen` runs it."""
+        return frozen(func, *args)
+
     @property
     def busy_threads(self) -> int:
         """Worker threads still running a function (some perhaps for a request that has
@@ -410,27 +451,37 @@ class Server:
 
     def add_graph(self, graph: Graph) -> Entry:
         """Share ``graph`` under its name (refused past the graph limit or on a clash)."""
-        if graph.name in self.graphs:
-            raise RpcError("graph_exists", f"a graph named {graph.name!r} exists")
-        if len(self.graphs) >= self.limits.max_graphs:
-            raise RpcError("limit_exceeded", f"the server holds {len(self.graphs)} graphs, "
-                                             f"its limit")
-        graph.max_nodes = self.limits.max_nodes
-        entry = Entry(graph)
-        self.graphs[graph.name] = entry
-        return entry
+        return self.store.add(graph)
 
     def drop_graph(self, entry: Entry) -> None:
         """Remove a graph and tell its subscribers."""
-        self.graphs.pop(entry.name, None)
-        entry.dropped = True
-        for session in list(entry.subscribers):
+        for session in self.store.drop(entry):
             session.subscriptions.discard(entry.name)
             session.notify("graph.dropped", {"graph": entry.name})
-        entry.subscribers.clear()
-        # Objects frozen after big work (methods._without_gc) go back to the collector: the
-        # graph's own are freed by reference counting, cycles frozen with them collected.
-        gc.unfreeze()
+        thaw()
+
+    async def replace_graph(self, entry: Entry, graph: Graph) -> None:
+        """Put ``graph`` in the place of ``entry``'s (under its write lock), as a new version;
+        subscribers are told."""
+        await self.store.replace(entry, graph)
+        thaw()
+        self.changed(entry)
+
+    def subscribe(self, peer: Peer, name: str) -> Entry | None:
+        """Subscribe ``peer`` (a `Session`) to graph ``name``."""
+        entry = self.graphs.get(name)
+        if entry is None:
+            return None
+        entry.subscribers.add(peer)
+        peer.subscriptions.add(name)
+        return entry
+
+    def unsubscribe(self, peer: Peer, name: str) -> None:
+        """End ``peer``'s subscription to graph ``name``, if any."""
+        entry = self.graphs.get(name)
+        if entry is not None:
+            entry.subscribers.discard(peer)
+        peer.subscriptions.discard(name)
 
     def changed(self, entry: Entry) -> None:
         """Note a change; subscribers are told once per loop turn, however many changes."""
@@ -471,33 +522,6 @@ class Server:
         """True when ``token`` is the server's token (compared in constant time)."""
         return (isinstance(token, str) and self.token is not None
                 and hmac.compare_digest(token.encode(), self.token.encode()))
-
-    def check(self, session: Session, name: str,
-              params: list[Any]) -> tuple[MethodSpec, list[Any], dict[str, Any]]:
-        """Check one method call for ``session``: its method, arguments and options.
-
-        Raises `RpcError` for an unknown method, missing authorisation or bad parameters.
-        """
-        spec = METHODS.get(name)
-        # With a token, every request before a successful initialize fails, unknown methods
-        # included (so an unauthorised peer learns nothing, not even the method names).
-        if (self.token is not None and not session.initialized
-                and (spec is None or not spec.before_initialize)):
-            raise RpcError("unauthorized", f"{name}: call initialize with the server's "
-                                           "token first")
-        if spec is None:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(METHODS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RpcError("method_not_found", f"no method named {name!r}{hint}")
-        if not session.initialized and not spec.before_initialize:
-            session.initialized = True  # without a token, initialize is optional
-        if len(params) == spec.exact:  # every argument given, no options: nothing to split
-            return spec, params, _NO_OPTIONS
-        args, options = split_params(name, params, spec.required, spec.optional,
-                                     options=spec.allowed_options, reserved=spec.reserved)
-        return spec, args, options
 
     # --- transports ---------------------------------------------------------------------
 

@@ -1,4 +1,8 @@
-"""Named graphs shared by every client, each with a readers-writer lock and its subscribers."""
+"""Named graphs shared by every client, each with a readers-writer lock and its subscribers.
+
+`Store` holds them by name and does what changes which graph a name stands for: add, drop,
+replace. It knows nothing of sessions or notifications beyond keeping the subscribers' set:
+the server tells them (`opgraph_server.server.Server`)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opgraph.graph import Graph
+from opgraph_server.errors import RpcError
 
 
 class ReadWriteLock:
@@ -128,3 +133,41 @@ class Entry:
     def version(self) -> int:
         """The graph's version (from before a change running in a worker thread)."""
         return self.graph.version if self.settled is None else self.settled[1]
+
+
+class Store:
+    """The named graphs of one server, within its limits on graphs and nodes."""
+
+    def __init__(self, max_graphs: int, max_nodes: int) -> None:
+        self.graphs: dict[str, Entry] = {}
+        self.max_graphs = max_graphs
+        self.max_nodes = max_nodes
+
+    def add(self, graph: Graph) -> Entry:
+        """Share ``graph`` under its name (refused past the graph limit or on a clash)."""
+        if graph.name in self.graphs:
+            raise RpcError("graph_exists", f"a graph named {graph.name!r} exists")
+        if len(self.graphs) >= self.max_graphs:
+            raise RpcError("limit_exceeded", f"the server holds {len(self.graphs)} graphs, "
+                                             f"its limit")
+        graph.max_nodes = self.max_nodes
+        entry = Entry(graph)
+        self.graphs[graph.name] = entry
+        return entry
+
+    def drop(self, entry: Entry) -> set[Any]:
+        """Remove ``entry``; returns the subscribers it had (now none)."""
+        self.graphs.pop(entry.name, None)
+        entry.dropped = True
+        subscribers = set(entry.subscribers)
+        entry.subscribers.clear()
+        return subscribers
+
+    async def replace(self, entry: Entry, graph: Graph) -> None:
+        """Put ``graph`` in ``entry``'s place under its write lock, named as it and with a
+        version past the old graph's (clients that hold the old version see a change)."""
+        async with entry.lock.write():
+            graph.name = entry.name
+            graph.max_nodes = self.max_nodes
+            graph.version = max(graph.version, entry.graph.version + 1)
+            entry.graph = graph

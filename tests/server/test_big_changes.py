@@ -8,7 +8,8 @@ import asyncio
 import threading
 from typing import Any
 
-import opgraph_server.methods as methods
+import opgraph_server.dispatch as dispatch
+import opgraph_server.methods.nodes as nodes
 import pytest
 from opgraph_client import Client, ServerError
 from server_harness import SEED, SEED_GRADS, TIMEOUT, Raw, ThreadedServer, wait_until
@@ -19,7 +20,7 @@ import opgraph
 @pytest.fixture
 def threaded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every change counts as big: each runs in a worker thread."""
-    monkeypatch.setattr(methods, "THREADED_CHANGE_NODES", 0)
+    monkeypatch.setattr(dispatch, "THREADED_CHANGE_NODES", 0)
 
 
 def test_a_big_batch_does_not_hold_up_other_clients(server: ThreadedServer, threaded: None,
@@ -28,7 +29,7 @@ def test_a_big_batch_does_not_hold_up_other_clients(server: ThreadedServer, thre
     another graph and has asked for a node of the graph being changed; that read gets the
     state after the whole batch, never half of it."""
     entered, release = threading.Event(), threading.Event()
-    real_run_steps = methods._run_steps
+    real_run_steps = nodes._run_steps
     loop_thread: list[threading.Thread] = []
 
     def run_steps(call: Any, g: Any, steps: list[Any]) -> list[int]:
@@ -37,7 +38,7 @@ def test_a_big_batch_does_not_hold_up_other_clients(server: ThreadedServer, thre
         assert release.wait(TIMEOUT)
         return real_run_steps(call, g, steps)
 
-    monkeypatch.setattr(methods, "_run_steps", run_steps)
+    monkeypatch.setattr(nodes, "_run_steps", run_steps)
     with Client(server.tcp) as setup:
         setup.call("graph.create", "big")
         setup.call("node.leaf", "big", 1.0)
@@ -77,7 +78,7 @@ def test_a_read_during_a_threaded_change_waits_for_all_of_it(
         server: ThreadedServer, threaded: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """node.get asked while a worker thread is half-way through a batch answers after it."""
     half_done, release = threading.Event(), threading.Event()
-    real_run_steps = methods._run_steps
+    real_run_steps = nodes._run_steps
 
     def run_steps(call: Any, g: Any, steps: list[Any]) -> list[int]:
         made = real_run_steps(call, g, steps[:25])
@@ -85,7 +86,7 @@ def test_a_read_during_a_threaded_change_waits_for_all_of_it(
         assert release.wait(TIMEOUT)
         return made + real_run_steps(call, g, steps[25:])
 
-    monkeypatch.setattr(methods, "_run_steps", run_steps)
+    monkeypatch.setattr(nodes, "_run_steps", run_steps)
     with Client(server.tcp) as setup:
         setup.call("graph.create", "big")
         before = setup.call("node.leaf", "big", 1.0)
@@ -180,18 +181,18 @@ def test_threaded_changes_from_many_clients_are_serialised(server: ThreadedServe
 
 
 @pytest.mark.parametrize(("steps", "threaded_run"), [
-    (methods.THREADED_CHANGE_NODES - 1, False), (methods.THREADED_CHANGE_NODES, True)])
+    (dispatch.THREADED_CHANGE_NODES - 1, False), (dispatch.THREADED_CHANGE_NODES, True)])
 def test_the_threshold_between_loop_and_thread(server: ThreadedServer,
                                                monkeypatch: pytest.MonkeyPatch, steps: int,
                                                threaded_run: bool) -> None:
     ran_in: list[threading.Thread] = []
-    real_run_steps = methods._run_steps
+    real_run_steps = nodes._run_steps
 
     def run_steps(call: Any, g: Any, steps: list[Any]) -> list[int]:
         ran_in.append(threading.current_thread())
         return real_run_steps(call, g, steps)
 
-    monkeypatch.setattr(methods, "_run_steps", run_steps)
+    monkeypatch.setattr(nodes, "_run_steps", run_steps)
     with Client(server.tcp, timeout=TIMEOUT) as c:
         c.call("graph.create", "sized")
         assert len(c.call("graph.batch", "sized", [{"leaf": 1.0}] * steps)["ids"]) == steps
@@ -211,7 +212,7 @@ def test_cancelled_twice_the_change_still_holds_the_lock_to_its_end(work_fails: 
     async def scenario() -> None:
         server = Server()
         entry = server.add_graph(Graph("g"))
-        call = methods.Call(server, None, "graph.batch")  # type: ignore[arg-type]
+        call = dispatch.Call(server, None, "graph.batch")  # type: ignore[arg-type]
         started, release = threading.Event(), threading.Event()
 
         def work() -> str:
@@ -223,7 +224,7 @@ def test_cancelled_twice_the_change_still_holds_the_lock_to_its_end(work_fails: 
 
         async def hold() -> str:
             async with entry.lock.write():
-                return await call.change(entry, methods.THREADED_CHANGE_NODES, work)
+                return await call.change(entry, dispatch.THREADED_CHANGE_NODES, work)
 
         task = asyncio.get_running_loop().create_task(hold())
         assert await asyncio.to_thread(started.wait, TIMEOUT)
@@ -249,12 +250,12 @@ def test_a_change_that_cannot_start_its_thread_leaves_no_stale_figures(
     with Client(server.tcp, timeout=TIMEOUT) as c:
         c.call("graph.create", "g")
         c.call("node.leaf", "g", 1.0)
-        monkeypatch.setattr(methods, "THREADED_CHANGE_NODES", 0)
+        monkeypatch.setattr(dispatch, "THREADED_CHANGE_NODES", 0)
         monkeypatch.setattr(server.server, "change_pool", no_threads)
         with pytest.raises(ServerError) as info:
             c.call("graph.batch", "g", [{"leaf": 2.0}])
         assert info.value.name == "internal_error"
-        monkeypatch.setattr(methods, "THREADED_CHANGE_NODES", 10_000)
+        monkeypatch.setattr(dispatch, "THREADED_CHANGE_NODES", 10_000)
         made = c.call("node.leaf", "g", 3.0)  # a small change, on the loop
         listed = {g["name"]: g for g in c.call("graph.list")}
         assert (listed["g"]["nodes"], listed["g"]["version"]) == (2, made["version"])

@@ -16,8 +16,9 @@ from typing import Any
 
 import msgpack
 import pytest
+from opgraph_server.dispatch import Call
 from opgraph_server.errors import RpcError
-from opgraph_server.methods import METHODS, Call
+from opgraph_server.methods import METHODS
 from opgraph_server.protocol import (
     Deferred,
     RemoteProtocolError,

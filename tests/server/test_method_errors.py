@@ -1,7 +1,8 @@
 """Every method's bad arguments get an error of the right name and code, in both shapes.
 
 Also: pynvim's ``tcp_session`` (bin method names, a ``nvim_set_client_info`` notification
-first, ``Exception(error[1])`` for errors) works against the server and shows errors properly.
+first, ``Exception(error[1])`` for errors) works against the server and shows errors properly,
+and Neovim's empty options (an empty Lua table arrives as an empty array) are no options.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from opgraph_client import Client
 from opgraph_server.errors import BAD_REQUEST, CATALOGUE, SERVER_FAILURE
 from opgraph_server.methods import METHODS
 from server_harness import TIMEOUT, Raw, ThreadedServer, ids_by_label, intact
@@ -302,3 +304,10 @@ def test_pynvim_session(server: ThreadedServer, transport: str) -> None:
     kind, method, params = out["notification"]
     assert (kind, method) == ("notification", "graph.changed")
     assert params[0]["graph"] == "demo" and params[0]["version"] > out["leaf"]["version"]
+
+
+def test_empty_options_from_neovim_are_no_options(server: ThreadedServer) -> None:
+    with Client(server.tcp) as c:
+        assert c.call("graph.list", [])[0]["name"] == "demo"
+        assert c.call("graph.info", "demo", [])["name"] == "demo"
+        assert c.call("node.get", "demo", 0, None)["nodes"][0]["id"] == 0

@@ -14,7 +14,9 @@ from opgraph_client import (
     Client,
     GraphExistsError,
     InvalidParamsError,
+    NotALeafError,
     OpFailedError,
+    ServerError,
     UnknownGraphError,
 )
 from server_harness import SEED, SEED_GRADS, SEED_O, Raw, ThreadedServer
@@ -166,7 +168,7 @@ def test_eval_refuses_python(server: ThreadedServer) -> None:
         before = c.call("graph.info", "demo")
         for text in ("__import__('os').system('true')", "x.__class__", "open('f')",
                      "lambda: 1", "[1, 2]", "x1 +"):
-            with pytest.raises(Exception) as err:
+            with pytest.raises(BadExpressionError) as err:
                 c.call("graph.eval", "demo", text)
             assert err.value.name == "bad_expression", text
         with pytest.raises(BadExpressionError, match=r"no op named 'sofplus'.*column 1"):
@@ -205,7 +207,7 @@ def test_import_refuses_bad_documents(server: ThreadedServer) -> None:
         bad_op["nodes"][9]["op"] = "tahn"
         newer = {**document, "version": 999}
         for data in (bad_op, newer, {"nodes": "x"}, b"\x93\x01\x02", b"not msgpack"):
-            with pytest.raises(Exception) as err:
+            with pytest.raises(BadFileError) as err:
                 c.call("graph.import", "bad", data)
             assert err.value.name == "bad_file", data
         with pytest.raises(InvalidParamsError):
@@ -261,7 +263,7 @@ def test_node_set_recomputes_downstream(server: ThreadedServer) -> None:
         assert nodes["x2*w2"]["data"] == 1.5
         assert nodes["o"]["data"] == pytest.approx(math.tanh(-6.0 + 1.5 + SEED["b"]))
         assert nodes["x1*w1"]["data"] == -6.0  # upstream of nothing that changed
-        with pytest.raises(Exception) as err:
+        with pytest.raises(NotALeafError) as err:
             c.call("node.set", "demo", ids["o"], 1.0)
         assert err.value.name == "not_a_leaf"
 
@@ -295,7 +297,7 @@ def test_batch_is_all_or_nothing(server: ThreadedServer) -> None:
         ]
         names = []
         for steps in failing:
-            with pytest.raises(Exception) as err:
+            with pytest.raises(ServerError) as err:  # (of the kinds listed below)
                 c.call("graph.batch", "demo", steps)
             names.append(err.value.name)
             assert c.call("graph.info", "demo") == before, steps

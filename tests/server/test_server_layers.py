@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import networkx as nx
 import opgraph_client
 import opgraph_server
 import pytest
@@ -79,3 +80,77 @@ def test_no_server_or_client_module_touches_the_cores_private_names(module: str)
 ])
 def test_the_private_name_check_itself(source: str, found: list[str]) -> None:
     assert private_uses(source) == found
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """Every server or client module ``module`` imports, at any level of its code."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _type_only(tree)
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:  # `from opgraph_server import store` imports the module
+                sub = f"{base}.{alias.name}"
+                names.add(sub if sub in MODULES else base)
+    return {n for n in names if n in MODULES}
+
+
+def _layer(module: str) -> str:
+    """The methods package counts as one layer."""
+    return "opgraph_server.methods" if module.startswith("opgraph_server.methods") else module
+
+
+def _graph(collapse_methods: bool) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for module, path in MODULES.items():
+        g.add_node(module)
+        for target in _imports(module, path):
+            if target != module:
+                g.add_edge(module, target)
+    if collapse_methods:
+        g = nx.relabel_nodes(g, _layer, copy=True)
+        g.remove_edges_from(nx.selfloop_edges(g))
+    return g
+
+
+def test_no_import_cycles_in_the_server_and_client() -> None:
+    assert list(nx.simple_cycles(_graph(collapse_methods=False))) == []
+
+
+def test_no_import_cycle_between_server_and_methods() -> None:
+    g = _graph(collapse_methods=True)
+    assert list(nx.simple_cycles(g)) == []
+    assert g.has_edge("opgraph_server.server", "opgraph_server.methods")
+    assert not nx.has_path(g, "opgraph_server.methods", "opgraph_server.server")
+
+
+def test_dispatch_knows_neither_the_server_nor_the_methods() -> None:
+    below = nx.descendants(_graph(collapse_methods=True), "opgraph_server.dispatch")
+    assert below.isdisjoint({"opgraph_server.server", "opgraph_server.methods"})
+
+
+def test_the_client_depends_on_address_protocol_and_errors_only() -> None:
+    g = _graph(collapse_methods=True)
+    client = {m for m in g if m.startswith("opgraph_client")}
+    reached = set().union(*(nx.descendants(g, m) for m in client)) - client
+    assert reached <= {"opgraph_server.address", "opgraph_server.protocol",
+                       "opgraph_server.errors"}
+
+
+def test_the_import_reader_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
+    path = tmp_path / "late.py"
+    path.write_text("from typing import TYPE_CHECKING\n"
+                    "if TYPE_CHECKING:\n    from opgraph_server.server import Server\n"
+                    "def f():\n    from ..server import serve\n"
+                    "    from opgraph_server import store\n")
+    assert _imports("opgraph_server.methods.late", path) == {"opgraph_server.server",
+                                                             "opgraph_server.store"}

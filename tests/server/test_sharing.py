@@ -8,7 +8,7 @@ import time
 import weakref
 from typing import Any
 
-import opgraph_server.methods
+import opgraph_server.methods.compute
 import pytest
 from opgraph_client import AsyncClient, Client
 from server_harness import SEED_GRADS, TIMEOUT, Raw, ThreadedServer, wait_until
@@ -224,7 +224,7 @@ def test_concurrent_gradchecks_leave_gradients_intact(server: ThreadedServer,
         return real_backward(order, root)
 
     monkeypatch.setattr(opgraph, "gradcheck", gradcheck)
-    monkeypatch.setattr(opgraph_server.methods, "gradcheck", gradcheck, raising=False)
+    monkeypatch.setattr(opgraph_server.methods.compute, "gradcheck", gradcheck, raising=False)
     monkeypatch.setattr(core, "backward_over", backward_over)
     with Client(server.tcp) as c:
         before = c.call("graph.nodes", "demo")["nodes"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from opgraph_client import AsyncClient, Client, UnauthorizedError
+from opgraph_client import AsyncClient, Client, UnauthorizedError, UnknownGraphError
 from opgraph_server.address import parse_url
 from opgraph_server.methods import METHODS
 from server_harness import (
@@ -178,7 +178,7 @@ def test_stdio_client_spawn() -> None:
                                                            for m, _ in got))
         assert got[0] == ("graph.changed", [{"graph": "demo", "version": made["version"],
                                              "nodes": 11}])
-        with pytest.raises(Exception) as err:
+        with pytest.raises(UnknownGraphError) as err:
             c.call("graph.info", "nope")
         assert err.value.name == "unknown_graph"
 

@@ -1,5 +1,6 @@
-"""Behaviours fixed after review: failed passes change nothing, ambiguous requests are refused
-with words that say so, and Neovim's empty options are accepted everywhere."""
+"""Requests that are wrong or ambiguous are refused in words that say so, and change nothing:
+a backward pass that fails half-way, an eval label naming an existing node, a label standing
+for several nodes, batch steps with unknown or mixed keys."""
 
 from __future__ import annotations
 
@@ -51,10 +52,3 @@ def test_batch_refuses_unknown_or_mixed_step_keys(server: ThreadedServer, step, 
         with pytest.raises(InvalidParamsError, match=message):
             c.call("graph.batch", "demo", [{"leaf": 3.0}, step])
         assert c.call("graph.info", "demo") == before
-
-
-def test_empty_options_from_neovim_are_no_options(server: ThreadedServer) -> None:
-    with Client(server.tcp) as c:
-        assert c.call("graph.list", [])[0]["name"] == "demo"
-        assert c.call("graph.info", "demo", [])["name"] == "demo"
-        assert c.call("node.get", "demo", 0, None)["nodes"][0]["id"] == 0

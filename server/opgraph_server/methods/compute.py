@@ -1,0 +1,164 @@
+"""Computing on a graph: ``graph.eval``, ``graph.backward``, ``graph.grads``,
+``graph.gradcheck``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import opgraph
+from opgraph.core import Value, topological_order
+from opgraph.graph import Graph
+from opgraph_server.dispatch import Call, method
+from opgraph_server.errors import RpcError
+from opgraph_server.params import kind, settle
+
+
+@method("graph.eval", ("graph", "expression"), ("bindings",), options=("label", "keep"))
+async def graph_eval(call: Call, graph: Any, expression: Any, bindings: Any = None,
+                     label: Any = "", keep: Any = True) -> dict[str, Any]:
+    """Parse an expression into nodes (registered ops only; never Python's eval).
+
+    The new nodes join the shared graph (a new version, seen by every client); with
+    ``keep`` false the expression is evaluated on copies and the graph is left as it was.
+    """
+    from opgraph import expr
+
+    entry = call.entry(graph)
+    expression = call.text(expression, "expression", max_length=expr.MAX_LENGTH)
+    bindings = {} if bindings in (None, []) else bindings  # Neovim sends {} as []
+    if not isinstance(bindings, dict) or not all(isinstance(k, str) for k in bindings):
+        raise call.invalid(f"bindings must be a map of names, got {kind(bindings)}")
+    label = call.text(label, "label", max_length=10_000)
+    keep = call.flag(keep, "keep")
+    if not keep and label:
+        raise call.invalid("a label names a new node of the graph; with keep false "
+                           "nothing is added to it")
+    # Parsing a long expression, and looking names up among the labels of a big graph, take
+    # a while: then in a worker thread.
+    size = max(len(entry.graph.nodes), 20 * len(expression))
+    if not keep:
+        async with entry.lock.read():
+            g = entry.graph
+
+            def evaluate() -> float:
+                resolved = _bindings(call, g, expression, bindings)
+                copies = {name: Value(v.data, v.label) if isinstance(v, Value) else v
+                          for name, v in resolved.items()}
+                return float(expr.build(expression, copies)[0].data)
+
+            data = evaluate() if call.small(size) else await call.in_thread(evaluate)
+            return {"root": None, "data": data, "leaves": {}, "version": g.version}
+    async with entry.lock.write():
+        g = entry.graph
+        mark = g.checkpoint()
+
+        def build() -> tuple[Value, dict[str, Value]]:
+            resolved = _bindings(call, g, expression, bindings)
+            root, leaves = expr.build(expression, resolved, graph=g)
+            settle(g.nodes[mark[0]:], "graph.eval")
+            if label:
+                if root.id is not None and root.id < mark[0]:
+                    raise call.invalid(
+                        f"the expression {expression!r} is the existing node {root.id}; "
+                        "a label names a new node only")
+                root.label = label
+            return root, leaves
+
+        try:
+            root, leaves = await call.change(entry, size, build)
+        except BaseException:
+            if not call.host.stopping:  # (then a worker thread may still be building)
+                g.rollback(mark)
+            raise
+        call.host.changed(entry)
+        return {"root": root.id, "data": root.data,
+                "leaves": {k: v.id for k, v in leaves.items()}, "version": g.version}
+
+
+def _bindings(call: Call, g: Graph, expression: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Numbers become new leaves; ``{"id": n}`` is an existing node; unbound names are looked
+    up by label in the graph."""
+    from opgraph import expr
+
+    resolved: dict[str, Any] = {}
+    for name, value in given.items():
+        if isinstance(value, dict) and set(value) == {"id"}:
+            resolved[name] = g.node(call.integer(value["id"], f"binding {name!r} id"))
+        else:
+            resolved[name] = call.data(value, f"binding {name!r}")
+    for name in expr.parse(expression).names:
+        if name not in resolved:
+            found = g.find(name)
+            if len(found) == 1:
+                resolved[name] = found[0]
+            elif found:
+                ids = ", ".join(str(v.id) for v in found[:10])
+                raise call.invalid(f"{name!r} labels {len(found)} nodes (ids {ids}); bind it "
+                                   f"to one of them with {{{name!r}: {{\"id\": n}}}}")
+    return resolved
+
+
+@method("graph.backward", ("graph", "root"))
+async def graph_backward(call: Call, graph: Any, root: Any) -> dict[str, Any]:
+    """Zero the graph's gradients, then backpropagate from ``root``."""
+    entry = call.entry(graph)
+    root = call.integer(root, "root")
+    async with entry.lock.write():
+        reached = await call.change(entry, len(entry.graph.nodes), entry.graph.backward,
+                                    root)
+        call.host.changed(entry)
+        return {"root": root, "reached": len(reached), "version": entry.graph.version}
+
+
+@method("graph.grads", ("graph", "root", "ids"))
+async def graph_grads(call: Call, graph: Any, root: Any, ids: Any) -> dict[str, Any]:
+    """Backpropagate from ``root`` and return the gradient of each of ``ids``."""
+    entry = call.entry(graph)
+    root = call.integer(root, "root")
+    wanted = call.ids(ids)
+    async with entry.lock.write():
+        g = entry.graph
+        for i in wanted:
+            g.node(i)
+        await call.change(entry, len(g.nodes), g.backward, root)
+        call.host.changed(entry)
+        return {"root": root, "grads": {str(i): g.nodes[i].grad for i in wanted},
+                "version": g.version}
+
+
+@method("graph.gradcheck", ("graph", "root"), options=("eps",))
+async def graph_gradcheck(call: Call, graph: Any, root: Any, eps: Any = 1e-6) -> dict[str, Any]:
+    """Analytic gradients of ``root`` against central finite differences, per leaf."""
+    entry = call.entry(graph)
+    root = call.integer(root, "root")
+    eps = call.number(eps, "eps")
+    if not 0 < eps < 1:
+        raise call.invalid("eps must be within (0, 1)")
+    limit = call.host.limits.max_gradcheck_leaves
+    async with entry.lock.read():
+        node = entry.graph.node(root)
+        version = entry.graph.version
+        # gradcheck zeroes, sets and restores grads as it goes: on the shared graph other
+        # readers would see that half-done state, and two gradchecks at once could restore
+        # each other's (leaving wrong grads). So it checks a private copy, taken under the lock.
+        copy = await call.in_thread(_copy_for_gradcheck, entry.graph, node, limit)
+    report = await call.in_thread(lambda: opgraph.gradcheck(copy.nodes[root], eps=eps))
+    return {"ok": report.ok, "root": root, "version": version,
+            "leaves": [_plain(leaf.__dict__) for leaf in report.leaves],
+            "bad_ops": [_plain(b.__dict__) for b in report.bad_ops]}
+
+
+def _copy_for_gradcheck(graph: Graph, node: Value, limit: int) -> Graph:
+    """A copy of ``graph`` (same ids) to run gradcheck on, after checking the leaf limit."""
+    from opgraph import fileformat
+
+    leaves = sum(1 for v in topological_order(node) if v.is_leaf)
+    if leaves > limit:
+        raise RpcError("limit_exceeded", f"root {node.id} depends on {leaves} leaves; "
+                                         f"gradcheck checks at most {limit}")
+    return fileformat.from_document(fileformat.to_document(graph))
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in record.items()}
