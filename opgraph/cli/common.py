@@ -261,9 +261,10 @@ def console():
             self.quiet = True
             raise StdoutClosed
 
+    # markup off: a label such as "w[0]" or "[red]y" is printed as it is, not read as a style
     if sys.stdout.isatty():
-        return _Console(highlight=False, soft_wrap=True)
-    return _Console(highlight=False, soft_wrap=True, width=100_000)
+        return _Console(highlight=False, soft_wrap=True, markup=False)
+    return _Console(highlight=False, soft_wrap=True, markup=False, width=100_000)
 
 
 @contextmanager
@@ -308,11 +309,12 @@ MORE = "--full for all"
 
 
 def elide(items: Sequence[str], limit: int | None, *, total: int | None = None,
-          tail: int = 0, sep: str = ", ") -> str:
+          tail: int = 0, sep: str = ", ", more: str = MORE) -> str:
     """``items`` joined by ``sep``, at most ``limit`` of them (None: all), the rest counted:
     ``a, b, c, … and 12,141 more; --full for all``. ``total`` is how many there are when
     ``items`` is already cut (a report cut by ``--limit``); ``tail`` keeps that many of the
-    last items too (a path: its start and its end), the count in between."""
+    last items too (a path: its start and its end), the count in between. ``more`` says where
+    the rest is."""
     count = len(items) if total is None else total
     if not count:
         return "-"
@@ -325,8 +327,8 @@ def elide(items: Sequence[str], limit: int | None, *, total: int | None = None,
     hidden = count - len(head) - tail
     if tail:
         return (f"{sep.join(head)}{sep}… {hidden:,} more …{sep}{sep.join(items[-tail:])} "
-                f"({MORE})")
-    return f"{sep.join(head)}{sep if head else ''}… and {hidden:,} more; {MORE}"
+                f"({more})")
+    return f"{sep.join(head)}{sep if head else ''}… and {hidden:,} more; {more}"
 
 
 def parse_binding(text: str) -> tuple[str, float]:

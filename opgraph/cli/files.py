@@ -138,14 +138,25 @@ def analyze(
 
 
 def show_report(g, report, cap: int | None, *, path_cap: int | None, title: str) -> None:
-    """The tables of an analysis report: each list at most ``cap`` items (None: all), the
-    critical path ``path_cap``."""
+    """The tables of an analysis report: each list at most ``cap`` items, the critical path
+    ``path_cap``. With None (``--full``), a list too long for its cell is listed in full
+    after the tables, one item a line."""
     from rich.table import Table
 
     out = console()
     name = Names(g)
+    below: list[tuple[str, list[str]]] = []
+
+    def cell(key: str, ids, limit: int | None, default: int, **how) -> str:
+        items = [name(i) for i in ids]
+        if limit is None and len(items) > default:
+            below.append((f"{key} ({len(items):,} nodes)", items))
+            return elide(items, default, more="all below", **how)
+        return elide(items, limit, **how)
+
     summary = Table("", "", show_header=False, title=title)
-    path = elide([name(i) for i in report.critical_path], path_cap, tail=2, sep=" -> ")
+    path = cell("critical path", report.critical_path, path_cap, PATH_LIMIT, tail=2,
+                sep=" -> ")
     rows = [
         ("nodes", f"{report.nodes:,}"), ("edges", f"{report.edges:,}"),
         ("root", name(report.root)), ("leaves", f"{len(report.leaves):,}"),
@@ -154,23 +165,28 @@ def show_report(g, report, cap: int | None, *, path_cap: int | None, title: str)
         ("critical path", f"{len(report.critical_path):,} nodes: {path}"),
         ("max fan-in", _fan(name, report.max_fan_in)),
         ("max fan-out", _fan(name, report.max_fan_out)),
-        ("dominators", elide([name(i) for i in report.dominators], cap)),
-        ("unused", elide([name(i) for i in report.unused], cap)),
+        ("dominators", cell("dominators", report.dominators, cap, TABLE_LIMIT)),
+        ("unused", cell("unused", report.unused, cap, TABLE_LIMIT)),
     ]
     if report.cycles:
         rows.append(("cycles", elide([" -> ".join(map(str, [*c, c[0]])) for c in report.cycles],
                                      cap, sep="; ")))
-    for key, value in rows:
-        summary.add_row(key, value)
     for key, found in (("influences", report.influences), ("affects", report.affects)):
         for node_id, ids in found.items():
-            summary.add_row(f"{key} of {node_id}", elide([name(i) for i in ids], cap))
+            rows.append((f"{key} of {node_id}", cell(f"{key} of {node_id}", ids, cap,
+                                                     TABLE_LIMIT)))
+    for key, value in rows:
+        summary.add_row(key, value)
     out.print(summary)
     ops = Table("op", "count", title="ops")
     for op, count in report.ops.items():
         ops.add_row(op, f"{count:,}")
     out.print(ops)
     show_diagnostics(out, name, report, cap)
+    for heading, items in below:
+        out.print(f"{heading}:")
+        for item in items:
+            out.print(f"  {item}")
 
 
 def show_diagnostics(out, name: Names, report, cap: int | None) -> None:
