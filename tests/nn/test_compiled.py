@@ -4,13 +4,14 @@ Forward values and every gradient must equal the eager engine's to 1e-12 relativ
 moons graph of the benchmark, on random expressions over every default op, and after several
 SGD steps. Then the paths that are easy to get wrong: an input used twice in one vectorised group
 (``np.add.at``), ops without vector kernels (the scalar fallback), `set` then `forward`, and bad
-input.
+input. Every test runs twice: with the rewrites (sums; the default) and with
+``rewrite=False`` (the `rewrite` fixture); the rewrites' own cases are in
+test_compiled_rewrite.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import random
 import types
@@ -36,7 +37,7 @@ from opgraph import (
     registry,
     topological_order,
 )
-from opgraph.compiled import CompiledGraph, compile_graph
+from opgraph.compiled import CompiledGraph, SumGroup
 from opgraph.core import recompute
 from opgraph.datasets import make_moons
 from opgraph.nn import MLP, l2, svm_loss
@@ -60,6 +61,23 @@ def assert_close(actual, expected, what: str, rel: float = REL, scale=0.0) -> No
                            f"first at {bad[0]}: {a[bad[0]]!r} against {e[bad[0]]!r}")
 
 
+_rewriting = [True]
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["rewrite", "no-rewrite"])
+def rewrite(request) -> Iterator[bool]:
+    """Every test of this module runs with the rewrites (the default) and without them."""
+    _rewriting[0] = request.param
+    yield request.param
+    _rewriting[0] = True
+
+
+def compile_graph(root, **options) -> CompiledGraph:
+    """`opgraph.compiled.compile_graph`, with or without the rewrites as the test runs."""
+    options.setdefault("rewrite", _rewriting[0])
+    return compiled_module.compile_graph(root, **options)
+
+
 def eager_data(nodes) -> np.ndarray:
     return np.array([float(v.data) for v in nodes])
 
@@ -80,13 +98,14 @@ def poison(compiled: CompiledGraph) -> None:
 @contextlib.contextmanager
 def kernels_everywhere() -> Iterator[None]:
     """Compile with every group that has vector kernels run by them, however small (by default
-    groups under `SMALL_GROUP` nodes run the scalar rules), so the kernels get checked too."""
-    default = compiled_module.SMALL_GROUP
-    compiled_module.SMALL_GROUP = 1
+    groups under `SMALL_GROUP` nodes and sums under `SMALL_SUM` terms run the scalar rules), so
+    the kernels get checked too."""
+    default = compiled_module.SMALL_GROUP, compiled_module.SMALL_SUM
+    compiled_module.SMALL_GROUP = compiled_module.SMALL_SUM = 1
     try:
         yield
     finally:
-        compiled_module.SMALL_GROUP = default
+        compiled_module.SMALL_GROUP, compiled_module.SMALL_SUM = default
 
 
 def compile_both_ways(root: Value) -> list[CompiledGraph]:
@@ -98,14 +117,17 @@ def compile_both_ways(root: Value) -> list[CompiledGraph]:
 
 
 def check_against_eager(root: Value, compiled: CompiledGraph | None = None) -> CompiledGraph:
-    """Compiled forward and backward equal the eager engine's on every node of ``root``."""
+    """Compiled forward and backward equal the eager engine's on every node of ``root`` (the
+    nodes a rewrite removed once `fill_removed` has given them their numbers)."""
     compiled = compiled or compile_graph(root)
     nodes = compiled.nodes
     poison(compiled)
     value = compiled.forward()
     assert_close(value, root.data, "root value")
+    compiled.fill_removed()
     assert_close(compiled.values, eager_data(nodes), "forward values")
     grads = compiled.backward()
+    compiled.fill_removed()
     assert_close(grads, eager_grads(root, nodes), "gradients")
     assert compiled.grad(root) == 1.0
     return compiled
@@ -132,6 +154,8 @@ def test_w3_forward_and_every_gradient_equal_the_eager_engine() -> None:
     assert len(compiled) == 65_818  # the issue's count for this graph
     assert all(g.vectorised for g in compiled.groups)
     check_against_eager(total, compiled)
+    # (forward values are the eager engine's to the last bit, with the sums too)
+    np.testing.assert_array_equal(compiled.values, eager_data(compiled.nodes))
 
     # new parameters through set(): the compiled passes against eager recomputation
     rng = np.random.default_rng(0)
@@ -286,7 +310,8 @@ def conditioning(order: list[Value]) -> tuple[float, np.ndarray]:
     return worst, scale
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
     leaves=st.lists(st.floats(-3, 3, allow_nan=False), min_size=1, max_size=4),
     steps=st.lists(st.tuples(st.integers(0, 11), st.lists(st.integers(0, 50), min_size=2,
@@ -302,10 +327,12 @@ def test_random_expressions_equal_the_eager_engine(leaves, steps) -> None:
         assume(worst < 1e3)
         poison(compiled)
         assert_close(compiled.forward(), root.data, "root value")
+        compiled.fill_removed()
         assert_close(compiled.values, eager_data(compiled.nodes), "forward values")
         # gradients to 1e-12 relative to the sum of the magnitudes that make them up
-        assert_close(compiled.backward(), eager_grads(root, compiled.nodes), "gradients",
-                     scale=scale)
+        grads = compiled.backward()
+        compiled.fill_removed()
+        assert_close(grads, eager_grads(root, compiled.nodes), "gradients", scale=scale)
 
 
 def test_one_expression_with_every_default_op_and_attributes() -> None:
@@ -324,13 +351,17 @@ def test_one_expression_with_every_default_op_and_attributes() -> None:
 # --- repeated inputs: the np.add.at path ---------------------------------------------------------
 
 
-def test_an_input_used_many_times_in_one_group_accumulates_every_use() -> None:
+def test_an_input_used_many_times_in_one_group_accumulates_every_use(rewrite) -> None:
     x, a, b, c = Value(1.5), Value(-2.0), Value(0.5), Value(3.0)
     # x*a, x*b, x*c, x*x: one generation, one mul group, x repeated in the first slot;
-    # x*x has x in both slots; tanh(x) and exp(x) use it through unary groups too
+    # x*x has x in both slots; tanh(x) and exp(x) use it through unary groups too. With the
+    # rewrites, the products are terms of one sum, whose first operands repeat x.
     root = x * a + x * b + x * c + x * x + x.tanh() * x.exp()
     for compiled in compile_both_ways(root):  # node by node, then np.add.at
-        muls = [g for g in compiled.groups if g.op.name == "mul" and len(g.out) >= 4]
+        if rewrite:
+            muls = [g for g in compiled.groups if isinstance(g, SumGroup) and g.a.size >= 4]
+        else:
+            muls = [g for g in compiled.groups if g.op.name == "mul" and len(g.out) >= 4]
         assert muls and not muls[0].unique[0], "expected a mul group with x repeated in a slot"
         check_against_eager(root, compiled)
         t, e = math.tanh(x.data), math.exp(x.data)
@@ -737,18 +768,23 @@ def test_a_result_too_big_for_a_float_is_a_forward_error(loose_ops) -> None:
     assert math.isnan(compiled.forward(check=False))  # no kernel: NaN
 
 
-def test_a_vector_kernel_that_raises_names_the_op(odd_ops) -> None:
-    """A plugin's broken kernel is an error naming the op and the kernel, both ways."""
+def test_a_vector_kernel_that_raises_names_the_op() -> None:
+    """A plugin's broken kernel is an error naming the op and the kernel, both ways: a big
+    group calls it at once; a small group calls it where the scalar rule fails."""
     def broken(x):
         raise RuntimeError("kernel bug")
 
-    x = Value(4.0)
-    node = x.csqrt()
-    for compiled in compile_both_ways(node * 1.0):
-        compiled.forward()
-        csqrt = next(g for g in compiled.groups if g.op.name == "csqrt")
-        csqrt.op = dataclasses.replace(csqrt.op, vforward=broken)
-        compiled.set([x], [-4.0])  # the small path asks the kernel where the rule fails
-        with pytest.raises(ForwardError, match=r"op 'csqrt': its vector kernel vforward "
+    with ops_installed("broken_ops", OpDef("bsqrt", 1, lambda x: x ** 0.5,
+                                           lambda x, out: (0.5 / out,), vforward=broken,
+                                           vgrad=lambda x, out: (0.5 / out,))):
+        x = Value(4.0)
+        small, everywhere = compile_both_ways(x.bsqrt() * 1.0)
+        assert small.forward() == 2.0  # the rule works: the kernel is not asked
+        small.set([x], [-4.0])  # the rule gives a complex number: the kernel is asked
+        with pytest.raises(ForwardError, match=r"op 'bsqrt': its vector kernel vforward "
+                                               r"raised RuntimeError: kernel bug \(compiled, "
+                                               r"over 1 node\)"):
+            small.forward()
+        with pytest.raises(ForwardError, match=r"op 'bsqrt': its vector kernel vforward "
                                                r"raised RuntimeError: kernel bug"):
-            compiled.forward()
+            everywhere.forward()
