@@ -1,7 +1,8 @@
 """opgraph: a scalar autograd engine whose ops are plugins, and a service for looking inside it.
 
 Start with `Value` (micrograd's API), `Graph` (nodes with ids, as the server holds them),
-`draw_dot`, `gradcheck`; write ops with `OpDef` and `hookimpl` (see `opgraph.hookspecs`).
+`draw_dot`, `gradcheck`; `grad`, `hessian` and `hvp` for gradients of gradients; write ops
+with `OpDef` and `hookimpl` (see `opgraph.hookspecs`).
 """
 
 from opgraph.core import (
@@ -26,6 +27,7 @@ from opgraph.errors import (
     GraphMismatchError,
     InputTypeError,
     NodeNotFoundError,
+    NoGradGraphError,
     NotALeafError,
     OpDefError,
     OpgraphError,
@@ -39,6 +41,7 @@ from opgraph.fileformat import load, save
 from opgraph.gcpolicy import gc_paused
 from opgraph.gradcheck import check_op, gradcheck
 from opgraph.graph import Graph
+from opgraph.higher import grad, hessian, hvp
 from opgraph.hookspecs import hookimpl
 from opgraph.opdef import OpDef
 from opgraph.registry import build_registry, default_registry
@@ -57,6 +60,7 @@ __all__ = [
     "GraphLimitError",
     "GraphMismatchError",
     "InputTypeError",
+    "NoGradGraphError",
     "NodeNotFoundError",
     "NotALeafError",
     "OpDef",
@@ -76,8 +80,11 @@ __all__ = [
     "default_registry",
     "draw_dot",
     "gc_paused",
+    "grad",
     "gradcheck",
+    "hessian",
     "hookimpl",
+    "hvp",
     "load",
     "lookup_op",
     "save",

@@ -102,14 +102,15 @@ def grad(outputs: Value | Sequence[Value], inputs: Value | Sequence[Value],
     _check_inputs(ins, owner, where)
     order = higher.topological_order(outs)
     if not create_graph:
-        grads = higher.gradients(outs, order, create_graph=False, seeds=seeds)
+        grads = higher.gradients(outs, order, create_graph=False, seeds=seeds, wrt=ins)
         results: list[Any] = [float(grads.get(v, 0.0)) for v in ins]
     else:
         mark = higher.checkpoint(owner)
         try:
-            grads = higher.gradients(outs, order, create_graph=True, seeds=seeds)
-            make = higher.Materializer(higher.outputs_name(outs), order, owner)
-            results = [make(grads.get(v, 0.0), v) for v in ins]
+            with higher.quiet_collector(len(order)):
+                grads = higher.gradients(outs, order, create_graph=True, seeds=seeds, wrt=ins)
+                make = higher.Materializer(higher.outputs_name(outs), order, owner)
+                results = [make(grads.get(v, 0.0), v) for v in ins]
         except BaseException:
             higher.rollback(owner, mark)
             raise

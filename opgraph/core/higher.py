@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from opgraph import gcpolicy
@@ -53,30 +54,42 @@ _refused: dict[OpDef, str] = {}
 
 
 def topological_order(roots: Sequence[Any]) -> list[Any]:
-    """Every node the ``roots`` depend on (and the roots), inputs first, each once; iterative."""
+    """Every node the ``roots`` depend on (and the roots), inputs first, each once; iterative.
+    The collector is paused once the walk goes `opgraph.gcpolicy.DEEP` deep, as in
+    `opgraph.core.fast.backward` (a deep walk's stack would set off collections)."""
     order: list[Any] = []
     seen: set[Any] = set()
-    for root in roots:
-        if root in seen:
-            continue
-        seen.add(root)
-        stack: list[tuple[Any, Iterator[Any]]] = []
-        node, pending = root, iter(root._inputs)
-        while True:
-            for child in pending:
-                if child not in seen:
-                    seen.add(child)
-                    if not child._inputs:
-                        order.append(child)
-                        continue
-                    stack.append((node, pending))
-                    node, pending = child, iter(child._inputs)
-                    break
-            else:
-                order.append(node)
-                if not stack:
-                    break
-                node, pending = stack.pop()
+    emit = order.append
+    deep = gcpolicy.DEEP
+    paused = False
+    try:
+        for root in roots:
+            if root in seen:
+                continue
+            seen.add(root)
+            stack: list[tuple[Any, Iterator[Any]]] = []
+            node, pending = root, iter(root._inputs)
+            while True:
+                for child in pending:
+                    if child not in seen:
+                        seen.add(child)
+                        if not child._inputs:
+                            emit(child)
+                            continue
+                        stack.append((node, pending))
+                        if len(stack) == deep and not paused:
+                            gcpolicy.pause()
+                            paused = True
+                        node, pending = child, iter(child._inputs)
+                        break
+                else:
+                    emit(node)
+                    if not stack:
+                        break
+                    node, pending = stack.pop()
+    finally:
+        if paused:
+            gcpolicy.release()
     return order
 
 
@@ -101,9 +114,12 @@ def _graph_name(graph: Any) -> str:
 
 
 def gradients(outputs: Sequence[Value], order: Sequence[Value], *, create_graph: bool,
-              seeds: Sequence[float] | None = None) -> dict[Value, Grad]:
+              seeds: Sequence[float] | None = None,
+              wrt: Iterable[Value] | None = None) -> dict[Value, Grad]:
     """The gradient of the sum of ``outputs`` (each weighted by its seed, 1 by default) with
-    respect to every node of ``order`` (their topological order) that they depend on.
+    respect to every node of ``order`` (their topological order) that they depend on; with
+    ``wrt``, only to those nodes and what lies between them and the outputs (the rest of the
+    graph costs nothing).
 
     Float mode: floats, as `opgraph.core.passes.backward_over` computes them. Graph mode: each
     a number (a constant) or a `Value` (use `Materializer` for one node each). A rule that
@@ -114,46 +130,92 @@ def gradients(outputs: Sequence[Value], order: Sequence[Value], *, create_graph:
     for k, out in enumerate(outputs):
         seed = 1.0 if seeds is None else float(seeds[k])
         grads[out] = grads[out] + seed if out in grads else seed  # type: ignore[operator]
+    if wrt is not None:
+        order, keep = between(order, wrt)
+    else:
+        keep = None
     if not create_graph:
-        _float_sweep(order, grads)
+        _float_sweep(order, grads, keep)
         return grads
-    paused = len(order) >= gcpolicy.DEEP
-    if paused:
-        gcpolicy.pause()  # thousands of new nodes and no cycles: collections would only cost
-    try:
-        for node in reversed(order):
-            op = node._opdef
-            g = grads.get(node)
-            if op is None or g is None:
+    for node in reversed(order):
+        op = node._opdef
+        if op is None:
+            continue
+        g = grads[node]  # (every node of the order leads to an output: it has its gradient)
+        local = graph_partials(node, op)
+        for v, d in zip(node._inputs, local, strict=True):
+            if keep is not None and v not in keep:
                 continue
-            local = graph_partials(node, op)
-            for v, d in zip(node._inputs, local, strict=True):
-                c = _times(g, d)
-                grads[v] = _plus(grads[v], c) if v in grads else c
-    finally:
-        if paused:
-            gcpolicy.release()
+            c = _times(g, d)
+            grads[v] = _plus(grads[v], c) if v in grads else c
     return grads
 
 
-def _float_sweep(order: Sequence[Value], grads: dict[Value, Grad]) -> None:
-    """The float-mode sweep of `gradients`: each op's ``grad`` rule, as the backward pass."""
+def between(order: Sequence[Value], wrt: Iterable[Value]) -> tuple[list[Value], set[Value]]:
+    """The nodes of ``order`` that are in ``wrt`` or depend on one of them, in order, and the
+    same as a set."""
+    keep = set(wrt)
+    kept = []
+    for node in order:
+        if node in keep:
+            kept.append(node)
+            continue
+        for v in node._inputs:
+            if v in keep:
+                keep.add(node)
+                kept.append(node)
+                break
+    return kept, keep
+
+
+@contextmanager
+def quiet_collector(size: int) -> Iterator[None]:
+    """Pause the cyclic garbage collector while a pass over ``size`` nodes makes its gradient
+    nodes (thousands of new objects and no cycles: collections would only cost time)."""
+    if size < gcpolicy.DEEP:
+        yield
+        return
+    gcpolicy.pause()
+    try:
+        yield
+    finally:
+        gcpolicy.release()
+
+
+def _float_sweep(order: Sequence[Value], grads: dict[Value, Grad],
+                 keep: set[Value] | None) -> None:
+    """The float-mode sweep of `gradients`: each op's ``grad`` rule, as the backward pass
+    calls it, and the same check of what the rules return (`opgraph.core.passes.check_grads`);
+    with ``keep``, only to the nodes of that set."""
     node: Value | None = None
+    get = grads.get
     try:
         for node in reversed(order):
             op = node._opdef
-            g = grads.get(node)
-            if op is None or g is None:
+            if op is None:
                 continue
+            g = grads[node]
             inputs, attrs = node._inputs, node._attrs
-            args = [v.data for v in inputs]
-            local = op.grad(*args, node.data, **attrs) if attrs else op.grad(*args, node.data)
+            if attrs:
+                local = op.grad(*[v.data for v in inputs], node.data, **attrs)
+            elif len(inputs) == 2:
+                a, b = inputs
+                local = op.grad(a.data, b.data, node.data)
+            elif len(inputs) == 1:
+                local = op.grad(inputs[0].data, node.data)
+            else:
+                local = op.grad(*[v.data for v in inputs], node.data)
             for v, d in zip(inputs, local, strict=True):
-                if not rules.is_partial(d):
-                    raise TypeError(f"it returned {type(d).__name__} {d!r}, not a real number")
-                grads[v] = grads.get(v, 0.0) + g * d  # type: ignore[operator]
+                if keep is None or v in keep:
+                    grads[v] = get(v, 0.0) + g * d  # type: ignore[operator]
     except Exception as exc:
         raise rules.grad_failed(node, exc) from exc
+    try:
+        math.fsum(grads.values())  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # a non-number, or inf - inf: look closer
+        culprit = rules.non_number_rule(order)
+        if culprit is not None:
+            raise rules.grad_failed(*culprit) from None
 
 
 def graph_partials(node: Value, op: OpDef) -> list[Grad]:
@@ -238,9 +300,8 @@ def name_of(value: Value) -> str:
     """How a gradient's label names a value: its label, else ``#id`` in a `Graph`, else an
     expression of its inputs' labels (``x*w``, ``tanh(n)``) up to 24 characters, else its op's
     name; bracketed when it holds spaces or a slash (``(d o/d x)``)."""
-    if value.label or value._id is not None:
-        name = _plain_name(value)
-    else:
+    name = _plain_name(value)
+    if not value.label and value._id is None:
         op = value._opdef
         named = [i.label for i in value._inputs]
         symbol = op.format_symbol(value._attrs) if op is not None else ""
@@ -311,25 +372,32 @@ def backward_graph(root: Value, create_graph: object = True) -> None:
     check_create_graph(create_graph, f"backward of {rules.describe(root)}")
     owner = root._graph
     mark = checkpoint(owner)
+    order = topological_order([root])
     try:
-        order = topological_order([root])
-        grads = gradients([root], order, create_graph=True)
-        make = Materializer(name_of(root), order, owner)
-        results: list[tuple[Value, Value]] = []
-        for node in order:
-            g = make(grads.get(node, 0.0), node)
-            if node._opdef is None:
-                before = node.grad
-                if isinstance(before, Value):
-                    g = _labelled(before + g, g.label)
-                elif before != 0.0:
-                    g = _labelled(g + before, g.label)
-            results.append((node, g))
+        with quiet_collector(len(order)):
+            results = _graph_grads_of_all(root, order, owner)
     except BaseException:
         rollback(owner, mark)
         raise
     for node, g in results:
         node.grad = g
+
+
+def _graph_grads_of_all(root: Value, order: list[Value], owner: Any) -> list[tuple[Value, Value]]:
+    """Each node of ``order`` with the gradient node its ``grad`` is to hold."""
+    grads = gradients([root], order, create_graph=True)
+    make = Materializer(name_of(root), order, owner)
+    results: list[tuple[Value, Value]] = []
+    for node in order:
+        g = make(grads.get(node, 0.0), node)
+        if node._opdef is None:
+            before = node.grad
+            if isinstance(before, Value):
+                g = _labelled(before + g, g.label)
+            elif before != 0.0:
+                g = _labelled(g + before, g.label)
+        results.append((node, g))
+    return results
 
 
 def _labelled(value: Value, label: str) -> Value:
