@@ -46,6 +46,25 @@ def opgraph_register_ops() -> Iterable[OpDef]:
     ``grad(*inputs, out, **attrs)`` gets the same inputs and the output, and returns the
     partial derivative of the output with respect to each input, one number per input.
 
+    For gradients of gradients (``opgraph.grad(..., create_graph=True)``, ``hessian``), give
+    the rule in graph form too: ``grad_graph(*inputs, out, **attrs)`` gets the input and output
+    `Value` nodes instead of their data and returns the same partials built from ops over them,
+    so that they can be differentiated again; a plain number stands for a partial that is
+    constant near the point::
+
+        def _softplus_grad_graph(x, out):
+            return (1.0 / (1.0 + (-x).exp()),)   # sigmoid(x), as a graph
+
+        OpDef("softplus", 1, forward=_softplus, grad=_softplus_grad,
+              grad_graph=_softplus_grad_graph)
+
+    Without it the op works as before, and ``create_graph=True`` over it raises
+    `opgraph.NoGradGraphError` naming the op and this plugin. When the op table is installed,
+    each graph rule is checked against its float rule at two points of the op's domain; one
+    that raises or disagrees is refused (a warning names the op and the plugin), and
+    ``opgraph ops check`` checks both rules against each other and the second derivatives
+    against finite differences of ``grad``.
+
     Op names are global: two plugins defining one name is an error that names both. An
     exception raised here, or an item that is not an ``OpDef``, is reported with this plugin's
     name and its ops are left out; the other plugins still load.
