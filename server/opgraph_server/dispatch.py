@@ -121,6 +121,8 @@ class Host(Protocol):
     """What handlers need of the server (`opgraph_server.server.Server` is the one host)."""
 
     limits: Limits
+    instance: str
+    """This server's id, unique to its life (``initialize`` reports it)."""
     graphs: Mapping[str, Entry]
     """The graphs by name (read only: add, drop and replace go through the methods below)."""
     token: str | None
@@ -167,8 +169,8 @@ class Host(Protocol):
         """Subscribe ``peer`` to graph ``name`` (None: the graph does not exist yet)."""
         ...
 
-    def unsubscribe(self, peer: Peer, name: str) -> None:
-        """End ``peer``'s subscription to graph ``name``, if any."""
+    def unsubscribe(self, peer: Peer, name: str) -> bool:
+        """End ``peer``'s subscription to graph ``name``; False when it had none."""
         ...
 
 

@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import sys
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import CoroutineType
@@ -392,6 +393,9 @@ class Server:
         self.store = Store(self.limits.max_graphs, self.limits.max_nodes)
         self.graphs: dict[str, Entry] = self.store.graphs
         """The graphs by name (the store's own dict: change it through the methods here)."""
+        self.instance = uuid.uuid4().hex
+        """This server's id, new each time a server starts: versions of graphs are comparable
+        only between answers of the same instance (a restarted server counts from 0 again)."""
         self.sessions: set[Session] = set()
         self.addresses: list[str] = []
         self._servers: list[asyncio.base_events.Server] = []
@@ -450,8 +454,12 @@ class Server:
     # --- graphs -------------------------------------------------------------------------
 
     def add_graph(self, graph: Graph) -> Entry:
-        """Share ``graph`` under its name (refused past the graph limit or on a clash)."""
-        return self.store.add(graph)
+        """Share ``graph`` under its name (refused past the graph limit or on a clash).
+        Sessions that subscribed to the name before are subscribers now, and told."""
+        entry = self.store.add(graph)
+        if entry.subscribers:
+            self.changed(entry)
+        return entry
 
     def drop_graph(self, entry: Entry) -> None:
         """Remove a graph and tell its subscribers."""
@@ -468,20 +476,22 @@ class Server:
         self.changed(entry)
 
     def subscribe(self, peer: Peer, name: str) -> Entry | None:
-        """Subscribe ``peer`` (a `Session`) to graph ``name``."""
-        entry = self.graphs.get(name)
-        if entry is None:
-            return None
-        entry.subscribers.add(peer)
+        """Subscribe ``peer`` (a `Session`) to graph ``name``, which need not exist yet (then
+        None; the subscription starts when a graph of that name is created)."""
+        if name not in self.graphs and name not in peer.subscriptions:
+            waiting = sum(1 for n in peer.subscriptions if n not in self.graphs)
+            if waiting >= self.limits.max_graphs:
+                raise RpcError("limit_exceeded", f"graph.subscribe: this connection waits for "
+                               f"{waiting} graphs not created yet, the limit (max_graphs)",
+                               {"limit": "max_graphs", "max": self.limits.max_graphs})
         peer.subscriptions.add(name)
-        return entry
+        return self.store.subscribe(name, peer)
 
-    def unsubscribe(self, peer: Peer, name: str) -> None:
-        """End ``peer``'s subscription to graph ``name``, if any."""
-        entry = self.graphs.get(name)
-        if entry is not None:
-            entry.subscribers.discard(peer)
+    def unsubscribe(self, peer: Peer, name: str) -> bool:
+        """End ``peer``'s subscription to graph ``name`` (or its wait for it); False when it
+        had none."""
         peer.subscriptions.discard(name)
+        return self.store.unsubscribe(name, peer)
 
     def changed(self, entry: Entry) -> None:
         """Note a change; subscribers are told once per loop turn, however many changes."""
@@ -526,12 +536,10 @@ class Server:
     # --- transports ---------------------------------------------------------------------
 
     def forget(self, session: Session) -> None:
-        """Drop a closed session from every subscription."""
+        """Drop a closed session from every subscription (and every wait for a graph)."""
         self.sessions.discard(session)
         for name in session.subscriptions:
-            entry = self.graphs.get(name)
-            if entry is not None:
-                entry.subscribers.discard(session)
+            self.store.unsubscribe(name, session)
         session.subscriptions.clear()
 
     async def _on_connect(self, reader: asyncio.StreamReader,

@@ -136,12 +136,15 @@ class Entry:
 
 
 class Store:
-    """The named graphs of one server, within its limits on graphs and nodes."""
+    """The named graphs of one server, within its limits on graphs and nodes, and the
+    subscribers waiting for a graph that does not exist yet."""
 
     def __init__(self, max_graphs: int, max_nodes: int) -> None:
         self.graphs: dict[str, Entry] = {}
         self.max_graphs = max_graphs
         self.max_nodes = max_nodes
+        self.waiting: dict[str, set[Any]] = {}
+        """Subscribers by the name of a graph not created yet (they join it when it is)."""
 
     def add(self, graph: Graph) -> Entry:
         """Share ``graph`` under its name (refused past the graph limit or on a clash)."""
@@ -153,7 +156,35 @@ class Store:
         graph.max_nodes = self.max_nodes
         entry = Entry(graph)
         self.graphs[graph.name] = entry
+        waiting = self.waiting.pop(graph.name, None)
+        if waiting:
+            entry.subscribers |= waiting
         return entry
+
+    def subscribe(self, name: str, subscriber: Any) -> Entry | None:
+        """Add ``subscriber`` to graph ``name``'s, or when there is no such graph yet, to those
+        waiting for it; returns the graph's entry (None when it does not exist)."""
+        entry = self.graphs.get(name)
+        if entry is None:
+            self.waiting.setdefault(name, set()).add(subscriber)
+        else:
+            entry.subscribers.add(subscriber)
+        return entry
+
+    def unsubscribe(self, name: str, subscriber: Any) -> bool:
+        """Remove ``subscriber`` from graph ``name``'s (or from those waiting for it); False when
+        it was in neither."""
+        entry = self.graphs.get(name)
+        if entry is not None and subscriber in entry.subscribers:
+            entry.subscribers.discard(subscriber)
+            return True
+        waiting = self.waiting.get(name)
+        if waiting is None or subscriber not in waiting:
+            return False
+        waiting.discard(subscriber)
+        if not waiting:
+            del self.waiting[name]
+        return True
 
     def drop(self, entry: Entry) -> set[Any]:
         """Remove ``entry``; returns the subscribers it had (now none)."""

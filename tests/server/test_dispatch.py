@@ -36,6 +36,7 @@ class FakeHost:
         self.store = Store(self.limits.max_graphs, self.limits.max_nodes)
         self.graphs = self.store.graphs
         self.token = token
+        self.instance = "fake"
         self.stopping = False
         self.layouts = asyncio.Semaphore(1)
         self.changes: list[str] = []
@@ -70,8 +71,10 @@ class FakeHost:
         peer.subscriptions.add(name)
         return self.graphs.get(name)
 
-    def unsubscribe(self, peer: Peer, name: str) -> None:
+    def unsubscribe(self, peer: Peer, name: str) -> bool:
+        had = name in peer.subscriptions
         peer.subscriptions.discard(name)
+        return had
 
 
 def test_the_fake_host_is_a_host() -> None:

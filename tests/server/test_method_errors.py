@@ -129,7 +129,7 @@ CASES: list[tuple[str, list[Any], str]] = [
     ("graph.render", ["demo", {"rankdir": "XY"}], "invalid_params"),
     ("graph.render", ["demo", {"max_nodes": "x"}], "invalid_params"),
     ("graph.render", ["nope"], "unknown_graph"),
-    ("graph.subscribe", ["nope"], "unknown_graph"),
+    ("graph.subscribe", [""], "invalid_params"),
     ("graph.subscribe", [[]], "invalid_params"),
     ("graph.unsubscribe", [1], "invalid_params"),
     ("graph.unsubscribe", ["nope"], "unknown_graph"),

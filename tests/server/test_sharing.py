@@ -10,7 +10,7 @@ from typing import Any
 
 import opgraph_server.methods.compute
 import pytest
-from opgraph_client import AsyncClient, Client
+from opgraph_client import AsyncClient, Client, LimitExceededError
 from server_harness import SEED_GRADS, TIMEOUT, Raw, ThreadedServer, wait_until
 
 import opgraph
@@ -247,3 +247,67 @@ def test_concurrent_gradchecks_leave_gradients_intact(server: ThreadedServer,
         assert analytic == pytest.approx(SEED_GRADS)
     with Client(server.tcp) as c:
         assert c.call("graph.nodes", "demo")["nodes"] == before
+
+
+# --- subscribing before the graph exists ------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["create", "import", "publish"])
+def test_a_subscription_may_come_before_the_graph(server: ThreadedServer, how: str) -> None:
+    with Client(server.tcp) as a, Client(server.unix) as b:
+        assert b.call("graph.subscribe", "later") == {"graph": "later", "version": None}
+        document = a.call("graph.export", "demo")
+        made = {"create": lambda: a.call("graph.create", "later"),
+                "import": lambda: a.call("graph.import", "later", document),
+                "publish": lambda: a.call("graph.publish", "later", document)}[how]()
+        changed = next_notification(b, "graph.changed", "later")
+        assert changed == {"graph": "later", "version": made["version"],
+                           "nodes": made["nodes"]}
+        assert {g["name"]: g for g in a.call("graph.list")}["later"]["subscribers"] == 1
+        x = a.call("node.leaf", "later", 1.0)
+        assert next_notification(b, "graph.changed", "later", x["version"])["nodes"] == \
+            made["nodes"] + 1
+        a.call("graph.drop", "later")
+        assert next_notification(b, "graph.dropped", "later") == {"graph": "later"}
+    assert server.sync(lambda: dict(server.server.store.waiting)) == {}
+
+
+def test_a_wait_ends_with_unsubscribe_or_the_connection(server: ThreadedServer) -> None:
+    with Client(server.tcp) as a, Client(server.tcp) as b:
+        b.call("graph.subscribe", "w1")
+        assert b.call("graph.unsubscribe", "w1") == {"graph": "w1", "version": None}
+        leaving = Client(server.unix)
+        leaving.call("graph.subscribe", "w2")
+        assert server.sync(lambda: set(server.server.store.waiting)) == {"w2"}
+        leaving.close()
+        server.wait_sessions(2)
+        assert server.sync(lambda: dict(server.server.store.waiting)) == {}
+        for name in ("w1", "w2"):
+            a.call("graph.create", name)
+            assert {g["name"]: g for g in a.call("graph.list")}[name]["subscribers"] == 0
+        b.call("graph.list")  # anything sent to b before this reply would be read by now
+        assert b.poll() == []
+
+
+def test_waiting_subscriptions_are_bounded(make_server: Any) -> None:
+    server = make_server(max_graphs=2)
+    with Client(server.tcp) as c:
+        c.call("graph.subscribe", "n1")
+        c.call("graph.subscribe", "n2")
+        c.call("graph.subscribe", "n2")  # (again: the same wait)
+        with pytest.raises(LimitExceededError, match="waits for 2 graphs not created yet"):
+            c.call("graph.subscribe", "n3")
+        assert c.call("graph.subscribe", "demo")["version"] is not None  # existing: no limit
+        c.call("graph.unsubscribe", "n1")
+        c.call("graph.subscribe", "n3")
+
+
+def test_each_server_has_its_own_instance_id(make_server: Any) -> None:
+    first, second = make_server(), make_server()
+    with Client(first.tcp) as a, Client(first.unix) as b, Client(second.tcp) as c:
+        instance = a.server_info["instance"]
+        assert isinstance(instance, str) and len(instance) >= 16
+        assert b.server_info["instance"] == instance  # one server, one id
+        assert c.server_info["instance"] != instance
+        # Both count versions from the same start: only the instance tells them apart.
+        assert a.call("graph.info", "demo")["version"] == c.call("graph.info", "demo")["version"]

@@ -32,6 +32,7 @@ async def initialize(call: Call, token: Any = None, client: Any = None, errors: 
     return {
         "name": "opgraph",
         "version": opgraph.__version__,
+        "instance": host.instance,
         "protocol": PROTOCOL_VERSION,
         "methods": sorted(METHODS),
         "notifications": list(NOTIFICATIONS),
