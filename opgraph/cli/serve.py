@@ -25,8 +25,9 @@ def _warn_if_token_flag(ctx: typer.Context) -> None:
 def serve(
     ctx: typer.Context,
     listen: list[str] = typer.Option(
-        [], "--listen", "-l", help="Address to listen on, repeatable: tcp://HOST:PORT or "
-        f"unix:///PATH. Default: {DEFAULT_URL}."),
+        [], "--listen", "-l", help="Address to listen on, repeatable: tcp://HOST:PORT, "
+        "unix:///PATH, or http://HOST:PORT (the web viewer). "
+        f"Default: {DEFAULT_URL}."),
     stdio: bool = typer.Option(False, help="Serve one client on stdin/stdout (for editors)."),
     token: str = typer.Option(
         None, envvar="OPGRAPH_TOKEN", show_envvar=True,
@@ -63,7 +64,7 @@ def serve(
     urls = listen or [DEFAULT_URL]
     for url in urls:
         try:
-            parse_url(url)
+            parse_url(url, listen=True)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--listen") from None
     _load_plugins()

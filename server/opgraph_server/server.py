@@ -562,7 +562,14 @@ class Server:
 
     async def listen(self, url: str) -> str:
         """Start listening on ``url``; returns the actual address (a port 0 gets a real one)."""
-        address = parse_url(url)
+        address = parse_url(url, listen=True)
+        if address.scheme == "http":  # the web viewer: its page, and the protocol over a WebSocket
+            from opgraph_server.http import listen_http
+
+            srv, page = await listen_http(self, address)
+            self._servers.append(srv)
+            self.addresses.append(page)
+            return page
         limit = 2 * READ_CHUNK
         loop = asyncio.get_running_loop()
 

@@ -342,7 +342,7 @@ def test_cli_call_subprocess(served: ProcessServer) -> None:
 
 def test_cli_serve_refuses_bad_arguments() -> None:
     runner = CliRunner(env={"OPGRAPH_TOKEN": None})
-    for args in (["--listen", "http://x:1"], ["--stdio", "--listen", "tcp://127.0.0.1:0"],
+    for args in (["--listen", "ftp://x:1"], ["--stdio", "--listen", "tcp://127.0.0.1:0"],
                  ["--log-level", "loud"], ["--max-nodes", "0"]):
         result = runner.invoke(app, ["serve", *args])
         assert result.exit_code == 2, (args, result.output)
