@@ -25,10 +25,12 @@ ROWS = [
     ("W2 deep chain N=1,000", "w2", 1_000, ("micrograd", "opgraph")),
     ("W2 deep chain N=100,000", "w2", 100_000, ("micrograd", "opgraph")),
     ("W2 deep chain N=1,000,000", "w2", 1_000_000, ("micrograd", "opgraph")),
+    ("W2 deep chain N=100,000 (compiled)", "w2", 100_000, ("micrograd", "compiled")),
     ("W3 moons step (eager)", "w3", None, ("micrograd", "opgraph")),
     ("W3 moons step (eager, gc off)", "w3_gc_off", None, ("micrograd", "opgraph")),
     ("W3 moons step (compiled)", "w3", None, ("micrograd", "compiled")),
     ("W4 wide sum of 200,000 products", "w4", None, ("micrograd", "opgraph")),
+    ("W4 wide sum (compiled)", "w4", None, ("micrograd", "compiled")),
 ]
 
 
@@ -44,8 +46,14 @@ def measure(engine: str, workload: str, arg: int | None, repeat: int) -> dict:
         if "error" in runs[-1]:
             return {"error": runs[-1]["error"], "rss": runs[-1]["peak_rss_mb"]}
     seconds = [r["seconds"] for r in runs]
-    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),
-            "rss": max(r["peak_rss_mb"] for r in runs)}
+    result = {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),
+              "rss": max(r["peak_rss_mb"] for r in runs)}
+    if "compile_seconds" in runs[0]:  # the compiled runs: compiling against networkx's sort
+        result["compile_ratio"] = statistics.median(
+            r["compile_seconds"] / r["networkx_seconds"] for r in runs)
+        result["compile"] = statistics.median(r["compile_seconds"] for r in runs)
+        result["networkx"] = statistics.median(r["networkx_seconds"] for r in runs)
+    return result
 
 
 def fmt_time(result: dict) -> str:
@@ -64,13 +72,28 @@ def print_torch_floor(compiled: dict | None, repeat: int) -> None:
               "the W3 step on tensors, the floor for the compiled executor.")
         return
     torch = measure("torch", "w3", None, repeat)
+    if "error" in torch:
+        print(f"PyTorch's W3 step failed: {torch['error']}")
+        return
     version = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
                              capture_output=True, text=True, check=True).stdout.strip()
     line = (f"PyTorch {version} on tensors, the same W3 step (the floor): {fmt_time(torch)}, "
             f"peak RSS {torch['rss']:.0f} MB")
-    if compiled and "median" in compiled:
-        line += f"; the compiled executor takes {compiled['median'] / torch['median']:.1f}x that"
+    if compiled and "median" in compiled and "median" in torch:
+        line += (f"; the compiled executor takes {compiled['median'] / torch['median']:.2f}x "
+                 f"that")
     print(line)
+
+
+def print_compile_times(results: list[dict]) -> None:
+    """What compiling took, against networkx building and sorting the same graph in the same
+    process (the target: at most 1.5x)."""
+    for r in results:
+        b = r["opgraph"]
+        if "compile" in b:
+            print(f"compile_graph, {r['workload'].split(' (')[0]}: {b['compile']:.3g} s; "
+                  f"networkx builds and sorts the same graph in {b['networkx']:.3g} s "
+                  f"(ratio {b['compile_ratio']:.2f}, median of the runs' ratios)")
 
 
 def main() -> None:
@@ -102,8 +125,10 @@ def main() -> None:
     print("\nmicrograd runs at Python's default recursion limit, except W4, which needs "
           "sys.setrecursionlimit(10**7) for its recursive topological sort. \"gc off\": "
           "Python's cyclic garbage collector switched off during the step, in both engines.")
+    print_compile_times(results)
     if any(label.startswith("W3") for label in (r["workload"] for r in results)):
-        compiled = next((r["opgraph"] for r in results if r["engine"] == "compiled"), None)
+        compiled = next((r["opgraph"] for r in results if r["engine"] == "compiled"
+                         and r["workload"].startswith("W3")), None)
         print_torch_floor(compiled, args.repeat)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -2,8 +2,11 @@
 
     python bench/workloads.py ENGINE WORKLOAD [N]
 
-ENGINE is ``opgraph``, ``micrograd``, ``compiled`` (W3 only) or ``torch`` (W3 only, PyTorch
-on tensors); prints one JSON line with the seconds taken and the process's peak resident memory.
+ENGINE is ``opgraph``, ``micrograd``, ``compiled`` (W2, W3 and W4: the graph built once, then
+forward and backward per step) or ``torch`` (W3 only, PyTorch on tensors, one thread); prints
+one JSON line with the seconds taken and the process's peak resident memory; the compiled runs
+also give the time `compile_graph` took and the time networkx takes to build and sort the same
+graph, in the same process.
 """
 
 from __future__ import annotations
@@ -117,31 +120,87 @@ def w3_gc_off(name: str, steps: int = 1) -> float:
         gc.enable()
 
 
-def w3_compiled(steps: int = 20) -> float:
-    """The same step with the compiled executor: compiled once, then run ``steps`` times."""
+def networkx_order(root) -> float:
+    """Seconds networkx takes to build the graph under ``root`` and sort it into topological
+    generations, as the compiled executor did before its rewrites: what compiling is measured
+    against."""
+    import networkx as nx
+
+    from opgraph.core import topological_order
+
+    start = time.perf_counter()
+    nodes = topological_order(root)
+    position = {v: i for i, v in enumerate(nodes)}
+    g = nx.DiGraph()
+    g.add_nodes_from(range(len(nodes)))
+    g.add_edges_from((position[i], position[v]) for v in nodes for i in v.inputs)
+    for _ in nx.topological_generations(g):
+        pass
+    return time.perf_counter() - start
+
+
+def compiled_steps(root, steps: int, parameters=None) -> dict:
+    """``root`` compiled (timed, and networkx on the same graph), then ``steps`` forward and
+    backward passes (and an SGD step on ``parameters``): seconds a step."""
     from opgraph.compiled import compile_graph
 
-    Value, model, X, y = moons_step_parts("opgraph")
-    inputs = [list(map(Value, xrow)) for xrow in X]
-    scores = list(map(model, inputs))
-    losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores, strict=True)]
-    total = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
-    compiled = compile_graph(total)
-    params = compiled.indices(model.parameters())
+    start = time.perf_counter()
+    compiled = compile_graph(root)
+    compile_seconds = time.perf_counter() - start
+    networkx_seconds = networkx_order(root)
+    params = None if parameters is None else compiled.indices(parameters)
     compiled.forward()
     compiled.backward()  # warm up
     start = time.perf_counter()
     for _ in range(steps):
         compiled.forward()
         compiled.backward()
-        compiled.sgd_step(0.1, params)
-    return (time.perf_counter() - start) / steps
+        if params is not None:
+            compiled.sgd_step(0.1, params)
+    return {"seconds": (time.perf_counter() - start) / steps, "compile_seconds": compile_seconds,
+            "networkx_seconds": networkx_seconds}
+
+
+def w3_compiled(steps: int = 200) -> dict:
+    """The same step with the compiled executor: compiled once, then run ``steps`` times."""
+    Value, model, X, y = moons_step_parts("opgraph")
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi * si).relu() for yi, si in zip(y, scores, strict=True)]
+    total = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
+    return compiled_steps(total, steps, model.parameters())
+
+
+def w2_compiled(n: int = 100_000, steps: int = 3) -> dict:
+    """The W2 chain built once and compiled: a forward and backward pass a step."""
+    from opgraph import Value
+
+    w, b = Value(0.5), Value(0.1)
+    x = Value(0.3)
+    for _ in range(n):
+        x = (x * w + b).tanh()
+    return compiled_steps(x, steps)
+
+
+def w4_compiled(n: int = 200_000, steps: int = 20) -> dict:
+    """The W4 sum built once and compiled: a forward and backward pass a step."""
+    from opgraph import Value
+
+    rng = random.Random(0)
+    total = Value(0.0)
+    for _ in range(n):
+        total = total + Value(rng.uniform(-1, 1)) * Value(rng.uniform(-1, 1))
+    return compiled_steps(total, steps)
 
 
 def w3_torch(steps: int = 200) -> float:
     """The same step in PyTorch on tensors (the floor the compiled executor is measured
-    against): the 100 points as one (100, 2) tensor, the same MLP as three weight matrices."""
+    against): the 100 points as one (100, 2) tensor, the same MLP as three weight matrices. One
+    thread, as the compiled executor runs in one (on a loaded machine PyTorch's second thread
+    makes its step 10x slower, not faster)."""
     import torch
+
+    torch.set_num_threads(1)
 
     from opgraph.datasets import make_moons
 
@@ -201,13 +260,13 @@ def main() -> None:
     kwargs = {} if arg is None else {"n": arg}
     try:
         if engine_name == "compiled":
-            seconds = w3_compiled()
+            result = {"w2": w2_compiled, "w3": w3_compiled, "w4": w4_compiled}[workload](
+                **kwargs)
         elif engine_name == "torch":
-            seconds = w3_torch()
+            result = {"seconds": w3_torch()}
         else:
-            seconds = {"w1": w1, "w2": w2, "w3": w3, "w3_gc_off": w3_gc_off,
-                       "w4": w4}[workload](engine_name, **kwargs)
-        result = {"seconds": seconds}
+            result = {"seconds": {"w1": w1, "w2": w2, "w3": w3, "w3_gc_off": w3_gc_off,
+                                  "w4": w4}[workload](engine_name, **kwargs)}
     except RecursionError:
         result = {"error": "RecursionError"}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
