@@ -266,6 +266,13 @@ def render(
                                           "--output, svg for -)."),
     around: int = typer.Option(None, help="Draw only the neighbourhood of this node id."),
     depth: int = typer.Option(2, min=0, help="How far from --around to draw."),
+    part: str = typer.Option(None, help="Draw the inside of this model part (a prefix of "
+                                        "labels such as layer1 or layer1.neuron3), "
+                                        "summarised."),
+    by: str = typer.Option("auto", help="How a summary groups the nodes: part (the model "
+                                        "parts that dotted labels such as layer0.neuron3.w1 "
+                                        "name), op (generation and op), or auto (part when "
+                                        "labels name parts)."),
     max_nodes: int = typer.Option(400, min=1, help="Summarise graphs with more nodes."),
     rankdir: str = typer.Option("LR", help="LR, RL, TB or BT."),
     diagnostics: bool = typer.Option(True, "--diagnostics/--no-diagnostics",
@@ -273,10 +280,13 @@ def render(
     connect: str = typer.Option(None, help=CONNECT_HELP),
     graph: str = typer.Option(None, "--graph", help="The graph's name on the server."),
 ) -> None:
-    """Draw a graph (or a node's neighbourhood) to SVG, PNG or DOT with graphviz."""
+    """Draw a graph (or a node's neighbourhood) to SVG, PNG or DOT with graphviz.
+
+    A graph over --max-nodes is drawn as a summary: by model part when its labels name parts
+    (opgraph.nn's), else by generation and op; the line on stderr says so, and why."""
     import sys
 
-    from opgraph.render import render as draw
+    from opgraph.render import SUMMARY_BY, layout, plan
 
     # Checked before any work: a format or direction that cannot be drawn is bad usage (exit 2).
     to_stdout = str(output) == "-"
@@ -284,17 +294,40 @@ def render(
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise typer.BadParameter(f"{rankdir!r} is not one of LR, RL, TB, BT",
                                  param_hint="--rankdir")
+    if by not in SUMMARY_BY:
+        raise typer.BadParameter(f"{by!r} is not one of {', '.join(SUMMARY_BY)}",
+                                 param_hint="--by")
+    if part is not None and around is not None:
+        raise usage("give --around (a neighbourhood) or --part (a part's inside), not both")
+    if part is not None and by == "op":
+        raise usage("--part draws a summary by part: leave out --by op")
     g = load_graph(file, connect, graph)
     with progress("drawing") as update, about(file, connect, graph):
-        update(0, 1)
-        picture = draw(g, format=fmt, around=around, depth=depth, max_nodes=max_nodes,
-                       rankdir=rankdir, diagnostics=diagnostics)
+        update(0, 2)
+        picture = plan(g, format=fmt, around=around, depth=depth, max_nodes=max_nodes,
+                       rankdir=rankdir, diagnostics=diagnostics, by=by, part=part)
+        update(1, 2)
+        data = layout(picture)
+        update(2, 2)
     if to_stdout:
-        sys.stdout.buffer.write(picture)
+        sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-        return
-    output.write_bytes(picture)
-    typer.echo(f"wrote {output} ({fmt}, {len(picture)} bytes)", err=True)
+    else:
+        output.write_bytes(data)
+        typer.echo(f"wrote {output} ({fmt}, {len(data)} bytes)", err=True)
+    if picture.drawn == "summary":
+        typer.echo(summary_note(picture, part), err=True)
+
+
+def summary_note(picture, part: str | None) -> str:
+    """The line that says a picture is a summary, why, and how to see more of it."""
+    if part is not None:
+        return (f"drew the inside of part {part!r}, summarised by model part; --part "
+                f"{part}.NAME goes one level down, --around ID --depth D draws a node's "
+                "neighbourhood whole")
+    more = ", --part NAME the inside of a part" if picture.summary == "model part" else ""
+    return (f"summarised by {picture.summary}: {picture.reason}; --around ID --depth D draws "
+            f"a node's neighbourhood whole{more}")
 
 
 PICTURE_SUFFIXES = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot"}
