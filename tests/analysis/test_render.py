@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import re
@@ -543,3 +544,223 @@ def test_committed_picture_of_the_seed_neuron() -> None:
     assert set(records) == SEED_RECORDS
     ops = sorted(t for t in svg_texts(svg) if t in {"+", "*", "tanh"})
     assert ops == ["*", "*", "+", "+", "tanh"]
+
+
+# --- summaries at scale: the moons step by model part -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moons_graph() -> Graph:
+    from scale_graphs import moons_step
+
+    return moons_step(track=False)[0]
+
+
+def boxes(source: str) -> dict[str, list[str]]:
+    """The boxes of a summary's DOT source: name -> the lines of its label."""
+    return {name: label.split("\\n") for name, label in
+            re.findall(r'^\s*(p\d+) \[label="(.*?)"', source, re.M)}
+
+
+def box_names(source: str) -> dict[str, str]:
+    return {name: lines[0] for name, lines in boxes(source).items()}
+
+
+def arrows(source: str) -> dict[tuple[str, str], int]:
+    """``(from box, to box) -> uses`` of a summary by part (names as the boxes are titled)."""
+    names = box_names(source)
+    return {(names[a], names[b]): int(n.replace(",", "")) for a, b, n in
+            re.findall(r'^\s*(p\d+) -> (p\d+) \[label="?([\d,]+)"?\]', source, re.M)}
+
+
+def plain_parts(graph: Graph) -> list[str | None]:
+    """Each node's part, recomputed plainly: a dotted label names it; an unlabelled node takes
+    the part its users all share (a labelled user counts as its label's parent); else None."""
+    nodes = graph.nodes
+    users: list[list[int]] = [[] for _ in nodes]
+    for v in nodes:
+        for i in v.inputs:
+            users[i.id].append(v.id)
+    part: list[str | None] = [None] * len(nodes)
+    inherited: list[str | None] = [None] * len(nodes)  # what a node passes on to its inputs
+    for v in reversed(nodes):
+        if v.label:
+            part[v.id] = v.label if "." in v.label else None
+            inherited[v.id] = v.label.rpartition(".")[0] or None
+            continue
+        found = {inherited[u] for u in users[v.id]}
+        if len(found) == 1 and None not in found:
+            part[v.id] = inherited[v.id] = found.pop()
+    return part
+
+
+def test_the_moons_step_is_summarised_by_model_part(moons_graph: Graph) -> None:
+    g = moons_graph
+    picture = plan(g)
+    assert (picture.drawn, picture.summary, picture.total) == ("summary", "model part", 65818)
+    assert picture.reason == "65818 nodes, more than the 400 drawn whole"
+    assert "moons: 65818 nodes, summarised by model part" in picture.source
+    parts = plain_parts(g)
+    top = [p.split(".")[0] if p else None for p in parts]
+    expected = {}
+    for v, key in zip(g.nodes, top, strict=True):
+        if key is None:
+            key = f"{'leaf' if v.is_leaf else v.op} (in no part)"
+        expected.setdefault(key, []).append(v)
+    drawn = boxes(picture.source)
+    assert sorted(lines[0] for lines in drawn.values()) == sorted(expected)
+    for lines in drawn.values():
+        members = expected[lines[0]]
+        count = len(members)
+        leaves = sum(v.is_leaf for v in members)
+        assert any(line.startswith(f"{count:,} ") for line in lines), (lines, count)
+        if leaves and leaves < count:
+            assert f"{count:,} nodes ({leaves:,} leaves)" in lines
+        norm = math.sqrt(sum(v.grad ** 2 for v in members))
+        if count > 1:
+            assert f"grad norm {norm:.3g}" in " ".join(lines)
+    layer0 = next(lines for lines in drawn.values() if lines[0] == "layer0")
+    assert layer0[1] == "16 parts: neuron0 … neuron15"
+    assert layer0[3] == "3,200 mul, 3,200 add, 1,600 relu"
+    # the arrows count the uses between boxes
+    uses: dict[tuple[str, str], int] = {}
+    box_of = {v.id: key for key, members in expected.items() for v in members}
+    for v in g.nodes:
+        for i in v.inputs:
+            a, b = box_of[i.id], box_of[v.id]
+            if a != b:
+                uses[a, b] = uses.get((a, b), 0) + 1
+    assert arrows(picture.source) == uses
+    assert uses["layer0", "layer1"] == 25_600
+    # the dead unit's layer is coloured, and says so
+    layer1 = re.search(r'p\d+ \[label="layer1\\n[^"]*"([^\]]*)\]', picture.source).group(1)
+    assert f'fillcolor="{SEVERITY_COLOURS["warning"]}"' in layer1
+    assert 'tooltip="dead-relu ×1"' in layer1
+    png = layout_picture(picture, "png")
+    assert png.startswith(PNG_SIGNATURE)
+
+
+def layout_picture(picture, fmt: str) -> bytes:
+    from opgraph.render import Picture
+    from opgraph.render import layout as run_dot
+
+    return run_dot(Picture(picture.source, fmt, picture.drawn, 0, picture.total,
+                           picture.size))
+
+
+def test_a_summary_by_part_goes_as_deep_as_stays_readable(moons_graph: Graph,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """One level down, the moons step would be 41 boxes and 329 arrows (16 neurons each fed by
+    the 16 before): too many; allowed that many, the summary is by neuron."""
+    shallow = box_names(plan(moons_graph).source).values()
+    assert set(shallow) == {"layer0", "layer1", "layer2", "svm_loss", "l2",
+                            "leaf (in no part)", "add (in no part)"}
+    monkeypatch.setattr(rendering, "MAX_LINKS", 329)
+    assert set(box_names(plan(moons_graph).source).values()) == set(shallow)  # (41 boxes)
+    monkeypatch.setattr(rendering, "MAX_BOXES", 41)
+    deep = set(box_names(plan(moons_graph).source).values())
+    assert {f"layer{k}.neuron{i}" for k in (0, 1) for i in range(16)} <= deep
+    assert {"layer2.neuron0", "svm_loss.hinge", "l2.square", "svm_loss", "l2"} <= deep
+    assert len(deep) == 41
+
+
+def test_the_inside_of_a_part(moons_graph: Graph) -> None:
+    layer = plan(moons_graph, part="layer1")
+    assert layer.drawn == "summary" and layer.reason == "the inside of part 'layer1' was asked for"
+    assert "summarised by model part (inside layer1)" in layer.source
+    names = set(box_names(layer.source).values())
+    assert names == {f"layer1.neuron{i}" for i in range(16)} | {"layer0", "layer2", "l2"}
+    outside = re.findall(r'label="(layer0|layer2|l2)\\n[^"]*"[^\]]*style=dashed', layer.source)
+    assert sorted(outside) == ["l2", "layer0", "layer2"]
+    assert arrows(layer.source)["layer0", "layer1.neuron3"] == 1_600  # 16 inputs, 100 samples
+    neuron = plan(moons_graph, part="layer1.neuron3")
+    inside = set(box_names(neuron.source).values())
+    assert inside == ({f"layer1.neuron3.w{i}" for i in range(16)} | {
+        "layer1.neuron3.b", "layer1.neuron3.sum", "layer1.neuron3.act", "layer1.neuron3",
+        "layer0", "layer2", "l2"})
+    act = boxes(neuron.source)[next(k for k, n in box_names(neuron.source).items()
+                                    if n == "layer1.neuron3.act")]
+    assert act[1:4] == ["100 nodes", "100 relu", "data 0 to 0, mean 0"]
+    assert act[-1] == "dead-relu ×1"
+    w0 = moons_graph.find("layer1.neuron3.w0")[0]
+    weight = next(lines for lines in boxes(neuron.source).values()
+                  if lines[0] == "layer1.neuron3.w0")
+    assert weight == ["layer1.neuron3.w0", "1 leaf", f"data {w0.data:.3g}, grad {w0.grad:.3g}"]
+
+
+def test_summaries_refuse_what_they_cannot_draw(moons_graph: Graph) -> None:
+    with pytest.raises(ValueError, match=r"graph 'moons' has no node in part 'layer9' \(parts "
+                                         r"at that depth: l2, layer0, layer1, layer2, "
+                                         r"svm_loss\)"):
+        plan(moons_graph, part="layer9")
+    with pytest.raises(ValueError, match=r"give around .* or part .*, not both"):
+        plan(moons_graph, part="layer1", around=3)
+    with pytest.raises(ValueError, match="by must be one of auto, part, op, got 'line'"):
+        plan(moons_graph, by="line")
+    with pytest.raises(ValueError, match="summarised by part: give by='part'"):
+        plan(moons_graph, part="layer1", by="op")
+    with pytest.raises(ValueError, match=r"graph 'chain' has no model parts .*: summarise it "
+                                         "by op"):
+        plan(chain(600), by="part")
+    assert plan(chain(20), by="part").drawn == "graph"  # (small: drawn whole, no summary)
+
+
+def test_the_moons_step_by_op_and_its_neighbourhoods(moons_graph: Graph) -> None:
+    by_op = plan(moons_graph, by="op")
+    assert by_op.summary == "op" and "summarised by op" in by_op.source
+    assert "relu ×3300" in by_op.source
+    near = plan(moons_graph, around=343, depth=2)
+    assert near.drawn == "neighbourhood"
+    from opgraph.structure import near as around
+    from opgraph.structure import structure
+
+    assert record_ids(graph_dot(moons_graph, around=343, depth=2)) == set(
+        around(structure(moons_graph), 343, 2).tolist())
+
+
+def test_the_summary_by_generation_and_op_is_what_networkx_gives() -> None:
+    """The arrays give the boxes and arrows of the summary networkx's generations gave."""
+    import networkx as nx
+
+    from opgraph.analysis import to_networkx
+
+    rng = random.Random(5)
+    g = Graph("random")
+    for i in range(30):
+        g.leaf(rng.uniform(-1, 1), f"x{i}")
+    for _ in range(150):
+        a, b = rng.randrange(len(g)), rng.randrange(len(g))
+        g.apply(rng.choice(["add", "mul"]), [a, b]) if rng.random() < 0.7 else g.apply(
+            "tanh", [a])
+    nxg = to_networkx(g)
+    gen = {n: k for k, members in enumerate(nx.topological_generations(nxg)) for n in members}
+    for n in list(gen):
+        if g.nodes[n].op is None and nxg.out_degree(n):
+            gen[n] = min(gen[s] for s in nxg.successors(n)) - 1
+    group = {n: (gen[n], g.nodes[n].op or "leaf") for n in gen}
+    sizes: dict[tuple, int] = {}
+    for key in group.values():
+        sizes[key] = sizes.get(key, 0) + 1
+    links: dict[tuple, int] = {}
+    for a, b in nxg.edges:
+        links[group[a], group[b]] = links.get((group[a], group[b]), 0) + 1
+    laid = layout(summary_dot(g, max_nodes=10_000))
+    assert "summarised by generation and op" in laid["graph"]["label"]
+    assert {o["label"] for o in laid["nodes"].values()} == {
+        f"{op} ×{n}\\ngeneration {k}" for (k, op), n in sizes.items()}
+    assert laid["edges"] == {(f"g{a[0]}_{a[1]}", f"g{b[0]}_{b[1]}") for a, b in links}
+    edge_labels = re.findall(r"^\s*(g\S+) -> (g\S+) \[label=\"?(\d*)\"?\]",
+                             summary_dot(g, max_nodes=10_000).source, re.M)
+    assert {(a, b): int(n or 1) for a, b, n in edge_labels} == {
+        (f"g{a[0]}_{a[1]}", f"g{b[0]}_{b[1]}"): n for (a, b), n in links.items()}
+
+
+def test_a_graph_with_a_cycle_is_summarised_by_op() -> None:
+    g = Graph("loop")
+    x = g.leaf(0.3, "x")
+    y = x.tanh()
+    z = y.exp()
+    y._inputs = (z,)  # what a corrupt import could produce: y -> z -> y
+    source = summary_dot(g, max_nodes=1).source
+    assert "summarised by op" in source
+    assert {"leaf ×1", "tanh ×1", "exp ×1"} == set(re.findall(r'label="(\w+ ×\d+)"', source))
