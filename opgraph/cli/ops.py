@@ -76,9 +76,12 @@ def check(
 ) -> None:
     """Check every op's gradient rule against central finite differences; exit 1 on a failure.
 
-    Lines are printed as the ops are checked, one per op.
+    An op with a graph form of its gradient rule (for gradients of gradients) has that checked
+    too: against the float rule, and its derivatives (the op's second derivatives) against
+    finite differences of the float rule. Lines are printed as the ops are checked, one per op.
     """
     from opgraph.gradcheck import check_op
+    from opgraph.higher import check_grad_graph
 
     registry = _registry()
     _report_problems(registry)
@@ -89,18 +92,34 @@ def check(
         if name not in registry:  # a mistyped --op is bad usage (exit 2), with a suggestion
             raise usage(f"--op: {registry.missing(name)}")
     ops = [registry[name] for name in only] if only else list(registry)
-    bad = []
+    bad, bad_graph = [], []
     reports = []
     for op in ops:
         report = check_op(op, points=points, seed=seed)
+        graph = check_grad_graph(op, points=points, seed=seed)
         if not report.ok:
             bad.append(report.op)
+        if not graph.ok:
+            bad_graph.append(report.op)
         if json_:
-            reports.append(report)
+            reports.append((report, graph))
         else:
-            typer.echo(("ok    " if report.ok else "FAIL  ") + str(report))
+            ok = report.ok and graph.ok
+            # (an op without a graph rule keeps the line it always had)
+            typer.echo(("ok    " if ok else "FAIL  ") + str(report)
+                       + (f"; {graph}" if graph.has_rule else ""))
     if json_:
-        print_json([{"op": r.op, "plugin": r.plugin, "points": r.points, "ok": r.ok,
-                     "failures": [f.__dict__ for f in r.failures[:5]]} for r in reports])
+        print_json([{"op": r.op, "plugin": r.plugin, "points": r.points, "ok": r.ok and g.ok,
+                     "failures": [f.__dict__ for f in r.failures[:5]],
+                     "graph_rule": {"ok": g.ok, "failures": [f.__dict__
+                                                             for f in g.failures[:5]]}
+                     if g.has_rule else None}
+                    for r, g in reports])
+    problems = []
     if bad:
-        raise fail(f"gradient rule disagrees with finite differences: {', '.join(bad)}")
+        problems.append(f"gradient rule disagrees with finite differences: {', '.join(bad)}")
+    if bad_graph:
+        problems.append(f"graph gradient rule disagrees with the float rule or with finite "
+                        f"differences of it: {', '.join(bad_graph)}")
+    if problems:
+        raise fail("; ".join(problems))

@@ -1,4 +1,4 @@
-"""Activation ops: tanh, sigmoid, relu."""
+"""Activation ops: tanh, sigmoid, relu, and step (relu's slope)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,21 @@ def _sigmoid_grad_graph(x, out):
 
 
 def _relu_grad_graph(x, out):
-    return (1.0 if out.data > 0 else 0.0,)
+    # relu's slope as a node (not the number it is now), so that a gradient graph recomputed
+    # at other inputs (Graph.set) takes the right side of the kink
+    return (x.step(),)
+
+
+def _step(x):
+    return 1.0 if x > 0 else 0.0
+
+
+def _step_grad(x, out):
+    return (0.0,)
+
+
+def _step_grad_graph(x, out):
+    return (0.0,)
 
 
 def _np():
@@ -85,9 +99,13 @@ def _vrelu_grad(x, out):
     return ((out > 0).astype(float),)
 
 
+def _vstep(x):
+    return (x > 0).astype(float)  # as the scalar rule: NaN gives 0
+
+
 @hookimpl
 def opgraph_register_ops():
-    """tanh, sigmoid and relu, numerically stable at any input."""
+    """tanh, sigmoid and relu, numerically stable at any input, and step, relu's slope."""
     return [
         OpDef("tanh", 1, _tanh, _tanh_grad, doc="hyperbolic tangent",
               vforward=_vtanh, vgrad=_tanh_grad, grad_graph=_tanh_grad_graph),
@@ -95,4 +113,8 @@ def opgraph_register_ops():
               vforward=_vsigmoid, vgrad=_sigmoid_grad, grad_graph=_sigmoid_grad_graph),
         OpDef("relu", 1, _relu, _relu_grad, doc="max(0, x)", vforward=_vrelu, vgrad=_vrelu_grad,
               grad_graph=_relu_grad_graph),
+        # (checks sample one side of the jump at 0: finite differences across it mean nothing)
+        OpDef("step", 1, _step, _step_grad, doc="1 where x > 0, else 0 (relu's slope)",
+              domain=((0.1, 3.0),), vforward=_vstep, vgrad=_step_grad,
+              grad_graph=_step_grad_graph),
     ]

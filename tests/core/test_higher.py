@@ -588,3 +588,20 @@ def test_every_default_op_has_a_graph_rule_that_passes_its_check():
         report = check_grad_graph(op, points=10)
         assert report.ok, f"{name}: {report}"
     assert core_higher.refused() == {}
+
+
+def test_a_gradient_graph_in_a_graph_follows_its_leaves():
+    """The gradient nodes are ordinary nodes: `Graph.set` recomputes them, relu's slope
+    included (a `step` node, not the number it was when the graph was built)."""
+    g = Graph("g")
+    x = g.leaf(1.0, "x")
+    f = x.relu() * x + x.tanh()
+    f.label = "f"
+    d1 = grad(f, x, create_graph=True)
+    assert d1.label == "d f/d x"
+    for a in (-0.5, 2.0, 0.3):
+        g.set(x.id, a)
+        t = math.tanh(a)
+        assert d1.data == pytest.approx((2 * a if a > 0 else 0.0) + 1 - t * t, rel=1e-12)
+        assert grad(d1, x) == pytest.approx((2.0 if a > 0 else 0.0) - 2 * t * (1 - t * t),
+                                            rel=1e-12)
