@@ -263,3 +263,58 @@ def test_labels_are_printed_as_they_are(invoke, tmp_path: Path) -> None:
     result = invoke("analyze", opgraph.save(g, tmp_path / "m.opg"))
     assert result.exit_code == 0, result.stderr
     assert row(result.stdout, "critical path") == "2 nodes: 0 (w[bold]0) -> 2 ([red]y)"
+
+
+# --- render -------------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_render_summarises_the_moons_step_by_model_part_and_says_so(
+        invoke, moons_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "moons.png"
+    result = invoke("render", moons_file, "-o", out)
+    assert result.exit_code == 0, result.stderr
+    wrote, note = result.stderr.splitlines()
+    assert wrote.startswith(f"wrote {out} (png, ")
+    assert note == ("summarised by model part: 65818 nodes, more than the 400 drawn whole; "
+                    "--around ID --depth D draws a node's neighbourhood whole, --part NAME the "
+                    "inside of a part")
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
+    dot = tmp_path / "layer1.dot"
+    inside = invoke("render", moons_file, "-o", dot, "--part", "layer1")
+    assert inside.exit_code == 0, inside.stderr
+    assert inside.stderr.splitlines()[1] == (
+        "drew the inside of part 'layer1', summarised by model part; --part layer1.NAME goes "
+        "one level down, --around ID --depth D draws a node's neighbourhood whole")
+    assert dot.read_text().count('label="layer1.neuron') == 16
+    by_op = invoke("render", moons_file, "-o", tmp_path / "ops.dot", "--by", "op")
+    assert by_op.stderr.splitlines()[1].startswith("summarised by op: 65818 nodes, more than ")
+    near = invoke("render", moons_file, "-o", tmp_path / "near.svg", "--around", "343",
+                  "--depth", "1")
+    assert near.exit_code == 0 and len(near.stderr.splitlines()) == 1  # drawn whole: no note
+    missing = invoke("render", moons_file, "-o", tmp_path / "x.svg", "--part", "layer9")
+    assert missing.exit_code == 1
+    assert missing.stderr == ("error: graph 'moons' has no node in part 'layer9' (parts at "
+                              "that depth: l2, layer0, layer1, layer2, svm_loss)\n")
+
+
+def test_render_refuses_what_it_cannot_summarise(invoke, neuron_file: Path,
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "x.svg"
+    bad = invoke("render", neuron_file, "-o", out, "--by", "line")
+    assert bad.exit_code == 2 and "'line' is not one of auto, part, op" in bad.stderr
+    both = invoke("render", neuron_file, "-o", out, "--part", "a", "--around", "1")
+    assert both.exit_code == 2
+    assert both.stderr.startswith("error: give --around (a neighbourhood) or --part")
+    no_parts = invoke("render", neuron_file, "-o", out, "--by", "part", "--max-nodes", "5")
+    assert no_parts.exit_code == 1
+    assert no_parts.stderr == ("error: graph 'neuron' has no model parts (no label names one, "
+                               "as layer0.neuron3.w1 does): summarise it by op\n")
+    small = invoke("render", neuron_file, "-o", out, "--max-nodes", "5")
+    assert small.stderr.splitlines()[1] == (
+        "summarised by op: 10 nodes, more than the 5 drawn whole; --around ID "
+        "--depth D draws a node's neighbourhood whole")
+    whole = invoke("render", neuron_file, "-o", out)
+    assert whole.stderr == f"wrote {out} (svg, {out.stat().st_size} bytes)\n"
