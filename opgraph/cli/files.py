@@ -147,16 +147,21 @@ def show_report(g, report, cap: int | None, *, path_cap: int | None, title: str)
     name = Names(g)
     below: list[tuple[str, list[str]]] = []
 
-    def cell(key: str, ids, limit: int | None, default: int, **how) -> str:
+    def cell(key: str, ids, limit: int | None, default: int, counted: bool = True,
+             **how) -> str:
+        """The items of list ``key`` (counted first when not all are shown)."""
         items = [name(i) for i in ids]
+        count = f"{len(items):,} nodes: " if counted else ""
         if limit is None and len(items) > default:
             below.append((f"{key} ({len(items):,} nodes)", items))
-            return elide(items, default, more="all below", **how)
+            return count + elide(items, default, more="all below", **how)
+        if limit is not None and len(items) > limit:
+            return count + elide(items, limit, **how)
         return elide(items, limit, **how)
 
     summary = Table("", "", show_header=False, title=title)
-    path = cell("critical path", report.critical_path, path_cap, PATH_LIMIT, tail=2,
-                sep=" -> ")
+    path = cell("critical path", report.critical_path, path_cap, PATH_LIMIT, counted=False,
+                tail=2, sep=" -> ")
     rows = [
         ("nodes", f"{report.nodes:,}"), ("edges", f"{report.edges:,}"),
         ("root", name(report.root)), ("leaves", f"{len(report.leaves):,}"),

@@ -121,7 +121,7 @@ def test_analyze_groups_and_caps_the_diagnostics(invoke, sick_file: Path) -> Non
     assert out.rstrip().endswith(
         "… and 22 more groups: unused-leaf 5,000 (1 group), saturated-tanh 210 (21 groups); "
         "--full for all")
-    assert row(out, "unused") == (", ".join(f"{i} (spare{i})" for i in range(10))
+    assert row(out, "unused") == ("5,000 nodes: " + ", ".join(f"{i} (spare{i})" for i in range(10))
                                   + ", … and 4,990 more; --full for all")
     everything = invoke("analyze", sick_file, "--full").stdout
     assert len(diagnostic_rows(everything)) == 32 and "more groups" not in everything
@@ -131,8 +131,8 @@ def test_analyze_groups_and_caps_the_diagnostics(invoke, sick_file: Path) -> Non
     assert section(everything, "unused (5,000 nodes)") == [f"{i} (spare{i})" for i in range(5000)]
     three = invoke("analyze", sick_file, "--limit", "3").stdout
     assert len(diagnostic_rows(three)) == 3
-    assert row(three, "unused") == "0 (spare0), 1 (spare1), 2 (spare2), … and 4,997 more; " \
-                                   "--full for all"
+    assert row(three, "unused") == ("5,000 nodes: 0 (spare0), 1 (spare1), 2 (spare2), … and "
+                                    "4,997 more; --full for all")
     report = json.loads(invoke("analyze", sick_file, "--json").stdout)
     assert len(report["diagnostics"]) == 5360 and len(report["diagnostic_groups"]) == 32
 
