@@ -58,7 +58,7 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=u
          ".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json",
          ".txt": "text/plain; charset=utf-8", ".md": "text/plain; charset=utf-8",
          ".ico": "image/x-icon"}
-LOCAL_PAGES = "http://localhost:* http://127.0.0.1:* http://[::1]:*"
+LOCAL_PAGES = "http://localhost:* http://127.0.0.1:*"
 CSP = ("default-src 'self'; script-src 'self'; worker-src 'self'; connect-src 'self'; "
        "img-src 'self' data:; style-src 'self'; object-src 'none'; base-uri 'none'; "
        f"form-action 'none'; frame-ancestors 'self' {LOCAL_PAGES}")
