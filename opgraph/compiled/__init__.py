@@ -22,14 +22,14 @@ rewrite=False)`` compiles every node as it is.
 Where the eager engine raises (``log`` of a negative number, ``1/0``, a rule returning what
 is not a real number), so does `forward`, naming the first such node in topological order,
 wherever numpy gives NaN or infinity there (the default ops' kernels do in every such case):
-when any value comes out not finite, the scalar rule of each node holding one is run again on
-that node's inputs to find the one that fails (the check of the whole array costs under 1% of
-a step; ``forward(check=False)`` skips it and leaves numpy's values). The sums' additions and
-products never fail (float addition and multiplication do not raise). Small groups give what
-the kernel gives where their scalar rule fails, so both paths agree. `backward` follows numpy
-where a gradient rule fails (``x ** 0.5`` at 0 gives an infinite gradient, where the eager
-engine raises `GradRuleError`). A vector kernel that raises is a plugin's bug: `ForwardError`
-or `GradRuleError` naming the op and the kernel.
+when any computed value comes out not finite, the scalar rule of each node holding one is run
+again on that node's inputs to find the one that fails (``forward(check=False)`` skips the
+check and leaves numpy's values). The sums' additions and products never fail (float addition
+and multiplication do not raise). Small groups give what the kernel gives where their scalar
+rule fails, so both paths agree. `backward` follows numpy where a gradient rule fails (``x **
+0.5`` at 0 gives an infinite gradient, where the eager engine raises `GradRuleError`). A
+vector kernel that raises is a plugin's bug: `ForwardError` or `GradRuleError` naming the op
+and the kernel.
 
     compiled = compile_graph(loss)
     for step in range(100):
@@ -142,6 +142,10 @@ class CompiledGraph:
         self._is_sum = bytearray(len(nodes))
         for s in sums:
             self._is_sum[s.out] = 1
+        # what forward checks for NaN and infinity: the computed nodes it computes
+        removed = self._removed
+        self._checked = np.array([i for i, op in enumerate(ops) if op is not None
+                                  and not removed[i]], dtype=np.intp)
 
     def _find_sums(self, ops: list[OpDef | None], inputs: list[tuple[int, ...]]) -> list[Sum]:
         """The rewrite (`rewrite.find_sums`); marks the nodes it removes in ``_removed``."""
@@ -328,7 +332,7 @@ class CompiledGraph:
                     step.forward(values)  # type: ignore[union-attr]
                 else:
                     run_forward(step, values)  # type: ignore[arg-type]
-        if check and not np.isfinite(self.values).all():
+        if check and not np.isfinite(values.take(self._checked)).all():
             self._raise_if_a_rule_fails()
         return float(values[self._root_index])
 
@@ -350,12 +354,14 @@ class CompiledGraph:
         float (which the eager engine keeps as an int). Sums and the nodes the rewrite removed
         are skipped: additions and multiplications of floats do not fail."""
         values = self.values
-        removed, is_sum = self._removed, self._is_sum
-        for index in np.flatnonzero(~np.isfinite(values)).tolist():
+        checked = self._checked
+        is_sum = self._is_sum
+        for index in checked[~np.isfinite(values[checked])].tolist():
+            if is_sum[index]:
+                continue
             node = self.nodes[index]
             op = node.opdef
-            if op is None or removed[index] or is_sum[index]:
-                continue
+            assert op is not None
             inputs = [float(values[self.position[v]]) for v in node.inputs]
             try:
                 out = op.forward(*inputs, **node.attrs)
