@@ -107,6 +107,45 @@ class _Guard:
         self._release()
 
 
+class ViewCache:
+    """Answers computed from one version of a graph (summaries, drill-downs), each kept until
+    the graph changes: asking again for the same view of the same version costs a lookup.
+
+    At most ``max_items`` answers and ``max_bytes`` of them (their encoded size); the oldest go
+    first. Reads and writes happen on the event loop only.
+    """
+
+    def __init__(self, max_items: int = 256, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._version: tuple[int, int] | None = None
+        self._answers: dict[Any, bytes] = {}
+        self._bytes = 0
+
+    def get(self, version: tuple[int, int], key: Any) -> bytes | None:
+        """The answer kept for ``key`` at ``version`` (``(graph version, node count)``)."""
+        if version != self._version:
+            return None
+        return self._answers.get(key)
+
+    def put(self, version: tuple[int, int], key: Any, answer: bytes) -> None:
+        """Keep ``answer`` (forgetting every answer of another version)."""
+        if version != self._version:
+            self._version = version
+            self._answers.clear()
+            self._bytes = 0
+        if len(answer) > self.max_bytes or key in self._answers:
+            return
+        self._answers[key] = answer
+        self._bytes += len(answer)
+        while len(self._answers) > self.max_items or self._bytes > self.max_bytes:
+            oldest = next(iter(self._answers))
+            self._bytes -= len(self._answers.pop(oldest))
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+
 @dataclass(eq=False)
 class Entry:
     """One named graph on the server."""
@@ -115,6 +154,8 @@ class Entry:
     lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     subscribers: set[Any] = field(default_factory=set)
     dropped: bool = False
+    views: ViewCache = field(default_factory=ViewCache)
+    """Answers of views (`graph.aggregate`) of the graph's current version."""
     settled: tuple[int, int] | None = None
     """``(nodes, version)`` from before a change running in a worker thread, while it runs:
     what methods that take no lock report (the graph itself is half changed meanwhile)."""

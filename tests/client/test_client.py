@@ -67,6 +67,10 @@ def test_remote_graph_builds_the_neuron(url: str) -> None:
         assert g.nodes(start=9, count=5)["nodes"][0]["label"] == "o"
         assert g.analyze()["depth"] == 5
         assert g.diagnostics()["diagnostics"] == []
+        assert g.diagnostics(group=True, limit=5)["counts"]["groups"] == 0
+        summary = g.aggregate()
+        assert summary["total"]["count"] == 10 and summary["version"] == g.info()["version"]
+        assert g.aggregate(op="tanh", members=1)["members"] == [o["id"]]
         assert "data 2.0000" in g.render(format="dot")["data"]
         assert len(g.export()["nodes"]) == 10
         changed = g.set(ids["w2"], 2.0)

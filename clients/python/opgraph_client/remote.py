@@ -97,16 +97,23 @@ class RemoteGraph:
         return self.client.call("graph.grads", self.name, root, ids)
 
     def gradcheck(self, root: int, **options: Any) -> Any:
-        """Analytic gradients against finite differences."""
+        """Analytic gradients against finite differences (options: eps, sample, seed,
+        leaves)."""
         return self.client.call("graph.gradcheck", self.name, root, **options)
 
     def analyze(self, **options: Any) -> Any:
-        """The analysis report (options: root, node, leaf, diagnostics)."""
+        """The analysis report (options: root, node, leaf, diagnostics, limit, group)."""
         return self.client.call("graph.analyze", self.name, **options)
 
-    def diagnostics(self) -> Any:
-        """The plugins' diagnostics."""
-        return self.client.call("graph.diagnostics", self.name)
+    def diagnostics(self, **options: Any) -> Any:
+        """The plugins' diagnostics (options: limit, group)."""
+        return self.client.call("graph.diagnostics", self.name, **options)
+
+    def aggregate(self, **options: Any) -> Any:
+        """The summary by source line, model part and op; with a drill-down option (line,
+        part, op, call, position, by) the nodes that pass it and their groups (options also:
+        file, limit, members). Computed once per version on the server."""
+        return self.client.call("graph.aggregate", self.name, **options)
 
     def render(self, **options: Any) -> Any:
         """A picture: ``{"format", "data"}`` (options: format, around, depth, rankdir, ...)."""

@@ -6,7 +6,13 @@ the server only through `opgraph_server.dispatch.Host` and import nothing of
 `opgraph_server.server`.
 """
 
-from opgraph_server.dispatch import METHODS
-from opgraph_server.methods import compute, graphs, nodes, session, subscriptions, views
+# The families in the order their methods are documented (``initialize`` lists them so).
+from opgraph_server.methods import session  # isort: skip
+from opgraph_server.methods import graphs  # isort: skip
+from opgraph_server.methods import nodes  # isort: skip
+from opgraph_server.methods import compute  # isort: skip
+from opgraph_server.methods import views  # isort: skip
+from opgraph_server.methods import subscriptions  # isort: skip
+from opgraph_server.dispatch import METHODS  # isort: skip
 
 __all__ = ["METHODS", "compute", "graphs", "nodes", "session", "subscriptions", "views"]
