@@ -43,6 +43,18 @@ def serve(
     max_queued_mb: float = typer.Option(32, min=0.001,
                                         help="Unread output (MiB) before a client is dropped."),
     log_level: str = typer.Option("info", help="debug, info, warning or error (to stderr)."),
+    data: str = typer.Option(
+        None, "--data", help="The SQLite file the graphs are kept in (made if missing; "
+        "PATH.lock, PATH-wal and PATH-shm go beside it). Every change is committed there "
+        "before it is answered. Without --data (or with --memory), graphs live in memory "
+        "only."),
+    memory: bool = typer.Option(False, "--memory",
+                                help="Keep graphs in memory only (lost when the server stops)."),
+    quarantine: bool = typer.Option(
+        False, help="Start even if the store holds graphs that are not valid graphs: set "
+        "them aside (their rows kept) and say so, rather than refuse to start."),
+    max_store_mb: float = typer.Option(
+        None, min=0.001, help="Refuse changes once the store takes this many MiB on disk."),
 ) -> None:
     """Run the graph server (MessagePack-RPC), with the seed's neuron as graph 'demo'."""
     import asyncio
@@ -59,6 +71,9 @@ def serve(
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if memory and data:
+        raise typer.BadParameter("--memory keeps graphs in memory only; do not also give "
+                                 "--data", param_hint="--memory")
     if stdio and listen:
         raise typer.BadParameter("--stdio serves stdin/stdout; do not also give --listen")
     urls = listen or [DEFAULT_URL]
@@ -77,10 +92,14 @@ def serve(
     def ready(addresses: list[str]) -> None:
         where = ", ".join(addresses)
         graphs = " with graph 'demo'" if demo else ""
+        typer.echo(f"graphs kept in {data}" if data else
+                   "graphs kept in memory only (--data PATH keeps them)", err=True)
         typer.echo(f"opgraph server listening on {where}{graphs} (Ctrl-C stops it)", err=True)
 
+    max_store = None if max_store_mb is None else int(max_store_mb * MiB)
     try:
-        asyncio.run(run(urls, stdio=stdio, limits=limits, token=token, demo=demo, ready=ready))
+        asyncio.run(run(urls, stdio=stdio, limits=limits, token=token, demo=demo, ready=ready,
+                        data=data, quarantine=quarantine, max_store_bytes=max_store))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

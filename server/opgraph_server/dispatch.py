@@ -46,6 +46,7 @@ from opgraph_server.protocol import split_params
 
 if TYPE_CHECKING:
     from opgraph.graph import Graph
+    from opgraph_server.durable import Durable
     from opgraph_server.limits import Limits
     from opgraph_server.store import Entry
 
@@ -131,6 +132,10 @@ class Host(Protocol):
     """Whether the server is stopping (requests in flight are being cancelled)."""
     layouts: asyncio.Semaphore
     """Taken while ``dot`` runs (at most so many at once)."""
+    durable: Durable | None
+    """The store changes are committed to before they are answered (None: memory only). A
+    handler needs nothing of it: the changes it reports (`changed`, `add_graph`, ...) are
+    recorded, and its answer is held until they are committed."""
 
     def check_token(self, token: Any) -> bool:
         """Whether ``token`` is the server's token (False when it has none)."""

@@ -29,6 +29,7 @@ from opgraph.gcpolicy import gc_paused
 from opgraph.graph import Graph
 from opgraph_server.address import DEFAULT_URL, Address, parse_url
 from opgraph_server.dispatch import Call, Peer, check, translate
+from opgraph_server.durable import Durable
 from opgraph_server.errors import RpcError, render_error
 from opgraph_server.limits import Limits
 from opgraph_server.protocol import (
@@ -150,10 +151,18 @@ class Session:
                              f"the server's max_queued_output of {limit}",
                              {"limit": "max_queued_output", "max": limit})
             data = self.protocol.send(Response(msgid, self.render(error), None))
+        durable = self.server.durable
+        if durable is not None and durable.hold(self, data):
+            return  # (sent once the changes recorded so far are committed)
         out = self._out
         out.append(data)
         if len(out) == 1:
             asyncio.get_running_loop().call_soon(self.flush)
+
+    def release(self, chunks: list[bytes]) -> None:
+        """Send output `opgraph_server.durable.Durable.hold` kept until a commit."""
+        self._out.extend(chunks)
+        self.flush()
 
     def flush(self) -> None:
         """Write what `send` queued."""
@@ -243,6 +252,8 @@ class Session:
                 elif started is None or pending < before:  # a new message began in this read
                     started = loop.time()
             if self.closing and not self.closed:
+                if self.server.durable is not None:
+                    await self.server.durable.settle()  # (what it holds for us, sent)
                 self.flush()
                 with contextlib.suppress(ConnectionError, TimeoutError):
                     await asyncio.wait_for(self.writer.drain(),
@@ -291,6 +302,8 @@ class Session:
                 # is then answered without making any coroutine at all.
                 try:
                     spec, args, options = check_call(server, self, event.method, event.params)
+                    if server.durable is not None:
+                        server.durable.admit(spec.name)
                     call = calls.get(spec.name)
                     if call is None:
                         call = calls[spec.name] = Call(server, self, spec.name)
@@ -387,9 +400,12 @@ class Server:
     frozen out of the collector's reach and when they are given back (`frozen`, `thaw`).
     """
 
-    def __init__(self, limits: Limits | None = None, token: str | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, token: str | None = None,
+                 durable: Durable | None = None) -> None:
         self.limits = limits or Limits()
         self.token = token
+        self.durable = durable
+        """Where changes are committed before they are answered (None: in memory only)."""
         self.store = Store(self.limits.max_graphs, self.limits.max_nodes)
         self.graphs: dict[str, Entry] = self.store.graphs
         """The graphs by name (the store's own dict: change it through the methods here)."""
@@ -457,12 +473,16 @@ class Server:
         """Share ``graph`` under its name (refused past the graph limit or on a clash).
         Sessions that subscribed to the name before are subscribers now, and told."""
         entry = self.store.add(graph)
+        if self.durable is not None:
+            self.durable.record(entry)
         if entry.subscribers:
             self.changed(entry)
         return entry
 
     def drop_graph(self, entry: Entry) -> None:
         """Remove a graph and tell its subscribers."""
+        if self.durable is not None:
+            self.durable.dropped(entry)
         for session in self.store.drop(entry):
             session.subscriptions.discard(entry.name)
             session.notify("graph.dropped", {"graph": entry.name})
@@ -494,7 +514,10 @@ class Server:
         return self.store.unsubscribe(name, peer)
 
     def changed(self, entry: Entry) -> None:
-        """Note a change; subscribers are told once per loop turn, however many changes."""
+        """Note a change; subscribers are told once per loop turn, however many changes.
+        With a store, the change is recorded to be committed before anything is answered."""
+        if self.durable is not None:
+            self.durable.record(entry)
         if entry.subscribers and entry not in self._pending:
             self._pending.add(entry)
             asyncio.get_running_loop().call_soon(self._spawn_notify, entry)
@@ -538,6 +561,8 @@ class Server:
     def forget(self, session: Session) -> None:
         """Drop a closed session from every subscription (and every wait for a graph)."""
         self.sessions.discard(session)
+        if self.durable is not None:
+            self.durable.forget(session)
         for name in session.subscriptions:
             self.store.unsubscribe(name, session)
         session.subscriptions.clear()
@@ -632,6 +657,12 @@ class Server:
                      if s.cancel("the server is shutting down") and s.task is not None]
         if answering:
             await asyncio.wait(answering, timeout=grace)
+        if self.durable is not None:  # what was answered goes out once committed
+            await self.durable.close()
+            for session in list(self.sessions):
+                session.flush()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(session.writer.drain(), 0.5)
         for session in list(self.sessions):
             session.abort()
         for srv in self._servers:
@@ -675,16 +706,30 @@ async def serve(
     token: str | None = None,
     demo: bool = True,
     ready: Any = None,
+    data: str | os.PathLike[str] | None = None,
+    quarantine: bool = False,
+    max_store_bytes: int | None = None,
 ) -> None:
     """Run a server until cancelled (or, with ``stdio``, until stdin closes).
 
-    ``ready`` is called with the list of addresses once listening.
+    ``ready`` is called with the list of addresses once listening. With ``data`` (an SQLite
+    file, made if missing) the graphs are kept there: read at start, every change committed
+    before it is answered (`opgraph_server.durable`); ``quarantine`` sets aside graphs the file
+    holds that are not valid graphs, rather than refuse to start.
     """
     # Worker threads (analysis, pictures) hold the GIL in slices of this length; shorter
     # slices keep small requests answered quickly while a big analysis runs.
     sys.setswitchinterval(0.001)
-    server = Server(limits, token)
-    if demo:
+    durable = None
+    stored: list[Graph] = []
+    if data is not None:
+        from opgraph_server.durable import open_durable
+
+        durable, stored = open_durable(data, quarantine=quarantine, max_bytes=max_store_bytes)
+    server = Server(limits, token, durable)
+    for graph in stored:
+        durable.attach(server.store.add(graph))  # type: ignore[union-attr]
+    if demo and not any(g.name == "demo" for g in stored):
         from opgraph_server.demo import neuron
 
         server.add_graph(neuron())

@@ -1,0 +1,410 @@
+"""Durability: every change to the server's graphs committed to a store before it is answered.
+
+`Durable` sits between the server and a store (`opgraph_server.sqlite_store.SqliteStore`, the
+one implementation; any object with its `GraphStore` methods will do). The server tells it of
+each change as the change is made, on the event loop and under the graph's write lock
+(`record`, `dropped`): it turns the change into rows, only what changed, against what it last
+wrote of that graph:
+
+- nodes added since: appended rows (id, op, inputs, attrs, label, source, data, grad);
+- when the graph's version moved by more than the nodes added (``node.set``, a backward pass),
+  the data and gradients that differ from those last written, as row updates;
+- a graph replaced by another (``graph.publish``, ``graph.import``, ``graph.create`` with
+  ``replace``) of the same structure: its values only, as above; of another structure: its rows
+  rewritten.
+
+Changes recorded in one turn of the event loop go in one transaction (group commit), in a
+thread of their own while the loop goes on; changes recorded meanwhile go in the next one. Until
+a commit is done, nothing the server sends (no response, no notification, to anyone) goes out:
+`hold` keeps it, in order per connection, and the commit's end releases it. So an answer never
+tells of a change that is not on disk, and a client pipelining requests is not slowed by the
+wait: its next requests run meanwhile and share the next commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol
+
+from opgraph.graph import Graph
+from opgraph_server.errors import RpcError
+from opgraph_server.sqlite_store import Change, SqliteStore, StoredGraph, StoreError, number_in
+from opgraph_server.sqlite_store import pack as _pack
+from opgraph_server.sqlite_store import unpack as _unpack
+
+if TYPE_CHECKING:
+    from opgraph.core import Value
+    from opgraph_server.store import Entry
+
+log = logging.getLogger("opgraph.server")
+
+WRITES = frozenset({
+    "graph.create", "graph.import", "graph.publish", "node.leaf", "node.apply", "node.set",
+    "graph.batch", "graph.backward", "graph.grads", "graph.eval",
+})
+"""Methods that may grow the store: refused while it is over its size limit (`admit`).
+``graph.drop`` is not among them: it is how space is freed."""
+
+
+class GraphStore(Protocol):
+    """What `Durable` needs of a store: the whole interface another database implements
+    (see "Durability" in docs/protocol.md). Every call but `size` runs in one thread, never
+    on the event loop."""
+
+    path: Any
+
+    def open(self, quarantine: bool = False) -> tuple[list[StoredGraph], list[str]]:
+        """Lock the store to this server, check and migrate it, and read every graph."""
+        ...
+
+    def quarantine(self, gid: int) -> None:
+        """Set graph ``gid`` aside, keeping its rows."""
+        ...
+
+    def next_gid(self) -> int:
+        """A graph id no row uses."""
+        ...
+
+    def commit(self, changes: list[Change]) -> None:
+        """Apply ``changes`` (see `opgraph_server.sqlite_store.Change`) atomically."""
+        ...
+
+    def size(self) -> int:
+        """Bytes on disk."""
+        ...
+
+    def close(self) -> None:
+        """Flush, close, unlock."""
+        ...
+
+
+class _Written:
+    """What was last written of one graph: the graph object, its node count and version, and
+    the data and gradient of each node."""
+
+    __slots__ = ("count", "data", "gid", "grad", "graph", "version")
+
+    def __init__(self, gid: int, graph: Graph) -> None:
+        self.gid = gid
+        self.graph = graph
+        self.count = 0
+        self.version = -1
+        self.data: list[float] = []
+        self.grad: list[float] = []
+
+
+def _num(x: Any) -> float:
+    """A node's data or grad as a double (a gradient graph's grad is a node: its data)."""
+    if type(x) is float:
+        return x
+    return float(getattr(x, "data", x))
+
+
+def _structure(v: Value) -> tuple[Any, ...]:
+    op = v.opdef
+    if op is None:
+        return (None, v.label, v.source)
+    return (op.name, [i.id for i in v.inputs], dict(v.attrs), v.label, v.source)
+
+
+class Durable:
+    """The server's side of a store: recording changes, committing them in groups, holding
+    output until its changes are committed, the size limit."""
+
+    def __init__(self, store: GraphStore, max_bytes: int | None = None) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.recorded = 0
+        """Changes recorded (a counter); `committed` catches up with it."""
+        self.committed = 0
+        self.size = 0
+        """Bytes on disk after the last commit."""
+        self.quarantined: list[str] = []
+        self._written: dict[Entry, _Written] = {}
+        self._next_gid = 1
+        self._changes: list[Change] = []
+        self._held: dict[Any, deque[tuple[int, bytes]]] = {}
+        self._running: asyncio.Future[None] | None = None
+        self._scheduled = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opgraph-commit")
+
+    # --- opening ------------------------------------------------------------------------
+
+    def open(self, quarantine: bool = False) -> list[Graph]:
+        """Read the store (before serving): its graphs, built and checked. A graph whose rows
+        are not a graph raises `StoreError`, or with ``quarantine`` is set aside (its rows kept)
+        and named in `quarantined`."""
+        stored, _ = self.store.open(quarantine)
+        graphs: list[tuple[StoredGraph, Graph]] = []
+        for s in stored:
+            try:
+                graphs.append((s, self._build(s)))
+            except StoreError as exc:
+                if not quarantine:
+                    raise StoreError(f"{exc}; not starting (start with --quarantine to set "
+                                     "this graph aside and serve the others)") from None
+                self.store.quarantine(s.gid)
+                message = (f"{exc}; quarantined: the graph is set aside, its rows kept in the "
+                           "file as they are, and its name is free")
+                log.error("%s", message)
+                self.quarantined.append(message)
+        self._next_gid = self.store.next_gid()
+        self.size = self.store.size()
+        self._loaded = graphs
+        return [g for _, g in graphs]
+
+    def _build(self, s: StoredGraph) -> Graph:
+        from opgraph import fileformat
+        from opgraph.errors import OpgraphError
+
+        where = f"{self.store.path}: graph {s.name!r}"
+        if len(s.rows) != s.count:
+            raise StoreError(f"{where} should have {s.count} nodes, the file holds "
+                             f"{len(s.rows)} of them")
+        nodes = []
+        for k, (i, op, inputs, attrs, label, file, line, data, grad) in enumerate(s.rows):
+            if i != k:
+                raise StoreError(f"{where}: node {k} is missing (the next row is node {i})")
+            try:
+                nodes.append({"id": i, "op": op, "inputs": _unpack(inputs, []),
+                              "attrs": _unpack(attrs, {}), "label": label,
+                              "data": number_in(data), "grad": number_in(grad),
+                              "source": None if file is None else [file, line]})
+            except Exception as exc:
+                raise StoreError(f"{where}: node {i} cannot be read ({exc})") from None
+        doc = {"format": "opgraph-graph", "version": 1, "name": s.name, "nodes": nodes}
+        try:
+            graph = fileformat.from_document(doc)
+        except (OpgraphError, ValueError) as exc:
+            raise StoreError(f"{where} is not a valid graph: {exc}") from None
+        graph.version = s.version
+        return graph
+
+    def attach(self, entry: Entry) -> None:
+        """Take ``entry`` (a graph `open` read, now on the server) as written."""
+        for s, graph in self._loaded:
+            if graph is entry.graph:
+                w = _Written(s.gid, graph)
+                self._remember(w, graph)
+                self._written[entry] = w
+                return
+        raise ValueError(f"graph {entry.name!r} was not read from the store")
+
+    # --- recording ----------------------------------------------------------------------
+
+    @staticmethod
+    def _remember(w: _Written, graph: Graph) -> None:
+        w.graph = graph
+        w.count = len(graph.nodes)
+        w.version = graph.version
+        w.data = [_num(v.data) for v in graph.nodes]
+        w.grad = [_num(v.grad) for v in graph.nodes]
+
+    def record(self, entry: Entry) -> None:
+        """Note what changed in ``entry``'s graph since it was last recorded (on the loop, the
+        graph not being changed by anyone else meanwhile)."""
+        if entry.dropped:
+            return
+        graph = entry.graph
+        w = self._written.get(entry)
+        nodes = graph.nodes
+        count = len(nodes)
+        changes = self._changes
+        before = len(changes)
+        if w is None:
+            w = self._written[entry] = _Written(self._next_gid, graph)
+            self._next_gid += 1
+            changes.append(("graph", w.gid, entry.name, graph.version, count))
+            changes.append(("rows", w.gid, _rows(nodes, 0, count)))
+            self._remember(w, graph)
+        elif w.graph is not graph:  # replaced
+            old = w.graph.nodes
+            if count == w.count and all(_structure(a) == _structure(b)
+                                        for a, b in zip(nodes, old, strict=True)):
+                self._values(w, nodes, count)
+            else:
+                changes.append(("clear", w.gid))
+                changes.append(("rows", w.gid, _rows(nodes, 0, count)))
+                self._remember(w, graph)
+            changes.append(("graph", w.gid, entry.name, graph.version, count))
+            w.graph, w.count, w.version = graph, count, graph.version
+        elif graph.version != w.version or count != w.count:
+            if count < w.count:  # (not made by any method: rewrite rather than guess)
+                changes.append(("clear", w.gid))
+                changes.append(("rows", w.gid, _rows(nodes, 0, count)))
+                self._remember(w, graph)
+            else:
+                if graph.version - w.version != count - w.count:  # values changed too
+                    self._values(w, nodes, w.count)
+                if count > w.count:
+                    new = nodes[w.count:]
+                    changes.append(("rows", w.gid, _rows(nodes, w.count, count)))
+                    w.data.extend(_num(v.data) for v in new)
+                    w.grad.extend(_num(v.grad) for v in new)
+            changes.append(("graph", w.gid, entry.name, graph.version, count))
+            w.count, w.version = count, graph.version
+        if len(changes) != before:
+            self._touch()
+
+    def _values(self, w: _Written, nodes: list[Value], count: int) -> None:
+        data, grad, updates = w.data, w.grad, []
+        for i in range(count):
+            v = nodes[i]
+            d, g = v.data, v.grad
+            if type(d) is not float or type(g) is not float:
+                d, g = _num(d), _num(g)
+            if (d != data[i] or g != grad[i]) and not (_same(d, data[i])
+                                                        and _same(g, grad[i])):
+                updates.append((d, g, i))
+                data[i], grad[i] = d, g
+        if updates:
+            self._changes.append(("values", w.gid, updates))
+
+    def dropped(self, entry: Entry) -> None:
+        """Note that ``entry``'s graph was dropped."""
+        w = self._written.pop(entry, None)
+        if w is not None:
+            self._changes.append(("drop", w.gid))
+            self._touch()
+
+    # --- committing ---------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        self.recorded += 1
+        if not self._scheduled and self._running is None:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        if self._running is not None or not self._changes:
+            return
+        changes, self._changes = self._changes, []
+        seq = self.recorded
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, self.store.commit, changes)
+        self._running = future
+        future.add_done_callback(lambda f: self._done(f, seq))
+
+    def _done(self, future: asyncio.Future[None], seq: int) -> None:
+        self._running = None
+        exc = None if future.cancelled() else future.exception()
+        if future.cancelled() or exc is not None:
+            # What is in memory is no longer what is on disk, and nothing of it was answered:
+            # stop serving it rather than answer from a state a restart would not have.
+            log.critical("committing to %s failed (%s); exiting without answering the "
+                         "changes since the last commit", self.store.path, exc or "cancelled")
+            logging.shutdown()
+            os._exit(70)
+        self.committed = seq
+        self.size = self.store.size()
+        self._release()
+        waiters, self._waiters = self._waiters, []
+        for target, waiter in waiters:
+            if target <= seq:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                self._waiters.append((target, waiter))
+        if self._changes:
+            self._start()
+
+    def hold(self, session: Any, data: bytes) -> bool:
+        """Keep ``data`` (output for ``session``) until the changes recorded so far are
+        committed; False when there are none to wait for (send it now)."""
+        queue = self._held.get(session)
+        if queue is None:
+            if self.recorded == self.committed:
+                return False
+            queue = self._held[session] = deque()
+        queue.append((self.recorded, data))
+        return True
+
+    def _release(self) -> None:
+        committed = self.committed
+        for session, queue in list(self._held.items()):
+            ready = []
+            while queue and queue[0][0] <= committed:
+                ready.append(queue.popleft()[1])
+            if not queue:
+                del self._held[session]
+            if ready:
+                session.release(ready)
+
+    def forget(self, session: Any) -> None:
+        """Drop what was held for a closed connection."""
+        self._held.pop(session, None)
+
+    async def settle(self) -> None:
+        """Wait until every change recorded so far is committed."""
+        target = self.recorded
+        if self.committed >= target:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        await waiter
+
+    # --- limits, reports, closing -------------------------------------------------------
+
+    def admit(self, method: str) -> None:
+        """Refuse a change while the store is over its size limit."""
+        if self.max_bytes is not None and self.size >= self.max_bytes and method in WRITES:
+            raise RpcError("limit_exceeded", f"{method}: the store {self.store.path} takes "
+                           f"{self.size} bytes, its limit of {self.max_bytes}; drop graphs to "
+                           "free space", {"limit": "max_store_bytes", "max": self.max_bytes})
+
+    def usage(self) -> dict[str, Any]:
+        """Where the store is, the bytes it takes on disk and its limit (None: none)."""
+        return {"path": str(self.store.path), "bytes": self.size, "max_bytes": self.max_bytes}
+
+    async def close(self) -> None:
+        """Commit what is recorded, then close the store (and release its lock)."""
+        while self._running is not None or self._changes:
+            if self._running is None:
+                self._start()
+            await self.settle()
+        self._pool.shutdown(wait=True)
+        self.store.close()
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _rows(nodes: list[Value], start: int, end: int) -> list[tuple[Any, ...]]:
+    """Rows ``(id, op, inputs, attrs, label, src_file, src_line, data, grad)`` of
+    ``nodes[start:end]``."""
+    rows = []
+    for i in range(start, end):
+        v = nodes[i]
+        op = v.opdef
+        d, g = v.data, v.grad
+        if type(d) is not float or type(g) is not float:
+            d, g = _num(d), _num(g)
+        loc = v.source
+        file, line = (None, None) if loc is None else (str(loc[0]), int(loc[1]))
+        if op is None:
+            rows.append((i, None, None, None, v.label, file, line, d, g))
+        else:
+            attrs = v.attrs
+            rows.append((i, op.name, _pack([x.id for x in v.inputs]),
+                         _pack(dict(attrs)) if attrs else None, v.label, file, line, d, g))
+    return rows
+
+
+def open_durable(path: str | os.PathLike[str], *, quarantine: bool = False,
+                 max_bytes: int | None = None) -> tuple[Durable, list[Graph]]:
+    """A `Durable` over the SQLite store at ``path`` and the graphs it holds."""
+    durable = Durable(SqliteStore(path), max_bytes)
+    try:
+        graphs = durable.open(quarantine)
+    except BaseException:
+        durable.store.close()
+        raise
+    return durable, graphs

@@ -1,0 +1,312 @@
+"""`SqliteStore`: the server's graphs in one SQLite file (the standard library's ``sqlite3``).
+
+Schema version 1 (``PRAGMA user_version``)::
+
+    graphs(gid INTEGER PRIMARY KEY, name TEXT, version INTEGER, nodes INTEGER,
+           quarantined INTEGER)                  -- a name is unique among graphs not quarantined
+    nodes(gid, id, op, inputs, attrs, label, src_file, src_line, data, grad)
+           PRIMARY KEY (gid, id)                 -- inputs, attrs: msgpack; NULL data/grad: NaN
+
+WAL journal, ``synchronous=NORMAL``: a commit survives the server process being killed at any
+moment (it is in the WAL file when `commit` returns); after a power loss or an operating-system
+crash the last commits before it may be missing (never half of one: the database stays
+consistent). ``auto_vacuum=INCREMENTAL``: pages freed by dropped or shrunk graphs are given back
+to the file system after the commit that freed them.
+
+Nothing here runs on the event loop: `opgraph_server.durable.Durable` calls `open` before
+serving and `commit` in its one commit thread. Every problem found while opening raises
+`StoreError` naming the file (and the graph); nothing is written before the file has been read
+whole and found good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+SCHEMA_VERSION = 1
+"""The schema this opgraph writes; it reads this one and migrates every older one."""
+
+
+class StoreError(ValueError):
+    """The store cannot be used as it is (the message says which file, which graph, and why)."""
+
+
+@dataclass
+class StoredGraph:
+    """One graph as read from the store: its rows, not yet built into a `Graph`."""
+
+    gid: int
+    name: str
+    version: int
+    count: int
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """``(id, op, inputs, attrs, label, src_file, src_line, data, grad)`` in id order."""
+
+
+Change = tuple[Any, ...]
+"""One step of a commit, plain data (see `SqliteStore.commit`):
+
+``("graph", gid, name, version, count)`` creates or updates a graph's row;
+``("clear", gid)`` removes its node rows (a replacement of another structure follows);
+``("rows", gid, rows)`` appends node rows ``(id, op, inputs, attrs, label, src_file, src_line,
+data, grad)``; ``("values", gid, [(data, grad, id), ...])`` updates values of existing rows;
+``("drop", gid)`` removes the graph and its rows."""
+
+
+_CREATE_V1 = """
+CREATE TABLE graphs (
+    gid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    nodes INTEGER NOT NULL,
+    quarantined INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX graphs_name ON graphs(name) WHERE quarantined = 0;
+CREATE TABLE nodes (
+    gid INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    op TEXT,
+    inputs BLOB,
+    attrs BLOB,
+    label TEXT NOT NULL,
+    src_file TEXT,
+    src_line INTEGER,
+    data REAL,
+    grad REAL,
+    PRIMARY KEY (gid, id)
+) WITHOUT ROWID;
+"""
+
+
+def pack(value: Any) -> bytes:
+    """msgpack bytes of a node's inputs or attributes."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(blob: bytes | None, empty: Any) -> Any:
+    """The value `pack` made (``empty`` for NULL)."""
+    return empty if blob is None else msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    """The version 1 tables, in the transaction open (``executescript`` would commit it)."""
+    for statement in _CREATE_V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _migrate_v0(conn: sqlite3.Connection) -> None:
+    """Schema 0 kept each graph whole, as one msgpack document per row
+    (``graphs_v0(name TEXT PRIMARY KEY, version INTEGER, document BLOB)``); version 1 keeps
+    one row per node. The documents become rows; the old table goes."""
+    old = conn.execute("SELECT name, version, document FROM graphs_v0 ORDER BY name").fetchall()
+    _create_v1(conn)
+    for gid, (name, version, blob) in enumerate(old, start=1):
+        doc = unpack(blob, {})
+        nodes = doc.get("nodes", [])
+        conn.execute("INSERT INTO graphs(gid, name, version, nodes) VALUES (?, ?, ?, ?)",
+                     (gid, name, version, len(nodes)))
+        conn.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (gid, n["id"], n.get("op"), pack(n.get("inputs") or []) if n.get("op") else None,
+             pack(n["attrs"]) if n.get("attrs") else None, n.get("label", ""),
+             (n.get("source") or [None, None])[0], (n.get("source") or [None, None])[1],
+             n.get("data"), n.get("grad", 0.0)) for n in nodes])
+    conn.execute("DROP TABLE graphs_v0")
+
+
+MIGRATIONS = {0: _migrate_v0}
+"""Schema version -> the function taking a store of that version to the next one."""
+
+
+class SqliteStore:
+    """The graphs of one server in the SQLite file ``path`` (locked to this process)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    # --- opening ------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the store's lock file (``PATH.lock``), or raise `StoreError` naming the
+        server that holds it. The kernel releases the lock when its process dies, so a
+        killed server leaves no lock to clean up."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot use this store: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreError(f"{self.path}: another opgraph server (pid {holder}) is using this "
+                             f"store; stop it or give another --data") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def open(self, quarantine: bool = False) -> tuple[list[StoredGraph], list[str]]:
+        """Lock, check and read the store; returns its graphs and, with ``quarantine``, the
+        messages of the graphs set aside. Raises `StoreError` when the file is damaged, newer
+        than this opgraph, or (without ``quarantine``) holds a graph that is not one."""
+        self.lock()
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
+        self._conn = conn
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if not fresh:
+                check = conn.execute("PRAGMA quick_check").fetchall()
+                if check != [("ok",)]:
+                    problems = "; ".join(str(r[0]) for r in check[:5])
+                    raise StoreError(f"{self.path} is damaged ({problems}); not starting. "
+                                     "It is left as it is: restore a backup, or move it aside "
+                                     "to start with an empty store")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a readable opgraph store ({exc}); not "
+                             "starting. It is left as it is: restore a backup, or move it "
+                             "aside to start with an empty store") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer opgraph (store schema "
+                             f"{version}; this one reads up to {SCHEMA_VERSION}); not starting. "
+                             "Upgrade opgraph, or give another --data")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if fresh or (version == 0 and not tables):
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # (before the first table)
+        self._pragmas()
+        if version < SCHEMA_VERSION:
+            self._migrate(0 if not tables else version, fresh=not tables)
+        return self._read(quarantine)
+
+    def _pragmas(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{self.path}: SQLite refused WAL mode ({mode}); the store needs "
+                             "a local file system")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA journal_size_limit = 67108864")  # the WAL shrinks back to 64 MiB
+
+    def _migrate(self, version: int, fresh: bool) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if fresh:
+                _create_v1(conn)
+            else:
+                while version < SCHEMA_VERSION:
+                    MIGRATIONS[version](conn)
+                    version += 1
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: migrating the store from schema {version} to "
+                             f"{SCHEMA_VERSION} failed ({exc}); the file is left as it was") \
+                from None
+
+    def _read(self, quarantine: bool) -> tuple[list[StoredGraph], list[str]]:
+        conn = self._conn
+        assert conn is not None
+        graphs = [StoredGraph(*r) for r in conn.execute(
+            "SELECT gid, name, version, nodes FROM graphs WHERE quarantined = 0 ORDER BY gid")]
+        by_gid = {g.gid: g for g in graphs}
+        for row in conn.execute("SELECT gid, id, op, inputs, attrs, label, src_file, src_line, "
+                                "data, grad FROM nodes ORDER BY gid, id"):
+            g = by_gid.get(row[0])
+            if g is not None:
+                g.rows.append(row[1:])
+        return graphs, []
+
+    def quarantine(self, gid: int) -> None:
+        """Set graph ``gid`` aside: its rows stay as they are, its name is free again."""
+        assert self._conn is not None
+        self._conn.execute("UPDATE graphs SET quarantined = 1 WHERE gid = ?", (gid,))
+
+    def next_gid(self) -> int:
+        """A graph id no row uses (quarantined ones included)."""
+        assert self._conn is not None
+        return (self._conn.execute("SELECT max(gid) FROM graphs").fetchone()[0] or 0) + 1
+
+    # --- writing ------------------------------------------------------------------------
+
+    def commit(self, changes: Iterable[Change]) -> None:
+        """Apply ``changes`` in one transaction (all or none of them reach the file)."""
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN")
+        try:
+            freed = False
+            for change in changes:
+                kind = change[0]
+                if kind == "rows":
+                    gid = change[1]
+                    conn.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                     [(gid, *r) for r in change[2]])
+                elif kind == "values":
+                    conn.executemany(f"UPDATE nodes SET data = ?, grad = ? WHERE gid = "
+                                     f"{int(change[1])} AND id = ?", change[2])
+                elif kind == "graph":
+                    _, gid, name, version, count = change
+                    conn.execute("INSERT INTO graphs(gid, name, version, nodes) VALUES "
+                                 "(?, ?, ?, ?) ON CONFLICT(gid) DO UPDATE SET "
+                                 "version = excluded.version, nodes = excluded.nodes",
+                                 (gid, name, version, count))
+                elif kind == "clear":
+                    conn.execute("DELETE FROM nodes WHERE gid = ?", (change[1],))
+                    freed = True
+                elif kind == "drop":
+                    conn.execute("DELETE FROM nodes WHERE gid = ?", (change[1],))
+                    conn.execute("DELETE FROM graphs WHERE gid = ?", (change[1],))
+                    freed = True
+                else:  # pragma: no cover - a programming error
+                    raise ValueError(f"unknown store change {kind!r}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if freed:
+            conn.execute("PRAGMA incremental_vacuum")
+
+    def size(self) -> int:
+        """Bytes the store takes on disk (the database and its write-ahead log)."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    def close(self) -> None:
+        """Checkpoint the log into the database, close it, and release the lock."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def number_in(value: float | None) -> float:
+    """A stored double (SQLite keeps NaN as NULL)."""
+    return math.nan if value is None else value
