@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import graphviz
 import numpy as np
 
-from opgraph.analysis import as_graph, neighbourhood
+from opgraph.analysis import as_graph
 from opgraph.core import Value
 from opgraph.draw import FORMATS, draw_dot
 from opgraph.graph import Graph
@@ -63,6 +63,67 @@ def format_from_suffix(path: str, default: str = "svg") -> str:
     if suffix not in FORMATS:
         raise ValueError(f"cannot tell the picture format from {path!r}: use .svg, .png or .dot")
     return suffix
+
+
+MAX_FAN = 10
+"""Most inputs, and most users, of one node that a neighbourhood picture walks to: a value
+used 99,499 times (the ``x`` of a long accumulation) would otherwise bring all its users into
+every neighbourhood that reaches it. The others are counted in a note next to it."""
+
+
+def capped_neighbourhood(graph: Graph, center: int, depth: int, fan: int = MAX_FAN
+                         ) -> tuple[list[int], dict[int, tuple[int, int]]]:
+    """The ids within ``depth`` edges of ``center`` (in id order), walking from each node to
+    at most ``fan`` of its inputs and ``fan`` of its users (those nearest ``center`` by id),
+    and ``{node: (inputs left out, users left out)}`` for the nodes that had more.
+
+    Without nodes of more than ``fan`` inputs or users on the way, these are the ids of
+    `opgraph.analysis.neighbourhood`."""
+    graph.node(center)
+    if type(depth) is not int or depth < 0:
+        raise ValueError(f"depth must be a non-negative int, got {depth!r}")
+    s = structure(graph)
+    use_ptr, users = s.users()
+    indptr, inputs = s.indptr, s.inputs
+    seen = {center}
+    hidden: dict[int, tuple[int, int]] = {}
+    frontier = [center]
+    for _ in range(depth):
+        found = []
+        for v in frontier:
+            ins = inputs[indptr[v]:indptr[v + 1]]
+            outs = users[use_ptr[v]:use_ptr[v + 1]]
+            lost = [0, 0]
+            for k, near in enumerate((ins, outs)):
+                distinct = np.unique(near)
+                if len(distinct) > fan:
+                    lost[k] = len(distinct) - fan
+                    distinct = distinct[np.argsort(np.abs(distinct - center), kind="stable")
+                                        [:fan]]
+                for u in distinct.tolist():
+                    if u not in seen:
+                        seen.add(u)
+                        found.append(u)
+            if lost != [0, 0]:
+                hidden[v] = (lost[0], lost[1])
+        if not found:
+            break
+        frontier = found
+    return sorted(seen), hidden
+
+
+def _mark_hidden(dot: graphviz.Digraph, graph: Graph,
+                 hidden: dict[int, tuple[int, int]]) -> None:
+    """A note next to each node whose inputs or users a neighbourhood left out."""
+    for node, (ins, outs) in hidden.items():
+        if ins:
+            dot.node(f"n{node}_more_in", label=f"\u2026 {ins:,} more inputs", shape="plaintext",
+                     fontcolor="#555555")
+            dot.edge(f"n{node}_more_in", f"n{node}_op", style="dashed", color="#999999")
+        if outs:
+            dot.node(f"n{node}_more_out", label=f"\u2026 {outs:,} more users",
+                     shape="plaintext", fontcolor="#555555")
+            dot.edge(f"n{node}", f"n{node}_more_out", style="dashed", color="#999999")
 
 
 def _highlights(graph: Graph) -> dict[Value, tuple[str, str]]:
@@ -630,7 +691,8 @@ def _choose(graph: Graph, format: str, rankdir: str, around: int | None, depth: 
     if around is not None:
         if part is not None:
             raise ValueError("give around (a neighbourhood) or part (a part's inside), not both")
-        nodes = neighbourhood(graph, around, depth)
+        ids, hidden = capped_neighbourhood(graph, around, depth)
+        nodes = [graph.nodes[i] for i in ids]
         where = f"the neighbourhood of node {around} to depth {depth}"
         if len(nodes) > max_nodes:
             raise ValueError(f"{where} has {len(nodes)} nodes, over the drawing limit of "
@@ -642,6 +704,7 @@ def _choose(graph: Graph, format: str, rankdir: str, around: int | None, depth: 
                              "a smaller depth")
         marks = _highlights(graph) if diagnostics else None
         dot = draw_dot(graph, format, rankdir, nodes=nodes, highlight=marks)
+        _mark_hidden(dot, graph, hidden)
         return dot, "neighbourhood", len(nodes), size, "", ""
     reason = ""
     if part is not None:

@@ -764,3 +764,50 @@ def test_a_graph_with_a_cycle_is_summarised_by_op() -> None:
     source = summary_dot(g, max_nodes=1).source
     assert "summarised by op" in source
     assert {"leaf ×1", "tanh ×1", "exp ×1"} == set(re.findall(r'label="(\w+ ×\d+)"', source))
+
+
+def test_a_neighbourhood_through_a_hub_shows_a_few_of_its_users_and_counts_the_rest() -> None:
+    """In a long accumulation every term uses ``x`` (and every 100th the same weight): a
+    neighbourhood that reaches them walks to the 10 users nearest the centre, and a note
+    counts the others."""
+    from scale_graphs import accumulation
+
+    from opgraph.analysis import neighbourhood
+
+    g = accumulation(20_000, shared=100)
+    x = g.find("x")[0]
+    users = len({v.id for v in g.nodes if x in v.inputs})
+    center = 10_002  # a product w * x, half way along
+    assert g.nodes[center].op == "mul"
+    assert len(neighbourhood(g, center, 2)) > users  # every user of x, uncapped
+    ids, hidden = rendering.capped_neighbourhood(g, center, 2)
+    (w,) = [i for i in g.nodes[center].inputs if i is not x]  # a shared weight: 200 uses
+    w_users = len({v.id for v in g.nodes if w in v.inputs})
+    assert hidden == {x.id: (0, users - 10), w.id: (0, w_users - 10)}
+    for hub in (x, w):
+        nearest = sorted((v.id for v in g.nodes if hub in v.inputs),
+                         key=lambda i: abs(i - center))
+        assert set(nearest[:10]) <= set(ids)
+    picture = plan(g, around=center, depth=2, format="dot")
+    assert picture.drawn == "neighbourhood" and picture.nodes == len(ids) < 40
+    assert f'n{x.id}_more_out [label="… {users - 10:,} more users"' in picture.source
+    assert f"n{x.id} -> n{x.id}_more_out" in picture.source
+    assert record_ids(graph_dot(g, around=center, depth=2)) == set(ids)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_neighbourhood_without_hubs_is_the_whole_neighbourhood(seed: int) -> None:
+    from opgraph.analysis import neighbourhood
+
+    rng = random.Random(seed)
+    g = Graph("random")
+    for i in range(6):
+        g.leaf(rng.uniform(-1, 1), f"x{i}")
+    for _ in range(60):
+        k = len(g)
+        g.apply("add", [rng.randrange(max(0, k - 8), k), rng.randrange(max(0, k - 8), k)])
+    for center in range(0, len(g), 7):
+        for depth in (0, 1, 3):
+            whole = [v.id for v in neighbourhood(g, center, depth)]
+            ids, hidden = rendering.capped_neighbourhood(g, center, depth, fan=1000)
+            assert (ids, hidden) == (whole, {})
