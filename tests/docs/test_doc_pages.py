@@ -36,7 +36,8 @@ CHECKED_ELSEWHERE = {"protocol.md", "neovim.md"}
 PAGES = sorted(p for p in DOCS.glob("*.md") if p.name not in CHECKED_ELSEWHERE)
 """The pages these tests answer for."""
 
-RUN_IN_ORDER = ["python-api.md", "plugins.md", pytest.param("compiled.md", marks=pytest.mark.slow)]
+RUN_IN_ORDER = ["python-api.md", "plugins.md", "higher-order.md",
+                pytest.param("compiled.md", marks=pytest.mark.slow)]
 """Pages whose Python blocks run, in order, in one interpreter each."""
 
 CLI = DOCS / "cli.md"
