@@ -39,6 +39,7 @@ class FakeHost:
         self.instance = "fake"
         self.stopping = False
         self.layouts = asyncio.Semaphore(1)
+        self.durable = None  # (graphs in memory only)
         self.changes: list[str] = []
         self.subscribed: list[tuple[Any, str]] = []
 

@@ -49,8 +49,11 @@ async def graph_info(call: Call, graph: Any) -> dict[str, Any]:
     entry = call.entry(graph)
     async with entry.lock.read():
         g = entry.graph
-        return {**graph_summary(entry), "leaves": [v.id for v in g.leaves],
+        info = {**graph_summary(entry), "leaves": [v.id for v in g.leaves],
                 "outputs": [v.id for v in g.outputs]}
+    if call.host.durable is not None:  # where the graphs are kept, bytes on disk, limit
+        info["store"] = call.host.durable.usage()
+    return info
 
 
 @method("graph.drop", ("graph",))
