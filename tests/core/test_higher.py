@@ -605,3 +605,42 @@ def test_a_gradient_graph_in_a_graph_follows_its_leaves():
         assert d1.data == pytest.approx((2 * a if a > 0 else 0.0) + 1 - t * t, rel=1e-12)
         assert grad(d1, x) == pytest.approx((2.0 if a > 0 else 0.0) - 2 * t * (1 - t * t),
                                             rel=1e-12)
+
+
+def test_gradcheck_second_order_passes_on_the_neuron_and_leaves_it_alone():
+    from opgraph.higher import gradcheck_second_order
+
+    g = Graph("neuron")
+    leaves, o = _neuron(g)
+    data = [v.data for v in g.nodes]
+    size, version = len(g), g.version
+    report = gradcheck_second_order(o)
+    assert report.ok, str(report)
+    assert [row.label for row in report.leaves] == ["x1", "w1", "x2", "w2", "b"]
+    assert report.leaves[0].analytic == pytest.approx(hessian(o, [leaves[0], leaves[2],
+                                                                  leaves[1], leaves[3],
+                                                                  leaves[4]])[0])
+    assert [v.data for v in g.nodes] == data and (len(g), g.version) == (size, version)
+    some = gradcheck_second_order(o, [leaves[0], leaves[4]])
+    assert [row.id for row in some.leaves] == [leaves[0].id, leaves[4].id]
+    assert all(len(row.analytic) == 2 for row in some.leaves)
+
+
+def test_gradcheck_second_order_finds_a_wrong_graph_rule(install_ops):
+    from opgraph.higher import gradcheck_second_order
+
+    def constant(x, out):  # right first derivative, as a constant: second derivative 0
+        return (1.0 / (1.0 + math.exp(-x.data)),)
+
+    install_ops(_softplus_plugin(constant))
+    x = Value(0.5, label="x")
+    y = Value(2.0, label="y")
+    report = gradcheck_second_order(x.softplus() * y)
+    assert not report.ok
+    bad = [row for row in report.leaves if not row.ok]
+    assert [row.label for row in bad] == ["x"]
+    assert bad[0].analytic[0] == 0.0 and bad[0].numeric[0] == pytest.approx(
+        2 * 0.2350037122015945, rel=1e-4)
+    assert "BAD 'x'" in str(report)
+    with pytest.raises(InputTypeError, match=r"gradcheck_second_order: leaves\[0\] is float"):
+        gradcheck_second_order(x * y, [1.0])
