@@ -51,6 +51,11 @@ WRITES = frozenset({
 ``graph.drop`` is not among them: it is how space is freed."""
 
 
+TINY = 2_000
+"""A commit of at most this many rows runs on the event loop (a fraction of a millisecond);
+bigger ones run in the commit thread while the loop goes on."""
+
+
 class GraphStore(Protocol):
     """What `Durable` needs of a store: the whole interface another database implements
     (see "Durability" in docs/protocol.md). Every call but `size` runs in one thread, never
@@ -244,9 +249,20 @@ class Durable:
                     self._values(w, nodes, w.count)
                 if count > w.count:
                     new = nodes[w.count:]
-                    changes.append(("rows", w.gid, _rows(nodes, w.count, count)))
+                    rows = _rows(nodes, w.count, count)
                     w.data.extend(_num(v.data) for v in new)
                     w.grad.extend(_num(v.grad) for v in new)
+                    if (len(changes) >= 2 and changes[-1][0] == "graph"
+                            and changes[-1][1] == w.gid and changes[-2][0] == "rows"
+                            and changes[-2][1] == w.gid):
+                        # The same graph grew again in this commit (pipelined node.leaf):
+                        # one statement for all its new rows, one update of its version.
+                        changes[-2][2].extend(rows)
+                        changes[-1] = ("graph", w.gid, entry.name, graph.version, count)
+                        w.count, w.version = count, graph.version
+                        self._touch()
+                        return
+                    changes.append(("rows", w.gid, rows))
             changes.append(("graph", w.gid, entry.name, graph.version, count))
             w.count, w.version = count, graph.version
         if len(changes) != before:
@@ -288,7 +304,15 @@ class Durable:
         changes, self._changes = self._changes, []
         seq = self.recorded
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, self.store.commit, changes)
+        if sum(len(c[2]) if c[0] in ("rows", "values") else 1 for c in changes) <= TINY:
+            future = loop.create_future()  # quicker here than a thread's round trip
+            try:
+                self.store.commit(changes)
+                future.set_result(None)
+            except Exception as exc:
+                future.set_exception(exc)
+        else:
+            future = loop.run_in_executor(self._pool, self.store.commit, changes)
         self._running = future
         future.add_done_callback(lambda f: self._done(f, seq))
 
