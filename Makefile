@@ -42,12 +42,17 @@ test-fast: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m "not slow"
 
+# Durable by default: the graphs are kept in .opgraph/data.sqlite3 in the checkout (printed at
+# start); `opgraph serve --memory` is the server that forgets them.
+DATA ?= $(CURDIR)/.opgraph/data.sqlite3
+
 serve: setup
-	$(VENV)/bin/opgraph serve
+	$(VENV)/bin/opgraph serve --data $(DATA)
 
 bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/server.py
+	$(PY) bench/store.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
