@@ -116,6 +116,8 @@ CASES: list[tuple[str, list[Any], str]] = [
     ("graph.gradcheck", ["demo", "@o", {"eps": 0}], "invalid_params"),
     ("graph.gradcheck", ["demo", "@o", {"eps": "x"}], "invalid_params"),
     ("graph.gradcheck", ["demo", "@o", {"epsilon": 1e-3}], "invalid_params"),
+    ("graph.gradcheck", ["demo", "@o", {"sample": 0}], "invalid_params"),
+    ("graph.gradcheck", ["demo", "@o", {"leaves": ["@o"]}], "not_a_leaf"),
     ("graph.analyze", ["demo", {"root": "x"}], "invalid_params"),
     ("graph.analyze", ["demo", {"root": 99}], "unknown_node"),
     ("graph.analyze", ["demo", {"depth": 1}], "invalid_params"),

@@ -127,14 +127,23 @@ async def graph_grads(call: Call, graph: Any, root: Any, ids: Any) -> dict[str, 
                 "version": g.version}
 
 
-@method("graph.gradcheck", ("graph", "root"), options=("eps",))
-async def graph_gradcheck(call: Call, graph: Any, root: Any, eps: Any = 1e-6) -> dict[str, Any]:
-    """Analytic gradients of ``root`` against central finite differences, per leaf."""
+@method("graph.gradcheck", ("graph", "root"), options=("eps", "sample", "seed", "leaves"))
+async def graph_gradcheck(call: Call, graph: Any, root: Any, eps: Any = 1e-6, sample: Any = None,
+                          seed: Any = 0, leaves: Any = None) -> dict[str, Any]:
+    """Analytic gradients of ``root`` against central finite differences, per leaf: every leaf
+    ``root`` depends on, or those of ``leaves``, or ``sample`` of them drawn at random (from
+    ``leaves`` when given), reproducibly for a ``seed``."""
     entry = call.entry(graph)
     root = call.integer(root, "root")
     eps = call.number(eps, "eps")
     if not 0 < eps < 1:
         raise call.invalid("eps must be within (0, 1)")
+    if sample is not None and call.integer(sample, "sample") < 1:
+        raise call.invalid(f"sample must be at least 1, got {sample}")
+    seed = call.integer(seed, "seed")
+    wanted = None if leaves is None else call.ids(leaves, "leaves")
+    if wanted == []:
+        raise call.invalid("leaves must not be empty (leave it out to check every leaf)")
     limit = call.host.limits.max_gradcheck_leaves
     async with entry.lock.read():
         node = entry.graph.node(root)
@@ -142,23 +151,43 @@ async def graph_gradcheck(call: Call, graph: Any, root: Any, eps: Any = 1e-6) ->
         # gradcheck zeroes, sets and restores grads as it goes: on the shared graph other
         # readers would see that half-done state, and two gradchecks at once could restore
         # each other's (leaving wrong grads). So it checks a private copy, taken under the lock.
-        copy = await call.in_thread(_copy_for_gradcheck, entry.graph, node, limit)
-    report = await call.in_thread(lambda: opgraph.gradcheck(copy.nodes[root], eps=eps))
+        copy = await call.in_thread(_copy_for_gradcheck, entry.graph, node, limit, wanted,
+                                    sample)
+    report = await call.in_thread(lambda: opgraph.gradcheck(
+        copy.nodes[root], eps=eps, leaves=wanted, sample=sample, seed=seed))
     return {"ok": report.ok, "root": root, "version": version,
+            "total_leaves": report.total_leaves, "chosen": report.chosen,
+            "sample": report.sample, "seed": report.seed,
             "leaves": [_plain(leaf.__dict__) for leaf in report.leaves],
             "bad_ops": [_plain(b.__dict__) for b in report.bad_ops]}
 
 
-def _copy_for_gradcheck(graph: Graph, node: Value, limit: int) -> Graph:
-    """A copy of ``graph`` (same ids) to run gradcheck on, after checking the leaf limit."""
+def _copy_for_gradcheck(graph: Graph, node: Value, limit: int, wanted: list[int] | None,
+                        sample: int | None) -> Graph:
+    """A copy of ``graph`` (same ids) to run gradcheck on, after checking the leaves asked
+    for and that at most ``limit`` of them are to be checked."""
     from opgraph import fileformat
 
-    leaves = sum(1 for v in topological_order(node) if v.is_leaf)
-    if leaves > limit:
-        raise RpcError("limit_exceeded", f"root {node.id} depends on {leaves} leaves; "
-                                         f"gradcheck checks at most {limit}")
+    order = topological_order(node)
+    if wanted is None:
+        pool = sum(1 for v in order if v.is_leaf)
+    else:
+        reached = {v.id for v in order}
+        for i in wanted:
+            leaf = graph.node(i)  # (unknown_node)
+            if not leaf.is_leaf:
+                raise RpcError("not_a_leaf", f"graph.gradcheck: leaves: node {i} is computed "
+                               f"by op {leaf.op!r}, not a leaf")
+            if i not in reached:
+                raise RpcError("invalid_params", f"graph.gradcheck: leaves: root {node.id} "
+                               f"does not depend on leaf {i}")
+        pool = len(set(wanted))
+    checked = pool if sample is None else min(sample, pool)
+    if checked > limit:
+        raise RpcError("limit_exceeded", f"root {node.id} depends on {pool} leaves; "
+                       f"gradcheck checks at most {limit} (pass sample: N to check N of them)",
+                       {"limit": "max_gradcheck_leaves", "max": limit})
     return fileformat.from_document(fileformat.to_document(graph))
-
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in record.items()}
