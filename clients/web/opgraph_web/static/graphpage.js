@@ -378,7 +378,9 @@ export class GraphPage {
   }
 
   topLevel(answer) {
-    const parts = answer.parts.filter((p) => p.depth === 1);
+    // Model parts in the order the model made them (layer0 before layer1 before the loss).
+    const parts = answer.parts.filter((p) => p.depth === 1)
+      .sort((a, b) => (a.stats.first ?? 0) - (b.stats.first ?? 0));
     if (!parts.length && this.tab === "parts") this.tab = "ops";
     const tabs = [["parts", `model parts (${parts.length})`, parts.length],
                   ["ops", `ops (${answer.counts.ops})`, true],
@@ -545,7 +547,11 @@ export class GraphPage {
       const out = new Set();
       const re = new RegExp(`\\bn${id} -> n(\\d+)_op\\b`, "g");
       for (const m of pic.data.matchAll(re)) out.add(Number(m[1]));
-      return [...out].sort((a, b) => a - b);
+      const list = [...out].sort((a, b) => a - b);
+      // A node with many users is drawn with the first few and "... N more users".
+      const more = new RegExp(`\\bn${id}_more_out \\[label="\\S* ?(\\d+) more`).exec(pic.data);
+      list.more = more ? Number(more[1]) : 0;
+      return list;
     } catch (err) {
       return err.message;
     }
@@ -584,7 +590,13 @@ export class GraphPage {
     const consumers = await this.consumersOf(id);
     if (this.view.selected !== id) return;
     if (typeof consumers === "string") consumerBox.replaceChildren(h("span", { class: "none" }, consumers));
-    else consumerBox.replaceChildren(...(consumers.length ? consumers.map(chip) : ["none (an output)"]));
+    else if (!consumers.length) consumerBox.replaceChildren("none (an output)");
+    else {
+      const shown = consumers.slice(0, 24).map(chip);
+      const more = consumers.length - shown.length + (consumers.more || 0);
+      if (more > 0) shown.push(h("span", { class: "none more" }, ` and ${more} more`));
+      consumerBox.replaceChildren(...shown);
+    }
   }
 
   async toggleCritical() {

@@ -13,8 +13,14 @@ const MAX_MSGID = 2 ** 32 - 1;
 /** An error the server answered with (name is the stable code name: unknown_graph, ...). */
 export class RpcError extends Error {
   constructor(error, method) {
-    const e = error && typeof error === "object" && !Array.isArray(error)
-      ? error : { name: "error", message: String(Array.isArray(error) ? error[1] : error) };
+    // Structured ({code, name, message, data}) once initialize asked for it; before that
+    // (a refused initialize, say) the default [kind, "name: message"].
+    let e = error;
+    if (!e || typeof e !== "object" || Array.isArray(e)) {
+      const textOf = String(Array.isArray(error) ? error[1] : error);
+      const m = /^([a-z_]+): ([\s\S]*)$/.exec(textOf);
+      e = m ? { name: m[1], message: m[2] } : { name: "error", message: textOf };
+    }
     super(`${e.name}: ${e.message}`);
     this.name = e.name;
     this.code = e.code;
