@@ -1,5 +1,6 @@
 # The README's two commands: `make serve` and `make test`. Both set up what is missing
-# (a virtual environment with the project and its test extras, Graphviz's `dot`, Neovim)
+# (a virtual environment with the project and its test extras, Graphviz's `dot`, Neovim,
+# Chromium for the web viewer's tests)
 # and are safe to run again.
 
 PYTHON ?= python3
@@ -25,6 +26,7 @@ system-deps:
 	@missing=""; \
 	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
 	command -v nvim >/dev/null 2>&1 || missing="$$missing neovim"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing with apt-get"; \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq $$missing; \
@@ -46,8 +48,10 @@ test-fast: setup
 # start); `opgraph serve --memory` is the server that forgets them.
 DATA ?= $(CURDIR)/.opgraph/data.sqlite3
 
+# The server on its two defaults: the protocol on tcp://127.0.0.1:7450, and the web viewer (the
+# page, and the protocol over a WebSocket) on http://127.0.0.1:7451, whose URL it prints.
 serve: setup
-	$(VENV)/bin/opgraph serve --data $(DATA)
+	$(VENV)/bin/opgraph serve --listen tcp://127.0.0.1:7450 --listen http://127.0.0.1:7451 --data $(DATA)
 
 bench: setup
 	$(PY) bench/run.py
