@@ -264,7 +264,7 @@ def test_command_summaries_are_whole(run: Run) -> None:
     commands = result.stdout.split("Commands:")[1].strip().splitlines()
     summaries = dict(line.split(None, 1) for line in commands)
     assert set(summaries) == {"eval", "plot", "analyze", "render", "gradcheck", "serve",
-                              "call", "version", "ops"}
+                              "call", "version", "ops", "lsp"}
     assert not any(text.endswith("...") for text in summaries.values())
     assert summaries["analyze"] == "Size, depth, critical path, dominators, diagnostics of a graph."
     assert "--version" in result.stdout
