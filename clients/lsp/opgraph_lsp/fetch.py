@@ -11,6 +11,7 @@ by the size of the graph.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,24 +101,31 @@ class Fetcher:
     # --- with graph.aggregate -----------------------------------------------------------------
 
     async def _by_aggregate(self, graph: str, wanted: Matcher) -> GraphLines | None:
-        agg = await self.call("graph.aggregate", graph, by="line", members=self.few,
-                              limit=MAX_LINES)
-        version = int(agg["version"])
-        rows = _line_rows(agg)
-        out = GraphLines(graph, version, int(agg.get("nodes") or 0))
+        # Two views the server computes once per version: the summary (every line with its
+        # period and calls) and the lines as groups (with their first member ids).
+        summary, groups = await asyncio.gather(
+            self.call("graph.aggregate", graph, limit=MAX_LINES),
+            self.call("graph.aggregate", graph, by="line", members=self.few, limit=MAX_LINES))
+        version = int(summary["version"])
+        if int(groups["version"]) != version:
+            return None
+        total = summary.get("nodes")
+        if total is None:
+            total = (summary.get("total") or {}).get("count") or 0
+        out = GraphLines(graph, version, int(total))
+        periods = {(r["file"], int(r["line"])): (r.get("period"), r.get("calls"))
+                   for r in summary.get("lines") or [] if r.get("file") is not None}
         small: list[tuple[LineData, list[int]]] = []
-        for file, line, stats, members, period, calls in rows:
+        for file, line, stats, members in _line_groups(groups):
             out.all_files.add(file)
             if not wanted(file):
                 continue
             count = int(stats.get("count") or 0)
+            period, calls = periods.get((file, line), (None, None))
             data = LineData(graph, version, line, count, stats, period=period, calls=calls)
             out.files.setdefault(file, {})[line] = data
-            if 0 < count <= self.few:
-                ids = members if len(members) >= count else (
-                    [stats["first"]] if count == 1 and stats.get("first") is not None else [])
-                if ids:
-                    small.append((data, ids))
+            if 0 < count <= self.few and len(members) >= count:
+                small.append((data, members[:count]))
         if small and not await self._fill(graph, version, small):
             return None
         return out
@@ -233,20 +241,15 @@ class Fetcher:
         return group_diagnostics(items, sources, wanted)
 
 
-def _line_rows(agg: Mapping[str, Any]) -> list[tuple[str, int, dict, list[int], Any, Any]]:
-    """``(file, line, stats, member ids, period, calls)`` of each line of an aggregate answer:
-    its ``groups`` (``by: "line"``) or its ``lines`` (a summary)."""
+def _line_groups(agg: Mapping[str, Any]) -> list[tuple[str, int, dict, list[int]]]:
+    """``(file, line, stats, first member ids)`` of each group of a ``by: "line"`` answer."""
     rows = []
-    if isinstance(agg.get("groups"), list):
-        for g in agg["groups"]:
-            key = g.get("key") or {}
-            if not isinstance(key, Mapping) or key.get("file") is None:
-                continue
-            rows.append((key["file"], int(key["line"]), g.get("stats") or {},
-                         list(g.get("members") or []), g.get("period"), g.get("calls")))
-    for row in agg.get("lines") or []:
-        rows.append((row["file"], int(row["line"]), row.get("stats") or {},
-                     list(row.get("members") or []), row.get("period"), row.get("calls")))
+    for g in agg.get("groups") or []:
+        key = g.get("key")
+        if not isinstance(key, Mapping) or key.get("file") is None:
+            continue
+        rows.append((key["file"], int(key["line"]), g.get("stats") or {},
+                     list(g.get("members") or [])))
     return rows
 
 

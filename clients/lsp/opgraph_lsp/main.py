@@ -36,6 +36,7 @@ def run_stdio(ls: Any, stdin: Any = None, stdout: Any = None) -> int:
         try:
             await serve(reader, ls.protocol, stop)
         finally:
+            ls.protocol.closed = True
             await ls.stop()
 
     return _run(ls, main)
@@ -75,6 +76,7 @@ def run_tcp(ls: Any, host: str, port: int, ready: Any = None) -> int:
         try:
             await finished
         finally:
+            ls.protocol.closed = True
             server.close()
             await ls.stop()
 

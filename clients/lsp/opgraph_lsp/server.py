@@ -116,6 +116,15 @@ class OpgraphProtocol(LanguageServerProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initialize_seen = False
+        self.closed = False  # set at exit: nothing more is written
+
+    def _send_data(self, data: Any) -> None:
+        if self.closed:
+            return
+        try:
+            super()._send_data(data)
+        except (BrokenPipeError, ValueError):  # the editor went away, or the output is closed
+            self.closed = True
 
     def handle_message(self, message: Any) -> None:
         method = getattr(message, "method", None)
@@ -192,6 +201,11 @@ class OpgraphLanguageServer(LanguageServer):
             if formats is None:
                 return True  # no word on it: Markdown, which every client cited here shows
         return lsp.MarkupKind.Markdown in formats
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Errors pygls meets outside a request go to the log (stderr), not to the editor's
+        screen: a message each would flood it."""
+        log.error("%s: %s", getattr(source, "__name__", source), error)
 
     # --- starting and stopping ----------------------------------------------------------------
 
@@ -720,12 +734,11 @@ class OpgraphLanguageServer(LanguageServer):
             title = f"opgraph {name} v{dg.version}" + (
                 f" · {count_text(dg.nodes)} nodes" if dg.nodes else "")
             lenses += [
-                lsp.CodeLens(at, lsp.Command(title, COMMAND_DIAGNOSTICS, [name])),
-                lsp.CodeLens(at, lsp.Command("gradcheck", COMMAND_GRADCHECK, [name])),
-                lsp.CodeLens(at, lsp.Command("render", COMMAND_RENDER, [name])),
-                lsp.CodeLens(at, lsp.Command(
-                    f"diagnostics: {count_text(count)}" if count else "no diagnostics here",
-                    COMMAND_DIAGNOSTICS, [name])),
+                _lens(at, title, COMMAND_DIAGNOSTICS, name),
+                _lens(at, "gradcheck", COMMAND_GRADCHECK, name),
+                _lens(at, "render", COMMAND_RENDER, name),
+                _lens(at, f"diagnostics: {count_text(count)}" if count
+                      else "no diagnostics here", COMMAND_DIAGNOSTICS, name),
             ]
         return lenses
 
@@ -825,6 +838,11 @@ class OpgraphLanguageServer(LanguageServer):
             raise CommandError(f"{method}: {exc}") from None
 
 
+def _lens(at: lsp.Range, title: str, command: str, *args: Any) -> lsp.CodeLens:
+    return lsp.CodeLens(range=at, command=lsp.Command(title=title, command=command,
+                                                      arguments=list(args)))
+
+
 class CommandError(Exception):
     """A command that cannot be done as asked (answered as a request failure)."""
 
@@ -845,6 +863,7 @@ async def _shutdown(ls: OpgraphLanguageServer, params: None) -> None:
 
 
 def _exit(ls: OpgraphLanguageServer, params: None) -> None:
+    ls.protocol.closed = True
     ls.link._stop_child()
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GRAD = "∇"
-FEW = 3
+FEW = 4
 """Lines with at most this many nodes show each node; lines with more show their summary."""
 
 
