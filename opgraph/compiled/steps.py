@@ -105,6 +105,9 @@ class SumGroup:
         self._G = self.G.ravel()
         self.total = np.empty(shape[1])
         self.mode = sequential_mode(shape)
+        # one column: its running sums (a buffer: a big array allocated anew each time costs
+        # as much as the sum, in page faults)
+        self._running = np.empty(shape[0]) if self.mode == "accumulate" else None
         self.ins = [self.a] if self.b is None else [self.a, self.b]
 
     @property
@@ -124,7 +127,7 @@ class SumGroup:
         if self.mode == "reduce":
             np.add.reduce(P, axis=0, out=total, initial=-0.0)
         elif self.mode == "accumulate":  # one column: its running sum, the last is the total
-            total[0] = np.add.accumulate(P[:, 0])[-1]
+            total[0] = np.add.accumulate(P.ravel(), out=self._running)[-1]
         else:
             total[:] = P[0]
             for row in P[1:]:
