@@ -174,12 +174,12 @@ class Editor:
         return out
 
     async def wait_hints(self, uri: str, predicate: Callable[[dict[int, list[str]]], bool],
-                         what: str) -> dict[int, list[str]]:
+                         what: str, timeout: float = TIMEOUT) -> dict[int, list[str]]:
         async def probe() -> Any:
             got = await self.hints_by_line(uri)
-            return got if predicate(got) else None
+            return (got,) if predicate(got) else None  # (a tuple: true even when empty)
 
-        return await self.wait_for(probe, what)
+        return (await self.wait_for(probe, what, timeout))[0]
 
 
 @contextlib.asynccontextmanager
