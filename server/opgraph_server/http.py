@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import mimetypes
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
@@ -41,9 +41,12 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from opgraph_server.address import Address
+from opgraph_server.connection import LOOPBACK, READ_CHUNK, Session, WatchedProtocol
 from opgraph_server.errors import RpcError
 from opgraph_server.protocol import RemoteProtocolError
-from opgraph_server.server import LOOPBACK, READ_CHUNK, Server, Session, _WatchedProtocol
+
+if TYPE_CHECKING:
+    from opgraph_server.server import Server
 
 log = logging.getLogger("opgraph.http")
 
@@ -166,8 +169,8 @@ async def listen_http(server: Server, address: Address) -> tuple[asyncio.base_ev
         with contextlib.suppress(asyncio.CancelledError):
             await HttpConnection(site, reader, writer).run()
 
-    def factory() -> _WatchedProtocol:
-        return _WatchedProtocol(asyncio.StreamReader(limit=2 * READ_CHUNK, loop=loop),
+    def factory() -> WatchedProtocol:
+        return WatchedProtocol(asyncio.StreamReader(limit=2 * READ_CHUNK, loop=loop),
                                 on_connect, loop=loop)
 
     if address.host not in LOOPBACK:
