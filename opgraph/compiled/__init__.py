@@ -127,7 +127,8 @@ class CompiledGraph:
         sum_at = {s.out: s for s in sums}
         run: ScalarRun | None = None
         for generation in self._generations(ops, inputs, sum_at):
-            steps, scalar = self._group(generation, ops, sum_at)
+            one = self._one_scalar(generation, ops, sum_at) if len(generation) == 1 else None
+            steps, scalar = ([], one) if one else self._group(generation, ops, sum_at)
             for step in steps:
                 self._plan.append(step)
                 self._records.append(step)
@@ -179,6 +180,28 @@ class CompiledGraph:
         for generation in nx.topological_generations(g):
             generation.sort()
             yield generation
+
+    def _one_scalar(self, generation: list[int], ops: list[OpDef | None],
+                    sum_at: dict[int, Sum]) -> list[tuple] | None:
+        """A generation of one node that runs by its scalar rule (a serial chain is a long
+        run of them): its instruction, made without grouping; None if it is batched."""
+        i = generation[0]
+        s = sum_at.get(i)
+        if s is not None:
+            if len(s) >= SMALL_SUM:
+                return None
+            self._sum_nodes[i] = (s.chain, s.products)
+            self._records.append(s)
+            return [(SUM, i, tuple(chained.from_iterable(zip(s.a, s.b, strict=True))), None,
+                     {})]
+        op = ops[i]
+        assert op is not None
+        if op.vforward is not None and op.vgrad is not None and SMALL_GROUP <= 1:
+            return None
+        attrs = self.nodes[i].attrs if op.attrs else {}
+        code = OPN if attrs or op.arity > 2 else OP1 if op.arity == 1 else OP2
+        self._records.append((op, attrs, generation))
+        return [(code, i, self._inputs[i], op, attrs)]
 
     def _group(self, generation: list[int], ops: list[OpDef | None], sum_at: dict[int, Sum]
                ) -> tuple[list[OpGroup | SumGroup], list[tuple]]:
