@@ -91,8 +91,12 @@ async def test_spawn_starts_a_graph_server_and_stops_it_at_exit(tmp_path):
         uri = ed.open(path)
 
         def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    # (Linux may connect a socket to itself when nothing listens there)
+                    return probe.getsockname() != probe.getpeername()
+            except OSError:
+                return False
 
         await ed.wait_for(listening, "the spawned graph server", timeout=30)
         publish(url, "neuron", path)
