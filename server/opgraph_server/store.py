@@ -112,12 +112,16 @@ class ViewCache:
     the graph changes: asking again for the same view of the same version costs a lookup.
 
     At most ``max_items`` answers and ``max_bytes`` of them (their encoded size); the oldest go
-    first. Reads and writes happen on the event loop only.
+    first, and an answer bigger than ``max_answer`` is not kept (one that lists a million node
+    ids costs less to compute again than to hold). Reads and writes happen on the event loop
+    only.
     """
 
-    def __init__(self, max_items: int = 256, max_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, max_items: int = 256, max_bytes: int = 4 * 1024 * 1024,
+                 max_answer: int = 1024 * 1024) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.max_answer = max_answer
         self._version: tuple[int, int] | None = None
         self._answers: dict[Any, bytes] = {}
         self._bytes = 0
@@ -134,7 +138,7 @@ class ViewCache:
             self._version = version
             self._answers.clear()
             self._bytes = 0
-        if len(answer) > self.max_bytes or key in self._answers:
+        if len(answer) > self.max_answer or key in self._answers:
             return
         self._answers[key] = answer
         self._bytes += len(answer)

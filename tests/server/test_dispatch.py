@@ -145,3 +145,18 @@ def test_subscriptions_are_plain_methods() -> None:
 ])
 def test_translate(exc: BaseException, name: str) -> None:
     assert translate(exc).name == name
+
+
+def test_the_view_cache_keeps_one_version_within_its_bounds() -> None:
+    from opgraph_server.store import ViewCache
+
+    cache = ViewCache(max_items=2, max_bytes=10, max_answer=6)
+    cache.put((1, 5), "a", b"aaaa")
+    assert cache.get((1, 5), "a") == b"aaaa" and cache.get((2, 5), "a") is None
+    cache.put((1, 5), "big", b"x" * 7)  # over max_answer: not kept
+    assert cache.get((1, 5), "big") is None
+    cache.put((1, 5), "b", b"bbbb")
+    cache.put((1, 5), "c", b"cccc")  # three: the oldest goes (and 12 bytes > 10)
+    assert cache.get((1, 5), "a") is None and len(cache) == 2
+    cache.put((2, 6), "d", b"d")  # a new version: the old answers go
+    assert len(cache) == 1 and cache.get((1, 5), "c") is None
