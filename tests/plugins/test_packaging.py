@@ -17,7 +17,8 @@ def test_wheel_layout_and_entry_points(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("opgraph-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert tops == {"opgraph", "opgraph_plugins", "opgraph_server", "opgraph_client"}
+    assert tops == {"opgraph", "opgraph_plugins", "opgraph_server", "opgraph_client", "opgraph_lsp",
+                    "opgraph_web"}
     assert "opgraph/hookspecs.py" in names and "opgraph_server/protocol.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -24,7 +24,7 @@ def wait_for_the_change(raw: Raw, graph: str) -> int:
     while time.monotonic() < deadline:
         msgid = raw.request("node.get", graph, [0])
         try:
-            raw.response(msgid, timeout=0.3)
+            raw.response(msgid, timeout=1.0)
         except AssertionError:  # (no answer: it waits for the change)
             return msgid
     raise AssertionError(f"no change on {graph!r} started within {TIMEOUT} s")
