@@ -334,3 +334,19 @@ async def test_commands_name_the_graph_when_it_is_missing(graph_server, neuron_f
         result = await asyncio.wait_for(ed.command("opgraph.gradcheck"), TIMEOUT)
         assert result["graph"] == "neuron"  # the one graph the documents show
 
+
+
+async def test_gradcheck_of_a_graph_of_many_leaves_checks_a_sample(graph_server, tmp_path):
+    path = tmp_path / "many.py"
+    path.write_text(MANY)
+    publish(graph_server.tcp, "many", path, root="out")
+    async with editor(graph_server.tcp) as ed:
+        uri = ed.open(path)
+        await ed.wait_hints(uri, bool, "hints")
+        check = await ed.command("opgraph.gradcheck", "many")
+        assert check["leaves"] == 100 and check["total_leaves"] == 501
+        await ed.wait_for(lambda: [m for m in ed.messages
+                                   if "100 leaves (a sample of the 501)" in m.message],
+                          "the gradcheck message")
+        every = await ed.command("opgraph.gradcheck", "many", {"sample": 501})
+        assert every["leaves"] == 501

@@ -45,6 +45,9 @@ REFRESH_DELAY = 0.1
 REFRESH_TIMEOUT = 5.0
 """A client that does not answer a refresh within this time is sent the next one anyway."""
 
+GRADCHECK_SAMPLE = 100
+"""A gradcheck from the editor checks a sample of this many leaves of a graph with more."""
+
 COMMAND_GRADCHECK = "opgraph.gradcheck"
 COMMAND_RENDER = "opgraph.render"
 COMMAND_DIAGNOSTICS = "opgraph.diagnostics"
@@ -762,22 +765,28 @@ class OpgraphLanguageServer(LanguageServer):
         if not outputs:
             raise CommandError(f"{COMMAND_GRADCHECK}: graph {graph!r} has no root (no nodes)")
         root = max(outputs)
+        all_leaves = len(info.get("leaves") or [])
+        if "sample" not in options and "leaves" not in options and all_leaves > GRADCHECK_SAMPLE:
+            options["sample"] = GRADCHECK_SAMPLE  # (each leaf costs two forward passes)
         result = await self._call("graph.gradcheck", graph, root, **options)
         leaves = result.get("leaves") or []
         failed = [leaf for leaf in leaves if not leaf.get("ok")]
         bad_ops = result.get("bad_ops") or []
+        total = int(result.get("total_leaves") or all_leaves or len(leaves))
         summary = {"graph": graph, "version": result.get("version"), "root": root,
-                   "ok": bool(result.get("ok")), "leaves": len(leaves),
+                   "ok": bool(result.get("ok")), "leaves": len(leaves), "total_leaves": total,
                    "failed": failed[:20], "bad_ops": bad_ops[:20]}
+        which = (f"{count_text(len(leaves))} leaves" if len(leaves) >= total else
+                 f"{count_text(len(leaves))} leaves (a sample of the {count_text(total)})")
         if summary["ok"]:
             text = (f"opgraph: gradcheck of {graph!r} (root #{root}): ok, the gradients of "
-                    f"{count_text(len(leaves))} leaves agree with finite differences")
+                    f"{which} agree with finite differences")
         else:
             names = ", ".join(str(leaf.get("label") or f"#{leaf.get('id')}")
                               for leaf in failed[:5])
             ops = ", ".join(sorted({str(b.get("op")) for b in bad_ops}))
             text = (f"opgraph: gradcheck of {graph!r} (root #{root}) failed: "
-                    f"{count_text(len(failed))} of {count_text(len(leaves))} leaves disagree"
+                    f"{count_text(len(failed))} of {which} disagree"
                     + (f" ({names})" if names else "") + (f"; suspect ops: {ops}" if ops else ""))
         self._show(lsp.MessageType.Info if summary["ok"] else lsp.MessageType.Warning, text)
         return summary
