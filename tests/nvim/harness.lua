@@ -201,6 +201,8 @@ end
 
 -- :OpgraphStart runs `opgraph serve --stdio` (from PATH) and talks to it over its pipes.
 function cases.stdio()
+  -- (a server starting on a loaded machine can take more than the default second to answer)
+  require('opgraph').setup({ wait_ms = 60000 })
   command('OpgraphStart')
   command('OpgraphGraphs')
   vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('OPGRAPH_DEMO')))
