@@ -147,3 +147,10 @@ def test_http_addresses_are_for_listening_only() -> None:
         parse_url("http://127.0.0.1:7451/rpc", listen=True)
     with pytest.raises(ValueError, match="needs a host and a port"):
         parse_url("http://127.0.0.1", listen=True)
+
+
+def test_the_python_client_does_not_take_the_viewers_address(served: ServedViewer) -> None:
+    from opgraph_client import Client
+
+    with pytest.raises(ValueError, match="a client connects to the server's tcp://"):
+        Client(served.http.rstrip("/"))

@@ -43,6 +43,9 @@ function worker() {
   return workerSingleton;
 }
 
+// Started as the page loads, so it is ready by the time the first graph arrives.
+worker();
+
 /** Lay ``records`` out in the worker. */
 export function layoutInWorker(records) {
   const id = nextJob++;

@@ -73,6 +73,7 @@ export class Rpc extends EventTarget {
     this._ready = null;
     this._resolveReady = null;
     this.stopped = false;
+    this.timings = []; // [method, sent, answered] (ms since the page began), the last 200
     this._newReady();
   }
 
@@ -101,7 +102,7 @@ export class Rpc extends EventTarget {
     }
     ws.binaryType = "arraybuffer";
     this.ws = ws;
-    ws.onopen = () => this._initialize();
+    ws.onopen = () => { this.openedAt = performance.now(); this._initialize(); };
     ws.onmessage = (ev) => this._receive(ev.data);
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
@@ -184,7 +185,7 @@ export class Rpc extends EventTarget {
     const msgid = this.nextId;
     this.nextId = this.nextId >= MAX_MSGID ? 0 : this.nextId + 1;
     return new Promise((resolve, reject) => {
-      this.pending.set(msgid, { resolve, reject, method });
+      this.pending.set(msgid, { resolve, reject, method, sent: performance.now() });
       ws.send(encode([0, msgid, method, params]));
     });
   }
@@ -202,6 +203,8 @@ export class Rpc extends EventTarget {
       const p = this.pending.get(msg[1]);
       if (!p) return;
       this.pending.delete(msg[1]);
+      this.timings.push([p.method, p.sent, performance.now()]);
+      if (this.timings.length > 200) this.timings.shift();
       if (msg[2] !== null && msg[2] !== undefined) p.reject(new RpcError(msg[2], p.method));
       else p.resolve(msg[3]);
     } else if (msg[0] === 2) {
