@@ -122,7 +122,7 @@ class CompiledGraph:
         ops = [v.opdef for v in nodes]
         at = position.__getitem__
         inputs = [tuple(map(at, v.inputs)) for v in nodes]
-        self._inputs = inputs
+        self._input_positions = inputs
         sums = self._find_sums(ops, inputs) if self.rewrite else []
         sum_at = {s.out: s for s in sums}
         run: ScalarRun | None = None
@@ -201,12 +201,12 @@ class CompiledGraph:
         attrs = self.nodes[i].attrs if op.attrs else {}
         code = OPN if attrs or op.arity > 2 else OP1 if op.arity == 1 else OP2
         self._records.append((op, attrs, generation))
-        return [(code, i, self._inputs[i], op, attrs)]
+        return [(code, i, self._input_positions[i], op, attrs)]
 
     def _group(self, generation: list[int], ops: list[OpDef | None], sum_at: dict[int, Sum]
                ) -> tuple[list[OpGroup | SumGroup], list[tuple]]:
         """One generation's batched steps, and its instructions for a scalar run."""
-        nodes, inputs, records = self.nodes, self._inputs, self._records
+        nodes, inputs, records = self.nodes, self._input_positions, self._records
         here: list[Sum] = []
         by_op: dict[tuple[int, tuple], list[int]] = {}
         for i in generation:
@@ -251,7 +251,7 @@ class CompiledGraph:
         """The groups of each generation, in the order they run: batched ones, and records of
         those run node by node (``batched`` false), for inspection."""
         if self._groups is None:
-            inputs, ops = self._inputs, [v.opdef for v in self.nodes]
+            inputs, ops = self._input_positions, [v.opdef for v in self.nodes]
             self._groups = [
                 record if isinstance(record, (OpGroup, SumGroup))
                 else _scalar_sum_group(record, ops[record.out]) if isinstance(record, Sum)
