@@ -1,6 +1,6 @@
-"""Fixtures for the language server's tests: a real graph server on a free port, scripts that
-build graphs line by line and publish them (as a user's script does), and ``opgraph lsp`` run
-over stdio and driven by pytest-lsp's client with a real editor's capabilities."""
+"""What the language server's tests share: scripts that build graphs line by line and publish
+them (as a user's script does), and ``opgraph lsp`` run over stdio and driven by pytest-lsp's
+client with a real editor's capabilities. (The fixtures are in this folder's conftest.py.)"""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import runpy
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lsprotocol import types as lsp
 from opgraph_client import Client
 from opgraph_lsp.paths import path_to_uri
@@ -25,7 +24,6 @@ import opgraph
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 
-from server_harness import ThreadedServer
 
 TIMEOUT = 15.0
 NEOVIM = "neovim@v0.10.0"
@@ -87,21 +85,6 @@ def publish(url: str, name: str, path: Path, root: str = "o") -> dict[str, Any]:
     value = run_script(path, root)
     with Client(url) as client:
         return client.publish(name, value)
-
-
-@pytest.fixture
-def graph_server() -> Iterator[ThreadedServer]:
-    """A graph server (no demo graph) on a free loopback port."""
-    srv = ThreadedServer(demo=False, unix=False)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def neuron_file(tmp_path: Path) -> Path:
-    path = tmp_path / "neuron.py"
-    path.write_text(NEURON)
-    return path
 
 
 def lsp_command(url: str, *extra: str) -> list[str]:

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import run_script
+from lsp_harness import run_script
 from opgraph_client import AsyncClient, Client
 from opgraph_lsp.fetch import Fetcher, TooBig
 

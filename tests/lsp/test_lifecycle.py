@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import LINE, NEURON, TIMEOUT, editor, lsp_command, publish
+from lsp_harness import LINE, NEURON, TIMEOUT, editor, lsp_command, publish
 from lsprotocol import types as lsp
 from server_harness import ProcessServer
 

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import (
+from lsp_harness import (
     LINE,
     MANY,
     SATURATED,
@@ -155,7 +155,7 @@ async def test_a_document_reached_by_symlink_and_percent_encoded_uri(graph_serve
     real_dir = tmp_path / "the project"
     real_dir.mkdir()
     real = real_dir / "neuron.py"
-    from conftest import NEURON
+    from lsp_harness import NEURON
 
     real.write_text(NEURON)
     link = tmp_path / "linked.py"

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import NEURON, lsp_command
+from lsp_harness import NEURON, lsp_command
 from opgraph_client import Client
 
 import opgraph
 
 NVIM = shutil.which("nvim")
 HARNESS = Path(__file__).with_name("nvim_lsp.lua")
+DOC_CHECK = Path(__file__).with_name("nvim_doc_check.lua")
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "editors.md"
 
 pytestmark = pytest.mark.skipif(NVIM is None, reason="nvim is not installed")
 
@@ -73,3 +77,40 @@ def test_neovim_0_7_shows_diagnostics_and_hover_from_opgraph_lsp(graph_server, t
     assert seen["messages"] == []  # the graph server was there: nothing to say
 
 
+
+
+def lua_block(page: Path, first_line: str) -> str:
+    """The ```lua block of ``page`` that starts with ``first_line``."""
+    for block in re.findall(r"```lua\n(.*?)```", page.read_text(), flags=re.S):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError(f"{page}: no lua block starting {first_line!r}")
+
+
+def test_the_neovim_0_7_snippet_of_the_docs_draws_the_servers_hints(graph_server, tmp_path):
+    snippet = lua_block(DOCS, "-- Neovim 0.7 to 0.9")
+    assert "'tcp://127.0.0.1:7450'" in snippet
+    init = tmp_path / "init.lua"
+    init.write_text(snippet.replace("'tcp://127.0.0.1:7450'", repr(graph_server.tcp)))
+    path = tmp_path / "neuron.py"
+    path.write_text(FILE)
+    with opgraph.track_source():
+        import runpy
+
+        namespace = runpy.run_path(str(path))
+    with Client(graph_server.tcp) as client:
+        client.publish("neuron", namespace["o"])
+        client.publish("saturated", namespace["big"])
+    out = tmp_path / "seen.json"
+    env = {**os.environ, "OPGRAPH_OUT": str(out),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run([NVIM, "--headless", "-u", str(init), "-i", "NONE", "-n", str(path),
+                    "-c", f"luafile {DOC_CHECK}"], env=env, cwd=tmp_path, timeout=120,
+                   stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    seen = json.loads(out.read_text())
+    assert "error" not in seen, seen.get("error")
+    hints = {h["line"]: h["text"].strip() for h in seen["hints"]}
+    assert hints[O_LINE] == "neuron: o = 0.7071 ∇ 1"  # (two graphs in the file: named)
+    assert hints[BIG_LINE].startswith("saturated: ") and "big = 1 ∇ " in hints[BIG_LINE]
+    assert any(d["lnum"] == BIG_LINE and "saturated" in d["message"]
+               for d in seen["diagnostics"])

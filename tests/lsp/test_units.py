@@ -261,3 +261,19 @@ def test_message_shapes(data, answer_id, problem):
         assert found is None
     else:
         assert problem in found
+
+
+def test_unlabelled_nodes_are_named_by_their_inputs_two_levels_deep():
+    x1, w1, x2, w2 = (node(i, name) for i, name in enumerate(["x1", "w1", "x2", "w2"]))
+    a = node(4, op="mul", inputs=[0, 1], symbol="*")
+    b = node(5, op="mul", inputs=[2, 3], symbol="*")
+    s = node(6, op="add", inputs=[4, 5], symbol="+")
+    far = node(7, op="tanh", inputs=[6], symbol="tanh")
+    known = {n.id: n for n in (x1, w1, x2, w2, a, b, s)}
+    from opgraph_lsp.views import node_name
+
+    assert node_name(s, known) == "x1*w1+x2*w2"
+    assert node_name(far, {**known, 7: far}) == "tanh(add#6)"  # two levels only
+    bare = node(8, op="mul", inputs=[])  # known only by its name: its inputs were not read
+    assert node_name(node(9, op="add", inputs=[8, 0], symbol="+"), {8: bare, 0: x1}) \
+        == "mul#8+x1"
