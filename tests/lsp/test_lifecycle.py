@@ -251,3 +251,49 @@ def test_exit_without_shutdown_is_status_1_and_end_of_input_too(raw):
     other = RawLsp(f"tcp://127.0.0.1:{free_port()}")
     other.initialize()
     assert other.close() == 1  # stdin closed without shutdown
+
+
+def test_over_tcp_one_editor_is_served_like_over_stdio():
+    import re
+
+    process = subprocess.Popen(
+        lsp_command(f"tcp://127.0.0.1:{free_port()}", "--tcp", "--port", "0"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline().decode()
+        found = re.search(r"opgraph lsp listening on 127\.0\.0\.1:(\d+) \(one editor\)", line)
+        assert found, line
+        with socket.create_connection(("127.0.0.1", int(found.group(1))), timeout=TIMEOUT) as s:
+            stream = s.makefile("rwb")
+
+            def send(message: dict) -> None:
+                body = json.dumps(message).encode()
+                stream.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                stream.flush()
+
+            def receive(want: int) -> dict:
+                while True:
+                    length = 0
+                    while (header := stream.readline().strip()):
+                        if header.lower().startswith(b"content-length:"):
+                            length = int(header.split(b":")[1])
+                    message = json.loads(stream.read(length))
+                    if message.get("id") == want and "method" not in message:
+                        return message
+
+            send({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"processId": None, "rootUri": None, "capabilities": {}}})
+            caps = receive(1)["result"]["capabilities"]
+            assert caps["inlayHintProvider"] and caps["hoverProvider"]
+            assert set(caps["executeCommandProvider"]["commands"]) == {
+                "opgraph.gradcheck", "opgraph.render", "opgraph.diagnostics"}
+            send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+            send({"jsonrpc": "2.0", "id": 2, "method": "shutdown"})
+            assert receive(2)["result"] is None
+            send({"jsonrpc": "2.0", "method": "exit"})
+            assert process.wait(TIMEOUT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
