@@ -64,18 +64,25 @@ class NodeInfo:
                    label=record.get("label") or "", attrs=dict(record.get("attrs") or {}))
 
 
-def node_name(node: NodeInfo, known: Mapping[int, NodeInfo], depth: int = 1) -> str:
-    """A node's label; else an expression of its inputs' names (``x1*w1``); else ``op#id``."""
+def node_name(node: NodeInfo, known: Mapping[int, NodeInfo], depth: int = 2) -> str:
+    """A node's label; else an expression of its inputs' names (``x1*w1``, ``x1*w1+x2*w2``,
+    at most ``depth`` levels and 24 characters); else ``op#id``."""
     if node.label:
         return node.label
     if node.op is None:
         return f"#{node.id}"
-    if depth <= 0:
+    if depth <= 0 or not node.inputs:  # (no inputs: a node fetched only for its name)
         return f"{node.op}#{node.id}"
     parts = []
     for i in node.inputs:
         other = known.get(i)
-        parts.append(node_name(other, known, depth - 1) if other is not None else f"#{i}")
+        if other is None:
+            parts.append(f"#{i}")
+            continue
+        name = node_name(other, known, depth - 1)
+        if "#" in name and not other.label and other.op is not None:
+            name = f"{other.op}#{other.id}"  # (not tanh(mul#4+mul#5): tanh(add#6))
+        parts.append(name)
     symbol = node.symbol
     if len(parts) == 2 and symbol and not symbol[0].isalpha():
         name = f"{parts[0]}{symbol}{parts[1]}"
