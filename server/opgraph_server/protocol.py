@@ -34,7 +34,7 @@ import enum
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, cast
 
 import msgpack
 
@@ -305,7 +305,7 @@ class RpcProtocol:
             self._start = self._fed = 0
             raise
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> Iterator[Event | Deferred]:
         """`next_event` until `NEED_DATA` (not yielded) or `ConnectionClosed` (yielded, last)."""
         while True:
             event = self.next_event()
@@ -321,18 +321,18 @@ class RpcProtocol:
         Works also after a `RemoteProtocolError`, to send the best-effort error response.
         """
         kind = type(event)
-        if kind is Request:
+        if type(event) is Request:
             _check_out_msgid(event.msgid)
             _check_out_call(event.method, event.params)
             obj: list[Any] = [0, event.msgid, event.method, event.params]
-        elif kind is Response:
+        elif type(event) is Response:
             _check_out_msgid(event.msgid)
             if event.error is not None and event.result is not None:
                 raise LocalProtocolError("a response has an error or a result, not both")
             if isinstance(event.error, BaseException):
                 raise LocalProtocolError("render the error first (render_error) before sending")
             obj = [1, event.msgid, event.error, event.result]
-        elif kind is Notification:
+        elif type(event) is Notification:
             _check_out_call(event.method, event.params)
             obj = [2, event.method, event.params]
         else:
@@ -392,11 +392,13 @@ class RpcProtocol:
         # byte of the message: counting those bytes (C speed) rules most messages out at once.
         if (self.max_depth is not None and len(raw) > self.max_depth
                 and len(raw) - len(raw.translate(None, _CONTAINER_BYTES)) > self.max_depth
-                and type(event) is not Response and _deeper_than(event.params, self.max_depth)):
-            msgid = event.msgid if type(event) is Request else None
-            return Rejected(msgid, event.method, RpcError(
-                "limit_exceeded", f"{event.method}: params nested deeper than "
-                f"{self.max_depth} levels", {"limit": "max_depth", "max": self.max_depth}))
+                and type(event) is not Response):
+            call = cast("Request | Notification", event)
+            if _deeper_than(call.params, self.max_depth):
+                msgid = call.msgid if type(call) is Request else None
+                return Rejected(msgid, call.method, RpcError(
+                    "limit_exceeded", f"{call.method}: params nested deeper than "
+                    f"{self.max_depth} levels", {"limit": "max_depth", "max": self.max_depth}))
         return event
 
 
@@ -647,6 +649,7 @@ def split_params(method: str, params: Sequence[Any], required: Sequence[str],
     if not isinstance(raw, dict):
         raise RpcError("invalid_params", f"{method}: options must be a map, got "
                        f"{_describe(raw)}", {"method": method, "argument": "options"})
+    known: Collection[str] = () if isinstance(options, bool) else options
     opts: dict[str, Any] = {}
     for key, value in raw.items():
         name = key
@@ -662,10 +665,10 @@ def split_params(method: str, params: Sequence[Any], required: Sequence[str],
             raise RpcError("invalid_params", f"{method}: option '{name}' has the name of an "
                            f"argument, which is given by position, not as an option; "
                            f"expected {signature}", {"method": method, "argument": name})
-        if options is not True and name not in options:
-            close = difflib.get_close_matches(name, list(options), n=1)
+        if options is not True and name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else (
-                f"; known: {', '.join(sorted(options))}" if options else "")
+                f"; known: {', '.join(sorted(known))}" if known else "")
             raise RpcError("invalid_params", f"{method}: unknown option '{name}'{hint}",
                            {"method": method, "argument": name})
         opts[name] = value
