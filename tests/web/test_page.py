@@ -275,7 +275,8 @@ def mlp_graph(points: int) -> opgraph.Value:
     model = nn.MLP(2, [4, 4, 1])
     xs = [[math.sin(i), math.cos(i * 0.7)] for i in range(points)]
     ys = [1 if i % 2 else -1 for i in range(points)]
-    scores = [model(x) for x in xs]
+    with opgraph.track_source():
+        scores = [model(x) for x in xs]  # the line the per-sample drill-down is about
     loss = sum(((1 + -y * s).relu() for y, s in zip(ys, scores, strict=True)),
                opgraph.Value(0.0)) * (1.0 / points)
     loss.backward()
@@ -370,3 +371,38 @@ def test_the_learners_page_with_a_slider(page: Any, served: ServedViewer) -> Non
     error = page.locator(".learn-page .page-message.error")
     error.wait_for()
     assert error.inner_text().startswith("bad_expression:")
+
+
+def test_a_source_line_splits_per_call(page: Any, served: ServedViewer) -> None:
+    """The line that ran once per sample opens as one group per call; a call is drawn."""
+    with served.client() as client:
+        client.publish("mlp2", mlp_graph(60))
+        summary = client.call("graph.aggregate", "mlp2")
+        (line,) = summary["lines"]
+        assert line["calls"] == 60
+        open_graph(page, served, "mlp2")
+        page.locator(".tabs button", has_text="source lines").click()
+        card = page.locator(".cards .card").first
+        assert card.locator("h3").inner_text() == f"test_page.py:{line['line']}"
+        card.locator("button", has_text="open").click()
+        page.locator('.card[data-group="call 59"]').wait_for()
+        assert page.locator(".cards .card").count() == 60
+        assert page.locator('.here .split button[data-by="call"]').get_attribute("class") == "on"
+        first = page.locator('.card[data-group="call 0"]')
+        count = int(first.locator(".n").inner_text().split()[0])
+        assert count == line["period"]
+        first.locator("button.draw").click()
+        page.wait_for_function("n => document.querySelectorAll('svg.graph g.value').length >= n",
+                               arg=count)
+        # The call's nodes are drawn; what they use from elsewhere (the weights) as stubs.
+        assert page.locator("svg.graph g.stub").count() > 0
+        stub = page.locator("svg.graph g.stub").first
+        stub_id = stub.get_attribute("data-stub")
+        stub.click()  # expand: the node is drawn with the rest
+        page.locator(f'svg.graph g.value[data-id="{stub_id}"]').wait_for()
+        # Split the same nodes another way: by position in the call.
+        page.locator("button", has_text="summary").click()
+        page.locator('.here .split button[data-by="position"]').click()
+        page.locator('.card[data-group^="position 0"]').wait_for()
+        assert page.locator(".cards .card").count() == min(60, line["period"])
+        client.call("graph.drop", "mlp2")

@@ -197,7 +197,8 @@ export class GraphPage {
     if (last && last[0] === version) last[1] = value;
     else this.history.push([version, value]);
     if (this.history.length > HISTORY) this.history.shift();
-    const label = this.rootLabel || (this.root !== null ? `#${this.root}` : "root");
+    const label = this.rootLabel && !this.rootLabel.startsWith("#") ? this.rootLabel
+      : `root ${this.rootLabel || (this.root !== null ? `#${this.root}` : "")}`.trim();
     this.historyTitle.textContent = `${label} by version (now ${fixed4(value)})`;
     drawHistory(this.historyEl, this.history, { title: `${label} by version` });
   }
@@ -342,6 +343,11 @@ export class GraphPage {
       answer = level ? await this.rpc.request("graph.aggregate", this.name, level.options)
         : await this.rpc.request("graph.aggregate", this.name, { limit: 60 });
     } catch (err) {
+      if (level && level.options.by === "call" && err.name === "invalid_params") {
+        // A line that made no repeated calls: split it by op instead.
+        level.options = { ...level.options, by: "op" };
+        return this.renderSummary(fresh);
+      }
       this.summaryEl.replaceChildren(h("p", { class: "error" }, err.message));
       return;
     }
@@ -395,7 +401,6 @@ export class GraphPage {
     } else if (this.tab === "ops") {
       cards = answer.ops.map((o) => this.card(o.op, o.stats, { op: o.op }, `op ${o.op}`));
     } else {
-      this.periods = new Map(answer.lines.map((l) => [`${l.file}:${l.line}`, l.period]));
       cards = answer.lines.map((l) => this.card(`${basename(l.file)}:${l.line}`, l.stats,
         { line: { file: l.file, line: l.line } }, `${basename(l.file)}:${l.line}`,
         l.period ? `${l.calls} calls of ${l.period} nodes` : "", l.file));
@@ -418,13 +423,15 @@ export class GraphPage {
       else if (answer.by === "line") {
         title = `${basename(g.key.file)}:${g.key.line}`; options.line = g.key;
       } else title = String(g.key);
-      const deeper = (g.key !== null && answer.by === "part") || answer.by === "call";
+      const deeper = !(answer.by === "part" && g.key === null)
+        && !(answer.by === "op" && base.filter.op !== undefined);
       return this.card(title, g.stats, options, title, "", null, g.members, deeper);
     });
     const more = answer.counts && answer.counts.groups > rows.length
       ? h("p", { class: "more" }, `${rows.length} of ${answer.counts.groups} groups shown`) : "";
     const here = h("div", { class: "here" },
-      this.drawButton(answer.stats.count, base.filter, "draw all of them"));
+      this.drawButton(answer.stats.count, base.filter, "draw all of them"), " ",
+      this.splitButtons(level, answer));
     return h("div", {}, here, h("div", { class: "cards" }, ...cards), more);
   }
 
@@ -470,15 +477,29 @@ export class GraphPage {
   drillInto(filter, title) {
     let by = "part";
     if (filter.line !== undefined) {
-      by = filter.call === undefined && filter.position === undefined && this.periodic(filter) ? "call" : "op";
+      // Per call (one group per sample) when the line repeats; renderSummary falls back to
+      // by op when it does not.
+      by = filter.call === undefined && filter.position === undefined ? "call" : "op";
     } else if (filter.op !== undefined && filter.part !== undefined) by = "line";
     const options = { ...filter, by, limit: 60, members: 0 };
     this.drill.push({ title, filter, options });
     this.renderSummary(true);
   }
 
-  periodic(filter) {
-    return !!(this.periods && this.periods.get(`${filter.line.file}:${filter.line.line}`));
+  /** Other ways to split the same nodes (by op, by source line; a line by call, i.e. per
+   * sample, or by position in the call). */
+  splitButtons(level, answer) {
+    const f = level.filter;
+    const ways = f.line !== undefined
+      ? [["call", "per call"], ["position", "by position"], ["op", "by op"]]
+      : [["part", "by part"], ["op", "by op"], ["line", "by source line"]];
+    const usable = ways.filter(([by]) => (by !== "call" && by !== "position") || answer.period);
+    return h("span", { class: "split" }, "split: ", ...usable.map(([by, label]) =>
+      h("button", { type: "button", class: by === level.options.by ? "on" : "", dataset: { by },
+                    onclick: () => {
+                      level.options = { ...level.options, by };
+                      this.renderSummary(true);
+                    } }, label)));
   }
 
   async drawGroup(filter, count, members) {
