@@ -271,7 +271,7 @@ def _check_point(op: OpDef, args: tuple[float, ...], attrs: dict[str, Any], eps:
     except Exception as exc:
         return f"forward or float gradient rule raised {type(exc).__name__}: {exc}"
     try:
-        partials = higher.graph_partials(out, op)
+        partials = higher.run_graph_rule(out, op)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     for i, (f, p) in enumerate(zip(floats, partials, strict=True)):

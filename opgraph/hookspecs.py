@@ -59,11 +59,11 @@ def opgraph_register_ops() -> Iterable[OpDef]:
               grad_graph=_softplus_grad_graph)
 
     Without it the op works as before, and ``create_graph=True`` over it raises
-    `opgraph.NoGradGraphError` naming the op and this plugin. When the op table is installed,
-    each graph rule is checked against its float rule at two points of the op's domain; one
-    that raises or disagrees is refused (a warning names the op and the plugin), and
-    ``opgraph ops check`` checks both rules against each other and the second derivatives
-    against finite differences of ``grad``.
+    `opgraph.NoGradGraphError` naming the op and this plugin. Before its first use each graph
+    rule is checked against its float rule at two points of the op's domain; one that raises
+    or disagrees is refused (a warning names the op and the plugin), and ``opgraph ops check``
+    checks both rules against each other and the second derivatives against finite
+    differences of ``grad``.
 
     Op names are global: two plugins defining one name is an error that names both. An
     exception raised here, or an item that is not an ``OpDef``, is reported with this plugin's

@@ -11,7 +11,7 @@ Modules, bottom up (each imports only those before it):
   `backward_over` exported here), held to the reference by the differential tests;
 - `value`: `Value`, and applying an op the reference way (`apply_op`, `new_node`);
 - `higher`: gradients as values, for gradients of gradients: the reverse pass that builds
-  its result from the ops' graph rules (``create_graph=True``), and their check on install;
+  its result from the ops' graph rules (``create_graph=True``), each checked on first use;
 - `optable`: the op table, installed by the registry alone, and the op methods bound to it.
 
 Layers above (graph, analysis, compiled, file format, server) use the names exported here and

@@ -46,8 +46,9 @@ from opgraph.opdef import OpDef
 
 Grad = float | Value  # a gradient inside the pass: a number (a constant) or a node
 
-_refused: dict[OpDef, str] = {}
-"""Graph rules refused when their op was installed (`check_installed`), with the reason."""
+_verdicts: dict[OpDef, str | None] = {}
+"""Each graph rule checked so far (`verdict`): None if it agrees with its float rule, else why
+it was refused."""
 
 
 # --- walking ---------------------------------------------------------------------------------
@@ -221,8 +222,15 @@ def _float_sweep(order: Sequence[Value], grads: dict[Value, Grad],
 def graph_partials(node: Value, op: OpDef) -> list[Grad]:
     """The partials of ``node`` by its op's graph rule: Values or numbers, one per input;
     `GradRuleError` naming the op and the node if the rule fails or returns something else."""
+    if op.grad_graph is None or (_verdicts[op] if op in _verdicts else verdict(op)) is not None:
+        raise no_graph_rule(node, op)
+    return run_graph_rule(node, op)
+
+
+def run_graph_rule(node: Value, op: OpDef) -> list[Grad]:
+    """`graph_partials` without the check before first use (for the checks themselves)."""
     rule = op.grad_graph
-    if rule is None or op in _refused:
+    if rule is None:
         raise no_graph_rule(node, op)
     attrs = node._attrs
     try:
@@ -250,11 +258,11 @@ def graph_partials(node: Value, op: OpDef) -> list[Grad]:
 
 def no_graph_rule(node: Value, op: OpDef) -> NoGradGraphError:
     """The error for differentiating ``node`` with create_graph=True when its op has no graph
-    rule (or had it refused when installed)."""
+    rule (or had it refused when first used)."""
     where = f"op {op.name!r} from plugin {op.plugin!r}" if op.plugin else f"op {op.name!r}"
-    refused = _refused.get(op)
+    refused = _verdicts.get(op)
     if refused is not None:
-        why = f"its graph gradient rule was refused when the op was installed ({refused})"
+        why = f"its graph gradient rule was refused when it was first used ({refused})"
     else:
         why = ("it has no graph form of its gradient rule (OpDef.grad_graph), which "
                "create_graph=True needs; gradients as numbers (create_graph=False) still work")
@@ -408,27 +416,32 @@ def _labelled(value: Value, label: str) -> Value:
 fast.graph_backward = backward_graph
 
 
-# --- checks when an op is installed --------------------------------------------------------------
+# --- the check of a graph rule before its first use ---------------------------------------------
 
 CHECK_FRACTIONS = (0.3, 0.7)
-"""Where in each input's sampling interval the graph rule is checked on installation."""
+"""Where in each input's sampling interval a graph rule is checked before its first use."""
 
 
-def check_installed(ops: Iterable[OpDef]) -> None:
-    """Check the graph rule of every op of a newly installed table against its float rule at
-    two points (cheap: a few nodes per op). A rule that raises or disagrees is refused: it is
-    reported with an `OpgraphPluginWarning` naming op and plugin, and create_graph=True over
-    the op then raises `NoGradGraphError` saying why."""
-    _refused.clear()
-    for op in ops:
-        if op.grad_graph is None:
-            continue
-        problem = disagreement(op)
-        if problem is not None:
-            _refused[op] = problem
-            warnings.warn(f"plugin {op.plugin!r}: op {op.name!r}: graph gradient rule refused "
-                          f"({problem}); create_graph=True over it will raise",
-                          OpgraphPluginWarning, stacklevel=2)
+def verdict(op: OpDef) -> str | None:
+    """Check ``op``'s graph rule against its float rule at two points (cheap: a few nodes),
+    once, before its first use: None if they agree. A rule that raises or disagrees is refused
+    for as long as the op table is installed: an `OpgraphPluginWarning` names op and plugin,
+    and create_graph=True over the op raises `NoGradGraphError` saying why. (Not when the
+    table is installed: nodes made then would cost every program, higher order or not, a
+    garbage collection in its first big pass.)"""
+    _verdicts[op] = None  # (while the check runs: it applies the op, never its graph rule)
+    problem = disagreement(op)
+    _verdicts[op] = problem
+    if problem is not None:
+        warnings.warn(f"plugin {op.plugin!r}: op {op.name!r}: graph gradient rule refused "
+                      f"({problem}); create_graph=True over it raises", OpgraphPluginWarning,
+                      stacklevel=2)
+    return problem
+
+
+def forget_verdicts() -> None:
+    """Forget the checks done (a new op table was installed)."""
+    _verdicts.clear()
 
 
 def disagreement(op: OpDef, points: Sequence[Sequence[float]] | None = None,
@@ -449,7 +462,7 @@ def disagreement(op: OpDef, points: Sequence[Sequence[float]] | None = None,
         except Exception:
             continue  # the forward or float rule fails here: nothing to compare
         try:
-            nodes = graph_partials(out, op)
+            nodes = run_graph_rule(out, op)
         except Exception as exc:
             return f"at inputs {tuple(args)} it raised {type(exc).__name__}: {exc}"
         for i, (f, g) in enumerate(zip(floats, nodes, strict=False)):
@@ -470,8 +483,8 @@ def close(a: float, b: float, rtol: float, atol: float) -> bool:
 
 
 def refused() -> Mapping[OpDef, str]:
-    """The graph rules refused when the installed table was checked, with the reasons."""
-    return dict(_refused)
+    """The graph rules refused so far (see `verdict`), with the reasons."""
+    return {op: why for op, why in _verdicts.items() if why is not None}
 
 
 def check_create_graph(flag: object, where: str) -> bool:
@@ -485,7 +498,9 @@ def check_create_graph(flag: object, where: str) -> bool:
 __all__ = [
     "Materializer",
     "backward_graph",
-    "check_installed",
+    "forget_verdicts",
+    "verdict",
     "gradients",
     "graph_partials",
+    "run_graph_rule",
 ]

@@ -73,7 +73,7 @@ def _load() -> dict[str, OpDef]:
     fast.prepare(list(_ops.values()))
     _loaded = True
     _bind_methods(_ops)
-    higher.check_installed(list(_ops.values()))  # (builds a few nodes: after the methods)
+    higher.forget_verdicts()  # (graph rules are checked on first use: see higher.verdict)
     return _ops
 
 

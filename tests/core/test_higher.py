@@ -451,17 +451,51 @@ def test_a_graph_full_midway_is_left_as_it_was():
     assert len(g) == size and all(type(v.grad) is float for v in g.nodes)
 
 
-def test_a_graph_rule_of_a_plugin_that_disagrees_is_refused_at_install(install_ops):
+def test_a_graph_rule_of_a_plugin_that_disagrees_is_refused_on_first_use(install_ops):
     def wrong(x, out):  # says 1 where the float rule says sigmoid(x)
         return (x * 0.0 + 1.0,)
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OpgraphPluginWarning)
+        install_ops(_softplus_plugin(wrong))  # (no check, no cost, until it is used)
+        x = Value(0.5)
+        y = x.softplus()
+        assert grad(y, x) == pytest.approx(1 / (1 + math.exp(-0.5)))
     with pytest.warns(OpgraphPluginWarning, match=r"plugin 'softplus-test': op 'softplus': "
-                                                  r"graph gradient rule refused"):
-        install_ops(_softplus_plugin(wrong))
-        opgraph.lookup_op("softplus")
+                                                  r"graph gradient rule refused \(at inputs"):
+        with pytest.raises(NoGradGraphError, match="refused when it was first used"):
+            grad(y, x, create_graph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OpgraphPluginWarning)  # (checked once: one warning)
+        with pytest.raises(NoGradGraphError, match=r"op 'softplus' from plugin 'softplus-test'"
+                                                   r".*by the graph rule but"):
+            y.backward(create_graph=True)
+    assert report_refused() == ["softplus"]
+
+
+def report_refused() -> list[str]:
+    return [op.name for op in core_higher.refused()]
+
+
+def test_installing_a_table_runs_no_graph_rule(install_ops):
+    """The graph rules are checked on first use: nodes made when a table is installed would
+    cost every program, higher order or not (W3 of bench/run.py: a second full garbage
+    collection in its one step)."""
+    calls = []
+
+    def rule(x, out):
+        calls.append(x.data)
+        return (1.0 / (1.0 + (-x).exp()),)
+
+    install_ops(_softplus_plugin(rule))
     x = Value(0.5)
-    with pytest.raises(NoGradGraphError, match="refused when the op was installed"):
-        grad(x.softplus(), x, create_graph=True)
+    y = x.softplus().tanh()
+    y.backward()
+    assert calls == []
+    grad(y, x, create_graph=True)
+    assert len(calls) == 3  # two points of the check, then the pass
+    grad(y, x, create_graph=True)
+    assert len(calls) == 4
 
 
 def test_a_graph_rule_that_agrees_is_used(install_ops):
