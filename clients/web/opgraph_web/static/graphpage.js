@@ -131,19 +131,26 @@ export class GraphPage {
   async load() {
     this.setMode("loading");
     let info;
+    // Asked at once (answered in order): the graph's size, the subscription, and its first
+    // DRAW_LIMIT nodes, which are all of it when it is small enough to draw.
+    const asked = this.rpc.request("graph.info", this.name);
+    const subscribed = this.rpc.request("graph.subscribe", this.name).catch(() => {});
+    const firstPage = this.rpc.request("graph.nodes", this.name, { start: 0, count: DRAW_LIMIT })
+      .catch(() => null);
     try {
-      info = await this.rpc.request("graph.info", this.name);
+      info = await asked;
     } catch (err) {
       if (err instanceof RpcError && err.name === "unknown_graph") return this.missing(err);
       return this.say(`cannot open graph ${this.name}: ${err.message}`);
     }
     if (this.destroyed) return;
     this.say("");
-    await this.rpc.request("graph.subscribe", this.name).catch(() => {});
+    await subscribed;
     this.info = info;
     this.setVersion(info.version, info.nodes);
     this.root = info.outputs && info.outputs.length ? Math.max(...info.outputs) : null;
-    if (info.nodes <= DRAW_LIMIT) await this.drawWhole();
+    const page = await firstPage;
+    if (info.nodes <= DRAW_LIMIT) await this.drawWhole(page && page.total === info.nodes ? page : null);
     else await this.openSummary();
     this.loadDiagnostics();
     this.app.ready(this);
@@ -165,8 +172,9 @@ export class GraphPage {
     this.countEl.textContent = `${nodes.toLocaleString("en")} nodes`;
   }
 
-  async drawWhole() {
-    const page = await this.rpc.request("graph.nodes", this.name, { start: 0, count: Math.max(1, this.nodes) });
+  async drawWhole(given = null) {
+    const page = given
+      || await this.rpc.request("graph.nodes", this.name, { start: 0, count: Math.max(1, this.nodes) });
     if (this.destroyed) return;
     this.subset = null;
     this.records = page.nodes;
