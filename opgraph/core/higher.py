@@ -499,8 +499,8 @@ __all__ = [
     "Materializer",
     "backward_graph",
     "forget_verdicts",
-    "verdict",
     "gradients",
     "graph_partials",
     "run_graph_rule",
+    "verdict",
 ]

@@ -461,10 +461,10 @@ def test_a_graph_rule_of_a_plugin_that_disagrees_is_refused_on_first_use(install
         x = Value(0.5)
         y = x.softplus()
         assert grad(y, x) == pytest.approx(1 / (1 + math.exp(-0.5)))
-    with pytest.warns(OpgraphPluginWarning, match=r"plugin 'softplus-test': op 'softplus': "
-                                                  r"graph gradient rule refused \(at inputs"):
-        with pytest.raises(NoGradGraphError, match="refused when it was first used"):
-            grad(y, x, create_graph=True)
+    with (pytest.warns(OpgraphPluginWarning, match=r"plugin 'softplus-test': op 'softplus': "
+                                                   r"graph gradient rule refused \(at inputs"),
+          pytest.raises(NoGradGraphError, match="refused when it was first used")):
+        grad(y, x, create_graph=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", OpgraphPluginWarning)  # (checked once: one warning)
         with pytest.raises(NoGradGraphError, match=r"op 'softplus' from plugin 'softplus-test'"
