@@ -174,6 +174,7 @@ def test_a_dropped_graph_says_so(page: Any, served: ServedViewer) -> None:
         client.call("graph.drop", "brief")
 
 
+@pytest.mark.slow
 def test_a_server_that_goes_away_and_comes_back(page: Any) -> None:
     srv = ServedViewer().start()
     try:
@@ -249,6 +250,7 @@ def test_the_notebook_iframe_shows_the_viewer(page: Any, served: ServedViewer,
     assert frame.locator('g.value[data-label="o"] text.grad').text_content() == "grad 1.0000"
 
 
+@pytest.mark.slow
 def test_the_token_is_asked_once_per_session(page: Any) -> None:
     srv = ServedViewer(token="t0ken").start()
     try:
@@ -283,6 +285,7 @@ def mlp_graph(points: int) -> opgraph.Value:
     return loss
 
 
+@pytest.mark.slow
 def test_a_big_graph_opens_as_the_summary_and_draws_a_part(page: Any,
                                                           served: ServedViewer) -> None:
     with served.client() as client:
@@ -373,6 +376,7 @@ def test_the_learners_page_with_a_slider(page: Any, served: ServedViewer) -> Non
     assert error.inner_text().startswith("bad_expression:")
 
 
+@pytest.mark.slow
 def test_a_source_line_splits_per_call(page: Any, served: ServedViewer) -> None:
     """The line that ran once per sample opens as one group per call; a call is drawn."""
     with served.client() as client:
