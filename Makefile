@@ -37,11 +37,13 @@ lint: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # The quick loop while working: every test not marked slow (the full run is `make test`).
 test-fast: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -m "not slow"
 
 # Durable by default: the graphs are kept in .opgraph/data.sqlite3 in the checkout (printed at

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 
@@ -141,8 +141,9 @@ def analyze(
         return report
     g = to_networkx(graph)  # a graph with a cycle (a corrupt import can make one)
     root_id = _root_of(graph, root)
-    leaves = [v.id for v in graph.nodes if v.is_leaf]
-    outputs = [v.id for v in graph.outputs]
+    # (a graph's nodes all have ids)
+    leaves = cast("list[int]", [v.id for v in graph.nodes if v.is_leaf])
+    outputs = cast("list[int]", [v.id for v in graph.outputs])
     acyclic = nx.is_directed_acyclic_graph(g)
     if acyclic:
         generations = [len(gen) for gen in nx.topological_generations(g)]

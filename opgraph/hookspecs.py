@@ -32,7 +32,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def opgraph_register_ops() -> Iterable[OpDef]:
+def opgraph_register_ops() -> Iterable[OpDef]:  # type: ignore[empty-body]
     """Return the op definitions this plugin provides.
 
     Each is an :class:`opgraph.OpDef`; for example::
@@ -72,7 +72,7 @@ def opgraph_register_ops() -> Iterable[OpDef]:
 
 
 @hookspec
-def opgraph_diagnostics(graph: Graph) -> Iterable[Diagnostic]:
+def opgraph_diagnostics(graph: Graph) -> Iterable[Diagnostic]:  # type: ignore[empty-body]
     """Return diagnostics about ``graph``: things worth a warning, as a language server has them.
 
     Each is an :class:`opgraph.Diagnostic` with a ``code`` (a short stable name such as

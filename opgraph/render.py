@@ -234,7 +234,7 @@ def _op_summary(graph: Graph, format: str, rankdir: str,
     user, inp = np.divmod(pair, max(n, 1))
     width = len(keys)
     by_op = gen is None
-    if not by_op:
+    if gen is not None:
         group = gen * width + op_of
         found, first = np.unique(group, return_index=True)
         links, link_counts = np.unique(group[inp] * (found.max() + 1) + group[user],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -18,6 +19,9 @@ from opgraph.cli.common import (
     progress,
     usage,
 )
+
+if TYPE_CHECKING:
+    from opgraph.aggregate import Aggregates
 
 FILE_HELP = "A graph file (.opg or .json), as written by `opgraph eval --save` or opgraph.save."
 CONNECT_HELP = "Work on a live server's graph instead of a file (tcp://host:port, unix:///path)."
@@ -69,7 +73,7 @@ class Names:
 
     def __init__(self, graph) -> None:
         self.graph = graph
-        self._agg = None
+        self._agg: Aggregates | None = None
         self._parts: bool | None = None
 
     def __call__(self, node_id: int | None) -> str:
