@@ -117,11 +117,17 @@ def test_the_cli_session(tmp_path: Path) -> None:
 def test_the_server_session(tmp_path: Path) -> None:
     commands = shell_session(_session(SERVER))
     assert commands[0].args[:2] == ["make", "serve"]
-    server = ProcessServer()
+    data = tmp_path / "data.sqlite3"  # (as make serve runs it: TCP, the viewer, a store)
+    server = ProcessServer("--data", str(data),
+                           listen=("tcp://127.0.0.1:0", "http://127.0.0.1:0"))
     try:
-        started = server.stderr_lines[0]
-        assert commands[0].output == [started.replace(server.url, DEFAULT_URL)]
-        check_session(commands, cwd=tmp_path, skip=("make",), replace={DEFAULT_URL: server.url})
+        tcp, http = server.urls
+        said = [line.replace(str(data), ".../.opgraph/data.sqlite3").replace(tcp, DEFAULT_URL)
+                .replace(http, "http://127.0.0.1:7451/") for line in server.stderr_lines
+                if not re.match(r"\d{4}-\d\d-\d\d ", line)]  # (log lines carry the time)
+        assert commands[0].output == said[:len(commands[0].output)]
+        assert len(commands[0].output) == 2
+        check_session(commands, cwd=tmp_path, skip=("make",), replace={DEFAULT_URL: tcp})
     finally:
         server.stop()
 
