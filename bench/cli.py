@@ -123,7 +123,7 @@ def in_process(name: str, path: Path, repeat: int, quick: bool) -> None:
     print(f"  gradcheck --sample 50         {t50:8.3f} s   ({len(report.leaves)} of "
           f"{report.total_leaves} leaves)")
     print(f"  gradcheck of every leaf       {t1 + per_leaf * len(leaves):8.1f} s   "
-          f"(estimated; as it was: {before * len(leaves):.1f} s)")
+          f"(estimated from the sample; as it was: {before * len(leaves):.1f} s)")
     if not quick and name == "moons":
         t, report = best(lambda: opgraph.gradcheck(root), 1)
         print(f"  gradcheck of every leaf       {t:8.1f} s   (measured, {len(report.leaves)} "
