@@ -308,23 +308,19 @@ def progress(description: str, *, eta: bool = False) -> Iterator[Callable[[int, 
 MORE = "--full for all"
 
 
-def elide(items: Sequence[str], limit: int | None, *, total: int | None = None,
-          tail: int = 0, sep: str = ", ", more: str = MORE) -> str:
+def elide(items: Sequence[str], limit: int | None, *, tail: int = 0, sep: str = ", ",
+          more: str = MORE) -> str:
     """``items`` joined by ``sep``, at most ``limit`` of them (None: all), the rest counted:
-    ``a, b, c, … and 12,141 more; --full for all``. ``total`` is how many there are when
-    ``items`` is already cut (a report cut by ``--limit``); ``tail`` keeps that many of the
-    last items too (a path: its start and its end), the count in between. ``more`` says where
-    the rest is."""
-    count = len(items) if total is None else total
-    if not count:
+    ``a, b, c, … and 12,141 more; --full for all``. ``tail`` keeps that many of the last
+    items too (a path: its start and its end), the count in between. ``more`` says where the
+    rest is."""
+    if not items:
         return "-"
-    if limit is None or count <= limit:
-        if len(items) == count:
-            return sep.join(items)
-        limit = len(items)
-    tail = min(tail, max(limit - 1, 0)) if len(items) == count else 0
+    if limit is None or len(items) <= limit:
+        return sep.join(items)
+    tail = min(tail, max(limit - 1, 0))
     head = list(items[:limit - tail])
-    hidden = count - len(head) - tail
+    hidden = len(items) - len(head) - tail
     if tail:
         return (f"{sep.join(head)}{sep}… {hidden:,} more …{sep}{sep.join(items[-tail:])} "
                 f"({more})")

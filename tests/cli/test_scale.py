@@ -318,3 +318,16 @@ def test_render_refuses_what_it_cannot_summarise(invoke, neuron_file: Path,
         "--depth D draws a node's neighbourhood whole")
     whole = invoke("render", neuron_file, "-o", out)
     assert whole.stderr == f"wrote {out} (svg, {out.stat().st_size} bytes)\n"
+
+
+def test_elide() -> None:
+    from opgraph.cli.common import elide
+
+    items = [str(i) for i in range(12)]
+    assert elide([], 3) == "-"
+    assert elide(items, None) == elide(items, 12) == ", ".join(items)
+    assert elide(items, 3) == "0, 1, 2, … and 9 more; --full for all"
+    assert elide(items, 0) == "… and 12 more; --full for all"
+    assert elide(items, 5, tail=2, sep=" -> ") == (
+        "0 -> 1 -> 2 -> … 7 more … -> 10 -> 11 (--full for all)")
+    assert elide(items, 1, tail=2, sep=" -> ", more="all below") == "0 -> … and 11 more; all below"
