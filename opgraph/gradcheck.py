@@ -12,12 +12,15 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opgraph import core
 from opgraph.core import Value
 from opgraph.errors import InputTypeError
 from opgraph.opdef import OpDef
+
+if TYPE_CHECKING:
+    from opgraph.graph import Graph
 
 
 def _close(a: float, b: float, rtol: float, atol: float) -> bool:
@@ -249,7 +252,7 @@ def _given_leaves(root: Value, order: list[Value], leaves: Iterable[LeafRef]) ->
     if isinstance(leaves, int | Value | str | bytes):
         raise InputTypeError(f"gradcheck: leaves must be a list of ids or Values, got "
                              f"{type(leaves).__name__} {leaves!r}")
-    graph = root.graph
+    graph = cast("Graph | None", root.graph)
     wanted: set[Value] = set()
     for item in leaves:
         if isinstance(item, Value):
@@ -277,6 +280,10 @@ def _given_leaves(root: Value, order: list[Value], leaves: Iterable[LeafRef]) ->
     return chosen
 
 
+def _no_rule(*args: float) -> float:  # (a leaf's place in `_Sweep.forward`: never called)
+    raise AssertionError("a leaf has no forward rule")
+
+
 class _Sweep:
     """The root's value with one leaf's data changed, recomputing only the nodes that leaf
     affects: the others keep the values that a forward pass over ``order`` gives them (so the
@@ -288,7 +295,8 @@ class _Sweep:
         base = core.evaluate(order, {})
         self.base = [base[v] for v in order]
         self.inputs = [[position[i] for i in v.inputs] for v in order]
-        self.forward = [None if v.opdef is None else v.opdef.forward for v in order]
+        self.forward: list[Callable[..., float]] = [
+            _no_rule if v.opdef is None else v.opdef.forward for v in order]
         self.attrs = [v.attrs for v in order]
         users: list[list[int]] = [[] for _ in order]
         for i, ins in enumerate(self.inputs):
