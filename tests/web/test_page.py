@@ -386,8 +386,9 @@ def test_a_source_line_splits_per_call(page: Any, served: ServedViewer) -> None:
         assert line["calls"] == 60
         open_graph(page, served, "mlp2")
         page.locator(".tabs button", has_text="source lines").click()
-        card = page.locator(".cards .card").first
-        assert card.locator("h3").inner_text() == f"test_page.py:{line['line']}"
+        card = page.locator(f'.card[data-group="test_page.py:{line["line"]}"]')
+        card.wait_for()
+        assert page.locator(".cards .card").count() == 1
         card.locator("button", has_text="open").click()
         page.locator('.card[data-group="call 59"]').wait_for()
         assert page.locator(".cards .card").count() == 60

@@ -2,7 +2,7 @@
 // between a value and its inputs, left to right. SVG text, so Ctrl-F, screen readers and
 // tests read the numbers. The layout comes from a Web Worker; values change in place.
 
-import { cellWidths, fixed4, recordCells } from "./layout.js";
+import { cellWidths, fixed4, layout, recordCells, recordGraph } from "./layout.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const CHAR_W = 7.2;
@@ -43,11 +43,21 @@ function worker() {
   return workerSingleton;
 }
 
-// Started as the page loads, so it is ready by the time the first graph arrives.
-worker();
+// Started once the page is idle, so it is ready for the first big layout without slowing the
+// page's start.
+if (typeof requestIdleCallback === "function") requestIdleCallback(() => worker(), { timeout: 2000 });
+else setTimeout(() => worker(), 500);
 
-/** Lay ``records`` out in the worker. */
+export const MAIN_THREAD_LAYOUT = 200; // records laid out at once, off the worker (< 2 ms)
+
+/** Lay ``records`` out: in the worker, or on the main thread when there are very few. */
 export function layoutInWorker(records) {
+  if (records.length <= MAIN_THREAD_LAYOUT) {
+    const started = performance.now();
+    const graph = recordGraph(records);
+    const result = layout(graph);
+    return Promise.resolve({ graph, result, ms: performance.now() - started });
+  }
   const id = nextJob++;
   return new Promise((resolve, reject) => {
     jobs.set(id, { resolve, reject });

@@ -5,7 +5,9 @@
 // notifications [2, method, params], exactly as on TCP. The page asks for structured errors,
 // so an error is {code, name, message, data}.
 
-import { encode, decode } from "./vendor/msgpack/index.mjs";
+// @msgpack/msgpack's one-file build (vendor/msgpack/msgpack.js, a deferred classic script
+// that runs before this module) defines MessagePack.
+const { encode, decode } = globalThis.MessagePack;
 
 const TOKEN_KEY = "opgraph-token";
 const MAX_MSGID = 2 ** 32 - 1;
