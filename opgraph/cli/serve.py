@@ -92,8 +92,8 @@ def serve(
     def ready(addresses: list[str]) -> None:
         where = ", ".join(addresses)
         graphs = " with graph 'demo'" if demo else ""
-        typer.echo(f"graphs kept in {data}" if data else
-                   "graphs kept in memory only (--data PATH keeps them)", err=True)
+        if data:
+            typer.echo(f"graphs kept in {data}", err=True)
         typer.echo(f"opgraph server listening on {where}{graphs} (Ctrl-C stops it)", err=True)
 
     max_store = None if max_store_mb is None else int(max_store_mb * MiB)
