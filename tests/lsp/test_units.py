@@ -235,8 +235,9 @@ def test_diagnostics_grouped_by_code_and_line():
     sources = {0: ("/a.py", 3), 1: ("/a.py", 3), 2: ("/a.py", 4), 3: ("/b.py", 1),
                9: ("/a.py", 3)}
     groups = group_diagnostics(items, sources, lambda f: f == "/a.py")
-    assert [(g.line, g.code, g.count, g.nodes) for g in groups] == [
-        (3, "dead-relu", 2, [0, 1]), (3, "non-finite-value", 3, [9]), (4, "dead-relu", 1, [2])]
+    assert [(g.line, g.code, g.count, g.occurrences, g.nodes) for g in groups] == [
+        (3, "dead-relu", 2, 2, [0, 1]), (3, "non-finite-value", 1, 3, [9]),
+        (4, "dead-relu", 1, 1, [2])]
 
 
 # --- the shape of messages ---------------------------------------------------------------------

@@ -61,15 +61,17 @@ class DiagnosticGroup:
     code: str
     severity: str
     message: str
-    count: int
+    count: int  # findings
     nodes: list[int]
     plugin: str = ""
+    occurrences: int = 0  # nodes they stand for (a dead ReLU unit: one finding, 100 nodes)
 
     def to_dict(self) -> dict[str, Any]:
         """As plain data (the ``opgraph.diagnostics`` command's answer)."""
         return {"file": self.file, "line": self.line, "code": self.code,
                 "severity": self.severity, "message": self.message, "count": self.count,
-                "nodes": self.nodes, "plugin": self.plugin}
+                "occurrences": self.occurrences or self.count, "nodes": self.nodes,
+                "plugin": self.plugin}
 
 
 class Fetcher:
@@ -268,10 +270,11 @@ def _server_groups(diagnostics: Any) -> list[DiagnosticGroup] | None:
         site = g.get("site") or {}
         if not isinstance(site, Mapping) or site.get("file") is None:
             continue
+        count = int(g.get("count") or 1)
         out.append(DiagnosticGroup(site["file"], int(site["line"]), str(g.get("code")),
                                    str(g.get("severity") or "info"), str(g.get("message") or ""),
-                                   int(g.get("occurrences") or g.get("count") or 1),
-                                   list(g.get("nodes") or []), str(g.get("plugin") or "")))
+                                   count, list(g.get("nodes") or []), str(g.get("plugin") or ""),
+                                   int(g.get("occurrences") or count)))
     return out
 
 
@@ -298,7 +301,8 @@ def group_diagnostics(items: Iterable[Mapping[str, Any]], sources: Mapping[int, 
             g = groups[key] = DiagnosticGroup(file, line, key[0], str(d.get("severity") or "info"),
                                               str(d.get("message") or ""), 0, [],
                                               str(d.get("plugin") or ""))
-        g.count += int(d.get("count") or 1)
+        g.count += 1
+        g.occurrences += int(d.get("count") or 1)
         if len(g.nodes) < 10:
             g.nodes.append(node)
         rank = SEVERITIES.index(d["severity"]) if d.get("severity") in SEVERITIES else 9

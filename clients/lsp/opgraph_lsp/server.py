@@ -576,7 +576,8 @@ class OpgraphLanguageServer(LanguageServer):
                                                              lsp.DiagnosticSeverity.Information),
                         code=g.code, source=SOURCE,
                         data={"graph": name, "version": dg.version, "count": g.count,
-                              "nodes": g.nodes, "plugin": g.plugin}))
+                              "occurrences": g.occurrences or g.count, "nodes": g.nodes,
+                              "plugin": g.plugin}))
         out.sort(key=lambda d: (d.range.start.line, str(d.code)))
         return out
 
@@ -715,7 +716,8 @@ class OpgraphLanguageServer(LanguageServer):
         if diags:
             parts.append("\n".join(
                 f"- **{g.severity}** `{g.code}`: {g.message}"
-                + (f" ({count_text(g.count)} nodes)" if g.count > 1 else "") for g in diags))
+                + (f" ({count_text(g.count)} on this line)" if g.count > 1 else "")
+                for g in diags))
         value = "\n\n---\n\n".join(parts)
         end = unit_length(doc.tracker.lines[line], self.encoding)
         kind = lsp.MarkupKind.Markdown if self._markdown(
@@ -825,16 +827,20 @@ class OpgraphLanguageServer(LanguageServer):
 
     async def diagnostics(self, args: list[Any]) -> dict[str, Any]:
         graph = self._graph_argument(args, COMMAND_DIAGNOSTICS)
-        report = await self._call("graph.diagnostics", graph)
+        try:
+            report = await self._call("graph.diagnostics", graph, group=True)
+        except CommandError as exc:  # a graph server from before grouped diagnostics
+            if "invalid_params" not in str(exc):
+                raise
+            report = await self._call("graph.diagnostics", graph)
         raw = (report.get("groups") and report) or report.get("diagnostics") or []
         fetcher = self.fetcher
         assert fetcher is not None
         groups = await fetcher.place(graph, raw, lambda _f: True)
         placed = sum(g.count for g in groups)
-        total = report.get("total")
+        total = (report.get("counts") or {}).get("diagnostics")
         if total is None:
-            total = sum(int(d.get("count") or 1) for d in raw) if isinstance(raw, list) \
-                else placed
+            total = len(raw) if isinstance(raw, list) else placed
         return {"graph": graph, "version": report.get("version"), "total": total,
                 "groups": [g.to_dict() for g in groups], "unplaced": max(0, total - placed)}
 
