@@ -29,6 +29,7 @@ import email.utils
 import ipaddress
 import logging
 import mimetypes
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -146,12 +147,10 @@ def _walk(root: Path) -> dict[str, Path]:
 
 def _response(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
               extra: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
-    import http
-
     headers = Headers([("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
                        ("Content-Length", str(len(body))), ("Content-Type", content_type),
                        *SECURITY_HEADERS, *extra])
-    return HttpResponse(status, http.HTTPStatus(status).phrase, headers, body)
+    return HttpResponse(status, HTTPStatus(status).phrase, headers, body)
 
 
 def _text(status: int, message: str, *extra: tuple[str, str]) -> HttpResponse:
@@ -177,10 +176,8 @@ async def listen_http(server: Server, address: Address) -> tuple[asyncio.base_ev
         log.warning("the web viewer listens on %s, reachable from other machines; consider "
                     "--token", address)
     srv = await loop.create_server(factory, address.host, address.port)
-    host, port = srv.sockets[0].getsockname()[:2]
-    site = Site(server, address.host if address.host != "localhost" else "localhost", port)
-    if address.host in ("0.0.0.0", "::", ""):
-        site.host = host
+    port = srv.sockets[0].getsockname()[1]
+    site = Site(server, address.host, port)
     log.info("the web viewer: %s", site.url)
     return srv, site.url
 

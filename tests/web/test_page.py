@@ -411,3 +411,29 @@ def test_a_source_line_splits_per_call(page: Any, served: ServedViewer) -> None:
         page.locator('.card[data-group^="position 0"]').wait_for()
         assert page.locator(".cards .card").count() == min(60, line["period"])
         client.call("graph.drop", "mlp2")
+
+
+def test_a_long_chain_over_shared_leaves_is_laid_out_in_linear_space(page: Any,
+                                                                     served: ServedViewer) -> None:
+    """x = tanh(x*w + b) 300 times: w and b are used in every layer. Their edges must not be
+    broken into a dummy point per layer crossed (300 uses x 600 layers), only the short ones."""
+    page.goto(served.http)
+    page.wait_for_selector("body[data-ready]")
+    counts = page.evaluate("""async () => {
+      const { layout, recordGraph } = await import('./layout.js');
+      const recs = [{id: 0, op: null, inputs: []}, {id: 1, op: null, inputs: []},
+                    {id: 2, op: null, inputs: []}];
+      let x = 2;
+      for (let i = 3; i < 903; i += 3) {
+        recs.push({id: i, op: 'mul', inputs: [x, 0]}, {id: i + 1, op: 'add', inputs: [i, 1]},
+                  {id: i + 2, op: 'tanh', inputs: [i + 1]});
+        x = i + 2;
+      }
+      const g = recordGraph(recs);
+      const r = layout(g);
+      const points = Object.values(r.routes).reduce((s, pts) => s + pts.length, 0);
+      return { edges: g.edges.length, points,
+               chain: [r.pos.v2.x, r.pos.o3.x, r.pos.v3.x, r.pos.v902.x] };
+    }""")
+    assert counts["points"] <= 6 * counts["edges"], counts
+    assert counts["chain"] == sorted(counts["chain"])  # still left to right

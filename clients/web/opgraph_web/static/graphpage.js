@@ -373,8 +373,10 @@ export class GraphPage {
     const total = level ? answer.stats : answer.total;
     const head = h("div", { class: "summary-head" }, crumbs,
       h("div", { class: "totals" }, this.statLine(total)));
-    if (fresh || !this.summaryEl.firstChild) this.summaryEl.replaceChildren(head, body);
-    else this.summaryEl.replaceChildren(head, body); // numbers only: cards are cheap to redo
+    // A new version redoes the cards too (a few dozen, no layout), keeping the scroll.
+    const scroll = this.summaryEl.scrollTop;
+    this.summaryEl.replaceChildren(head, body);
+    if (!fresh) this.summaryEl.scrollTop = scroll;
   }
 
   statLine(s) {

@@ -6,7 +6,9 @@ import { cellWidths, fixed4, layout, recordCells, recordGraph } from "./layout.j
 
 const SVG = "http://www.w3.org/2000/svg";
 const CHAR_W = 7.2;
-const CHUNK = 250; // nodes added to the page per animation frame (no long task)
+const CHUNK = 150; // nodes added to the page per animation frame (no long task)
+const EDGE_CHUNK = 400; // edges likewise
+const FAR = 0.3; // below this zoom, text is not painted
 
 function el(name, attrs = {}, parent = null) {
   const e = document.createElementNS(SVG, name);
@@ -131,8 +133,10 @@ export class GraphView extends EventTarget {
     this.size = { width: result.width, height: result.height };
     const pos = result.pos;
     const byKey = new Map(graph.nodes.map((n) => [n.key, n]));
-    // Edges first (under the nodes), all at once: they are simple paths.
-    const edgeFrag = document.createDocumentFragment();
+    // Edges first (under the nodes), a few hundred a frame.
+    this._markers();
+    let edgeFrag = document.createDocumentFragment();
+    let edgeCount = 0;
     for (const [a, b] of graph.edges) {
       const pa = pos[a], pb = pos[b];
       if (!pa || !pb) continue;
@@ -151,8 +155,13 @@ export class GraphView extends EventTarget {
       path.dataset.to = b;
       edgeFrag.appendChild(path);
       this.edgeEls.push(path);
+      if (++edgeCount % EDGE_CHUNK === 0) {
+        this.edgeLayer.appendChild(edgeFrag);
+        edgeFrag = document.createDocumentFragment();
+        await frame();
+        if (generation !== this.generation) return;
+      }
     }
-    this._markers();
     this.edgeLayer.appendChild(edgeFrag);
     let frag = document.createDocumentFragment();
     let count = 0;
@@ -392,6 +401,8 @@ export class GraphView extends EventTarget {
   _apply() {
     const { x, y, k } = this.t;
     this.viewport.setAttribute("transform", `translate(${x.toFixed(1)},${y.toFixed(1)}) scale(${k.toFixed(4)})`);
+    // Too small to read: the text is not drawn (it stays in the page for search and tests).
+    this.svg.classList.toggle("far", k < FAR);
   }
 
   _panZoom() {

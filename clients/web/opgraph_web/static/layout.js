@@ -4,13 +4,15 @@
 // draws (at most DRAW_LIMIT of them: a bigger graph is shown as the server's summary).
 //
 // Steps, each linear or near-linear in the nodes and edges: layers by longest path from the
-// leaves (a leaf then moves next to its first consumer); long edges broken by dummy points;
+// leaves (a leaf then moves next to its first consumer); edges over a few layers broken by
+// dummy points (longer ones, such as a weight's uses all along a chain, drawn straight);
 // a few barycentre sweeps to order each layer (fewer crossings); positions from the order,
 // pulled toward the median of each node's neighbours without overlapping.
 
 export const GAP_X = 46;
 export const GAP_Y = 14;
 const SWEEPS = 6;
+const MAX_SPAN = 6; // layers an edge may span with dummy points (longer ones are drawn straight)
 const SETTLE = 4;
 
 /**
@@ -45,8 +47,17 @@ export function layout(graph) {
   const vUp = pred.map((p) => p.slice());
   const vDown = succ.map((s) => s.slice());
   const chains = [];
+  const long = [];
   for (const [i, j] of edges) {
-    if (layer[j] - layer[i] <= 1) continue;
+    const span = layer[j] - layer[i];
+    if (span <= 1) continue;
+    if (span > MAX_SPAN) {
+      // A shared leaf used all along a long chain (a weight used at every step) would make
+      // dummies for every layer of every use: edges × layers. Such an edge is drawn straight
+      // from its source to its target instead, and takes no part in the ordering.
+      long.push([i, j]);
+      continue;
+    }
     const chain = [];
     let prev = i;
     for (let l = layer[i] + 1; l < layer[j]; l++) {
@@ -63,6 +74,10 @@ export function layout(graph) {
     vDown[prev].push(j);
     replace(vUp[j], i, prev, true);
     chains.push([i, j, chain]);
+  }
+  for (const [i, j] of long) {
+    remove(vDown[i], j);
+    remove(vUp[j], i);
   }
   const total = vLayer.length;
   for (let v = 0; v < total; v++) nodesIn[vLayer[v]].push(v);
@@ -91,6 +106,11 @@ export function layout(graph) {
   }
   void order;
   return { pos, routes, width: Math.max(0, x - GAP_X), height: maxY - minY };
+}
+
+function remove(list, item) {
+  const k = list.indexOf(item);
+  if (k >= 0) list.splice(k, 1);
 }
 
 function replace(list, from, to, once) {
