@@ -15,6 +15,7 @@ import platform
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,17 +35,42 @@ ROWS = [
 ]
 
 
+def run_once(engine: str, workload: str, arg: int | None) -> dict:
+    """One fresh-process run of ``workload`` by ``engine``: what workloads.py prints."""
+    cmd = [sys.executable, str(HERE / "workloads.py"), engine, workload]
+    if arg is not None:
+        cmd.append(str(arg))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def measure(engine: str, workload: str, arg: int | None, repeat: int) -> dict:
     """Median seconds, spread and peak memory of ``repeat`` fresh-process runs."""
     runs = []
     for _ in range(repeat):
-        cmd = [sys.executable, str(HERE / "workloads.py"), engine, workload]
-        if arg is not None:
-            cmd.append(str(arg))
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        runs.append(run_once(engine, workload, arg))
         if "error" in runs[-1]:
-            return {"error": runs[-1]["error"], "rss": runs[-1]["peak_rss_mb"]}
+            break
+    return summary(runs)
+
+
+def measure_alternating(engines: Sequence[str], workload: str, arg: int | None,
+                        repeat: int) -> list[dict]:
+    """`measure` of each of ``engines``, their runs taken in turn (one of each, ``repeat``
+    times), so that a machine loaded by something else weighs on each alike."""
+    runs: list[list[dict]] = [[] for _ in engines]
+    for _ in range(repeat):
+        for engine, done in zip(engines, runs, strict=True):
+            if not done or "error" not in done[-1]:
+                done.append(run_once(engine, workload, arg))
+    return [summary(done) for done in runs]
+
+
+def summary(runs: list[dict]) -> dict:
+    """Median seconds, spread and peak memory of ``runs`` (the error of the last if it
+    failed)."""
+    if "error" in runs[-1]:
+        return {"error": runs[-1]["error"], "rss": runs[-1]["peak_rss_mb"]}
     seconds = [r["seconds"] for r in runs]
     result = {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),
               "rss": max(r["peak_rss_mb"] for r in runs)}
@@ -65,20 +91,25 @@ def fmt_time(result: dict) -> str:
             f"{result['max'] * scale:.3g})")
 
 
-def print_torch_floor(compiled: dict | None, repeat: int) -> None:
-    """The W3 step in PyTorch on tensors, the floor for the compiled executor (if installed)."""
-    if importlib.util.find_spec("torch") is None:
+def has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def print_torch_floor(compiled: dict | None, torch: dict | None) -> None:
+    """The W3 step in PyTorch on tensors, the floor for the compiled executor (if installed;
+    its runs alternate with the compiled executor's)."""
+    if torch is None:
         print("PyTorch is not installed here: `.venv/bin/pip install torch` (a CPU build) adds "
               "the W3 step on tensors, the floor for the compiled executor.")
         return
-    torch = measure("torch", "w3", None, repeat)
     if "error" in torch:
         print(f"PyTorch's W3 step failed: {torch['error']}")
         return
     version = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    line = (f"PyTorch {version} on tensors, the same W3 step (the floor): {fmt_time(torch)}, "
-            f"peak RSS {torch['rss']:.0f} MB")
+    line = (f"PyTorch {version} on tensors, one thread, the same W3 step (the floor; its runs "
+            f"alternate with the compiled executor's): {fmt_time(torch)}, peak RSS "
+            f"{torch['rss']:.0f} MB")
     if compiled and "median" in compiled and "median" in torch:
         line += (f"; the compiled executor takes {compiled['median'] / torch['median']:.2f}x "
                  f"that")
@@ -111,11 +142,15 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     results = []
+    torch = None
     for label, workload, arg, (ref, ours) in ROWS:
         if args.only and args.only not in label:
             continue
         a = measure(ref, workload, arg, args.repeat)
-        b = measure(ours, workload, arg, args.repeat)
+        if (ours, workload) == ("compiled", "w3") and has_torch():
+            b, torch = measure_alternating([ours, "torch"], workload, arg, args.repeat)
+        else:
+            b = measure(ours, workload, arg, args.repeat)
         ratio = (f"{a['median'] / b['median']:.1f}x" if "median" in a and "median" in b
                  else "-")
         rss = f"{a['rss']:.0f}/{b['rss']:.0f}"
@@ -129,7 +164,9 @@ def main() -> None:
     if any(label.startswith("W3") for label in (r["workload"] for r in results)):
         compiled = next((r["opgraph"] for r in results if r["engine"] == "compiled"
                          and r["workload"].startswith("W3")), None)
-        print_torch_floor(compiled, args.repeat)
+        if compiled is None and has_torch():
+            torch = measure("torch", "w3", None, args.repeat)
+        print_torch_floor(compiled, torch)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
