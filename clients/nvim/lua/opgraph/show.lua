@@ -120,6 +120,9 @@ end
 ---@param g opgraph.Graph
 ---@param here integer
 ---@param how string|nil words after the graph's name ("appeared", ...)
+---@type table<string, boolean> graphs whose appearance was announced since they were awaited
+local announced = {}
+
 local function say_drawn(g, here, how)
   local what = ("graph '%s'%s version %d"):format(g.name, how and (' ' .. how .. ':') or '',
     g.version)
@@ -188,7 +191,12 @@ local function flush()
       if not fresh and session.connected() and not (awaited and is_unknown(err)) then
         state.report_once(("updating graph '%s': %s"):format(name, err))
       elseif fresh and awaited == 'show' then
-        say_drawn(fresh, err, 'appeared') -- announced by a server that lets one subscribe first
+        -- announced by a server that lets one subscribe first (once: the graph.list check
+        -- may find it at the same time)
+        if not announced[name] then
+          announced[name] = true
+          say_drawn(fresh, err, 'appeared')
+        end
       end
     end
   end
@@ -219,6 +227,7 @@ end
 local function await(name, why)
   state.add_shown(name)
   state.waiting[name] = why
+  announced[name] = nil
   setup_autocmds()
 end
 
@@ -241,7 +250,8 @@ local function await_graphs()
         if not is_unknown(here) then -- (dropped again at once: still awaited)
           state.report_once(("showing graph '%s': %s"):format(name, here))
         end
-      elseif why == 'show' then
+      elseif why == 'show' and not announced[name] then
+        announced[name] = true
         say_drawn(fresh, here, 'appeared')
       end
     end
