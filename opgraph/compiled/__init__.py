@@ -217,8 +217,9 @@ class CompiledGraph:
                 here.append(s)
                 continue
             op = ops[i]
-            attrs = tuple(sorted(nodes[i].attrs.items())) if op.attrs else ()  # type: ignore
-            by_op.setdefault((id(op), attrs), []).append(i)
+            assert op is not None
+            key = tuple(sorted(nodes[i].attrs.items())) if op.attrs else ()
+            by_op.setdefault((id(op), key), []).append(i)
         steps: list[OpGroup | SumGroup] = []
         scalar: list[tuple] = []
         for members in by_op.values():
@@ -256,7 +257,8 @@ class CompiledGraph:
             inputs, ops = self._input_positions, [v.opdef for v in self.nodes]
             self._groups = [
                 record if isinstance(record, (OpGroup, SumGroup))
-                else _scalar_sum_group(record, ops[record.out]) if isinstance(record, Sum)
+                else _scalar_sum_group(record, ops[record.out])  # type: ignore[arg-type]
+                if isinstance(record, Sum)
                 else OpGroup(record[0], record[1], np.array(record[2], dtype=np.intp),
                              [np.array([inputs[m][k] for m in record[2]], dtype=np.intp)
                               for k in range(record[0].arity)], batched=False)

@@ -49,6 +49,7 @@ class OpGroup:
         self._unique = self.unique
 
     def forward(self, values: np.ndarray) -> None:
+        assert self.op.vforward is not None
         try:
             out = self.op.vforward(*[values[i] for i in self.ins], **self.attrs)
         except Exception as exc:
@@ -57,6 +58,7 @@ class OpGroup:
 
     def backward(self, values: np.ndarray, grads: np.ndarray) -> None:
         g = grads[self.out]
+        assert self.op.vgrad is not None
         try:
             local = self.op.vgrad(*[values[i] for i in self.ins], values[self.out],
                                   **self.attrs)
@@ -85,7 +87,7 @@ class SumGroup:
     op: OpDef  # the add op (for introspection: a sum is a chain of them)
     out: np.ndarray  # (count,) positions of the sums
     a: np.ndarray  # (length, count) positions of each cell's first operand
-    b: np.ndarray  # (length, count) positions of the second operands, or None: every b is ONE
+    b: np.ndarray | None  # (length, count) second operands' positions; None: every b is ONE
     chain: np.ndarray  # (length, count) removed add of each prefix, -1 where none
     products: np.ndarray  # (length, count) removed product of each cell, -1 where none
     batched: bool = True
@@ -259,7 +261,7 @@ def run_backward(run: ScalarRun, values: np.ndarray, grads: np.ndarray, one: int
         local: Any = None
         exc: Exception | None = None
         try:
-            local = op.grad(*xs, item(out), **attrs)  # type: ignore[union-attr]
+            local = op.grad(*xs, item(out), **attrs)
             if len(ins) == 1:
                 (d,) = local = tuple(local)
                 if type(d) is float or isinstance(d, float):  # (np.float64 is one)
