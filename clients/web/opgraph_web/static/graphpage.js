@@ -289,12 +289,23 @@ export class GraphPage {
       this.root = info.outputs && info.outputs.length ? Math.max(...info.outputs) : null;
     }
     if (this.mode === "subset") {
+      // The drawn nodes and the root, in one request.
       const ids = [...this.subset];
-      const got = await this.rpc.request("node.get", this.name, ids).catch(() => null);
+      const withRoot = this.root !== null && !this.subset.has(this.root);
+      const got = await this.rpc.request("node.get", this.name, withRoot ? [...ids, this.root] : ids)
+        .catch(() => null);
       if (got === null) return this.openSummary(); // a drawn node is gone: back to the summary
-      this.records = got.nodes;
-      if (!this.view.update(got.nodes)) await this.view.show(got.nodes, { fit: false });
+      const rootRecord = got.nodes.find((r) => r.id === this.root);
+      if (rootRecord) {
+        this.rootValue = rootRecord.data;
+        this.rootLabel = rootRecord.label || `#${this.root}`;
+      }
+      const drawn = withRoot ? got.nodes.slice(0, -1) : got.nodes;
+      this.records = drawn;
+      if (!this.view.update(drawn)) await this.view.show(drawn, { fit: false });
       if (this.view.selected !== null) this.showDetails(this.view.selected);
+      this.pushHistory(payload.version);
+      return;
     } else if (this.mode === "summary") {
       await this.renderSummary(false);
     }

@@ -103,9 +103,11 @@ export class GraphView extends EventTarget {
     this._index(records);
     this.key = structureKey(records);
     this.stubs = new Set(graph.stubs);
+    // The zoom is set before the nodes are added: text too small to read is then never laid out.
+    this.size = { width: result.width, height: result.height };
+    if (fit) this.fit();
     await this._draw(graph, result, generation);
     if (generation !== this.generation) return false;
-    if (fit) this.fit();
     if (this.selected !== null && this.records.has(this.selected)) this.select(this.selected);
     else this.selected = null;
     this.dispatchEvent(new CustomEvent("drawn", { detail: { nodes: records.length } }));
@@ -130,7 +132,6 @@ export class GraphView extends EventTarget {
     this.nodeEls = new Map();
     this.opEls = new Map();
     this.edgeEls = [];
-    this.size = { width: result.width, height: result.height };
     const pos = result.pos;
     const byKey = new Map(graph.nodes.map((n) => [n.key, n]));
     // Edges first (under the nodes), a few hundred a frame.
@@ -401,7 +402,8 @@ export class GraphView extends EventTarget {
   _apply() {
     const { x, y, k } = this.t;
     this.viewport.setAttribute("transform", `translate(${x.toFixed(1)},${y.toFixed(1)}) scale(${k.toFixed(4)})`);
-    // Too small to read: the text is not drawn (it stays in the page for search and tests).
+    // Too small to read: the text is not laid out nor drawn (it stays in the page, for search,
+    // and each record's aria-label still says it).
     this.svg.classList.toggle("far", k < FAR);
   }
 

@@ -190,7 +190,6 @@ export class LearnPage {
   /** Each leaf's autograd gradient and the seed's slope (f(v+h) - f(v))/h, both from the server. */
   async nudges() {
     const f = this.byId(this.root).data;
-    this.result.replaceChildren(h("span", {}, "f = "), h("b", { class: "num f-value" }, fixed4(f)));
     const names = Object.keys(this.leaves);
     const slopes = await Promise.all(names.map(async (n) => {
       const bumped = { ...this.values, [n]: this.values[n] + H };
@@ -199,6 +198,8 @@ export class LearnPage {
         return (r.data - f) / H;
       } catch { return NaN; }
     }));
+    // f, the gradients and the slopes change together.
+    this.result.replaceChildren(h("span", {}, "f = "), h("b", { class: "num f-value" }, fixed4(f)));
     names.forEach((n, k) => {
       const row = this.sliders.querySelector(`.slider-row[data-leaf="${n}"]`);
       if (!row) return;
