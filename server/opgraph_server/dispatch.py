@@ -124,8 +124,6 @@ class Host(Protocol):
     limits: Limits
     instance: str
     """This server's id, unique to its life (``initialize`` reports it)."""
-    graphs: Mapping[str, Entry]
-    """The graphs by name (read only: add, drop and replace go through the methods below)."""
     token: str | None
     """The token clients must give in ``initialize`` (None: no token needed)."""
     stopping: bool
@@ -136,6 +134,12 @@ class Host(Protocol):
     """The store changes are committed to before they are answered (None: memory only). A
     handler needs nothing of it: the changes it reports (`changed`, `add_graph`, ...) are
     recorded, and its answer is held until they are committed."""
+
+    @property
+    def graphs(self) -> Mapping[str, Entry]:
+        """The graphs by name (read only: add, drop and replace go through the methods
+        below)."""
+        ...
 
     def check_token(self, token: Any) -> bool:
         """Whether ``token`` is the server's token (False when it has none)."""
@@ -314,9 +318,9 @@ class Call:
             raise self.invalid(f"{what} must be a number, got {kind(value)}")
         try:
             return float(value)
-        except OverflowError:
+        except OverflowError:  # (only an int is too big for a double)
             raise self.invalid(f"{what} is an integer too big for a double "
-                               f"({value.bit_length()} bits)") from None
+                               f"({int(value).bit_length()} bits)") from None
 
     def ids(self, value: Any, what: str = "ids") -> list[int]:
         """One node id or a list of them (at most MAX_IDS)."""

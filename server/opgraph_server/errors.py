@@ -138,7 +138,7 @@ def error_from_wire(obj: Any) -> RpcError:
         name, code = obj.get("name"), obj.get("code")
         if name not in CATALOGUE and code in _BY_CODE:
             name = _BY_CODE[code].name
-        if name in CATALOGUE:
+        if isinstance(name, str) and name in CATALOGUE:
             return RpcError(name, str(obj.get("message", "")), obj.get("data"))
     elif isinstance(obj, list | tuple) and len(obj) == 2 and isinstance(obj[1], str):
         text = obj[1]

@@ -414,7 +414,7 @@ async def serve(
         if stdio:
             if ready:
                 ready(["stdio"])
-            main = asyncio.ensure_future(server.serve_stdio())
+            main: asyncio.Future[Any] = asyncio.ensure_future(server.serve_stdio())
         else:
             for url in urls:
                 await server.listen(url)

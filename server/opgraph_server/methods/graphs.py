@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from opgraph.graph import Graph
@@ -142,6 +143,7 @@ async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, 
     old = host.graphs.get(name)
     if old is not None and not replace:
         raise RpcError("graph_exists", f"a graph named {name!r} exists (pass replace: true)")
+    loader: Callable[[Any], Graph]
     if isinstance(data, bytes):
         loader = _load_file
     elif isinstance(data, dict):

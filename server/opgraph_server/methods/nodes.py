@@ -86,8 +86,9 @@ async def node_set(call: Call, graph: Any, id: Any, data: Any) -> dict[str, Any]
 
 
 @method("node.get", ("graph", "ids"))
-def node_get(call: Call, graph: Any, ids: Any) -> dict[str, Any]:
-    """Id, op, inputs, data, grad, label and source of each node."""
+def node_get(call: Call, graph: Any, ids: Any) -> Any:
+    """Id, op, inputs, data, grad, label and source of each node (an awaitable of them when
+    the graph is being changed or many are asked for)."""
     entry = call.entry(graph)
     wanted = call.ids(ids)
     # No lock: this read runs start to end on the event loop, and so does every change except
