@@ -109,7 +109,7 @@ def moons(browser, srv: ServedViewer) -> dict[str, float]:
                 page.click('.card[data-group="layer0.neuron3"] .actions button:has-text("open")')
                 page.click(".here button.draw")
                 selector = 'g.value[data-label="layer0.neuron3.w0"] text.data'
-                page.wait_for_selector(selector)
+                page.wait_for_selector(selector, state="attached")  # (text: not shown far out)
                 before = page.text_content(selector)
                 for p in model.parameters():
                     if p.label == "layer0.neuron3.w0":
