@@ -88,17 +88,24 @@ class RemoteGraph:
         """Parse ``expression`` into nodes; names bound to numbers or ``{"id": n}``."""
         return self.client.call("graph.eval", self.name, expression, bindings)
 
-    def backward(self, root: int) -> Any:
-        """Zero the gradients and backpropagate from ``root``."""
+    def backward(self, root: int, *, create_graph: bool = False) -> Any:
+        """Zero the gradients and backpropagate from ``root``; with ``create_graph``, the
+        gradient of ``root`` with respect to each leaf it reaches is added to the graph as
+        nodes too (``grad_ids``: leaf id to gradient node id)."""
+        if create_graph:
+            return self.client.call("graph.backward", self.name, root, create_graph=True)
         return self.client.call("graph.backward", self.name, root)
 
-    def grads(self, root: int, ids: list[int]) -> Any:
-        """Backpropagate from ``root`` and return the gradients of ``ids``."""
+    def grads(self, root: int, ids: list[int], *, create_graph: bool = False) -> Any:
+        """Backpropagate from ``root`` and return the gradients of ``ids``; with
+        ``create_graph``, each is added to the graph as nodes too (``grad_ids``)."""
+        if create_graph:
+            return self.client.call("graph.grads", self.name, root, ids, create_graph=True)
         return self.client.call("graph.grads", self.name, root, ids)
 
     def gradcheck(self, root: int, **options: Any) -> Any:
         """Analytic gradients against finite differences (options: eps, sample, seed,
-        leaves)."""
+        leaves, order: 2 for second derivatives)."""
         return self.client.call("graph.gradcheck", self.name, root, **options)
 
     def analyze(self, **options: Any) -> Any:
