@@ -303,16 +303,97 @@ function cases.waiting()
   R.status_after = require('opgraph').status()
 end
 
--- A line that made thousands of nodes: the hover describes its last few, and says how many
--- more there are.
+-- A line that made thousands of nodes: one summary beside it, and the hover sums it up.
 function cases.crowded()
   require('opgraph').setup({ address = URL })
   vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('OPGRAPH_CROWDED')))
   command('OpgraphShow crowded')
+  snapshot('shown')
   vim.api.nvim_win_set_cursor(0, { tonumber(os.getenv('OPGRAPH_CROWDED_LINE')), 0 })
   command('OpgraphHover')
   R.hover = hover_window()
   require('opgraph.hover').close()
+  -- Without the server's summaries (a server before graph.aggregate): the last nodes, after
+  -- "+N more", as before.
+  require('opgraph.state').graphs.crowded.line_stats = nil
+  require('opgraph.show').redraw('crowded')
+  snapshot('listed')
+end
+
+--- In the hover window: put the cursor on the first line starting with `prefix`, type `key`
+--- as a user would, and wait until the window shows something else.
+local function press(prefix, key, what)
+  local win = assert(require('opgraph.hover').window(), 'no hover window')
+  local buf = vim.api.nvim_win_get_buf(win)
+  local lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+  local row = nil
+  for i, line in ipairs(lines) do
+    if prefix == nil or vim.startswith(line, prefix) then
+      row = i
+      break
+    end
+  end
+  if not row then
+    error(('no line starting with %q in the hover window: %s'):format(prefix, vim.inspect(lines)))
+  end
+  vim.api.nvim_set_current_win(win)
+  vim.api.nvim_win_set_cursor(win, { row, 0 })
+  local before = table.concat(lines, '\n')
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(key, true, false, true), 'x', false)
+  wait_for(what, function()
+    return table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), '\n') ~= before
+  end)
+  return hover_window()
+end
+
+-- The moons training step: the scores line (64,000 nodes) shows one summary; the hover sums it
+-- up and drills down by call and by position; what it all cost, in requests.
+function cases.moons()
+  local rpc = require('opgraph.rpc')
+  require('opgraph').setup({ address = URL, wait_ms = 60000 })
+  vim.cmd('edit ' .. vim.fn.fnameescape(SCRIPT))
+  command('OpgraphShow moons')
+  snapshot('shown')
+  R.sent_show = vim.deepcopy(rpc.sent)
+  vim.api.nvim_win_set_cursor(0, { LINES.scores, 0 })
+  command('OpgraphHover')
+  R.hover = hover_window()
+  command('OpgraphHover') -- (again: into the window)
+  R.entered = vim.api.nvim_get_current_win() == require('opgraph.hover').window()
+  R.call3 = press('  call 3 ', '<CR>', 'call 3')
+  R.back = press(nil, '<BS>', 'back')
+  R.all_calls = press('  … ', '<CR>', 'all calls') -- (the first "… N more" row)
+  R.back2 = press(nil, '<BS>', 'back again')
+  local lines = R.back2.lines
+  local more = {}
+  for _, line in ipairs(lines) do
+    if vim.startswith(line, '  … ') then
+      table.insert(more, line)
+    end
+  end
+  R.more_rows = more
+  -- the positions' "… more" row is the second one
+  local win = require('opgraph.hover').window()
+  local buf = vim.api.nvim_win_get_buf(win)
+  local n = 0
+  for i, line in ipairs(vim.api.nvim_buf_get_lines(buf, 0, -1, false)) do
+    if vim.startswith(line, '  … ') then
+      n = n + 1
+      if n == 2 then
+        vim.api.nvim_win_set_cursor(win, { i, 0 })
+      end
+    end
+  end
+  local before = table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), '\n')
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('<CR>', true, false, true), 'x', false)
+  wait_for('every position', function()
+    return table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), '\n') ~= before
+  end)
+  R.every_position = hover_window()
+  R.last_position = press(('  %d '):format(tonumber(os.getenv('OPGRAPH_PERIOD')) - 1), '<CR>',
+    'last position')
+  require('opgraph.hover').close()
+  R.sent_all = vim.deepcopy(rpc.sent)
 end
 
 -- The wire and the helpers, against a real server: strings with newlines and NUL bytes arrive

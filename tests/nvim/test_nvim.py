@@ -572,23 +572,212 @@ with Client(sys.argv[1]) as client:
 """
 
 
-def test_hover_on_a_crowded_line_describes_the_last_nodes(server: Server, tmp_path: Path) -> None:
+def numbers(text: str) -> list[float]:
+    """The numbers in ``text``, in order."""
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?|nan|-?inf", text)]
+
+
+def close(got: list[float], want: list[float], digits: int) -> None:
+    """``got`` (printed with ``digits`` significant digits) are ``want``."""
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, rel=10.0 ** (1 - digits), abs=1e-300), (got, want)
+
+
+def plain(values: list[Any]) -> dict[str, Any]:
+    """The statistics of nodes ``values`` recomputed here, plainly."""
+    data = [v.data for v in values if math.isfinite(v.data)]
+    grad = [v.grad for v in values if math.isfinite(v.grad)]
+    ops: dict[str, int] = {}
+    for v in values:
+        if v.op is not None:
+            ops[v.op] = ops.get(v.op, 0) + 1
+    return {
+        "count": len(values), "ops": ops, "leaves": sum(v.op is None for v in values),
+        "data": (min(data), sum(data) / len(data), max(data)),
+        "grad": (min(grad), sum(grad) / len(grad), max(grad)),
+        "norm": math.sqrt(sum(g * g for g in grad)), "zero": sum(g == 0 for g in grad),
+    }
+
+
+def ops_text(stats: dict[str, Any]) -> str:
+    ops = sorted(stats["ops"].items(), key=lambda kv: (-kv[1], kv[0]))
+    words = [f"{n} {op}" for op, n in ops]
+    if stats["leaves"]:
+        words.append(f"{stats['leaves']} lea{'f' if stats['leaves'] == 1 else 'ves'}")
+    return ", ".join(words)
+
+
+def spread(lo: float, mean: float, hi: float, digits: int) -> list[float]:
+    """The numbers of a "lo…hi mean m" text (a single "lo" when lo and hi print alike)."""
+    return [lo, mean] if f"{lo:.{digits}g}" == f"{hi:.{digits}g}" else [lo, hi, mean]
+
+
+def check_summary_line(text: str, stats: dict[str, Any]) -> None:
+    """The virtual text of a crowded line: its count, ops, data and gradient, as recomputed."""
+    head, data, grad = text.strip().split(" │ ")[:3]
+    assert head == f"{stats['count']} nodes: {ops_text(stats)}", head
+    lo, mean, hi = stats["data"]
+    assert data.startswith(f"data {lo:.4g}…{hi:.4g} mean "), data
+    close(numbers(data), spread(lo, mean, hi, 4), 4)
+    assert grad.startswith("∇ norm "), grad
+    close(numbers(grad)[:1], [stats["norm"]], 4)
+    if stats["zero"]:
+        assert grad.split("  ")[0].endswith(f", {stats['zero']} zero"), grad
+    else:
+        assert "zero" not in grad, grad
+
+
+def check_hover_stats(lines: list[str], stats: dict[str, Any]) -> None:
+    """The hover's statistics of a selection (8 significant digits) are the recomputed ones."""
+    ops = next(t for t in lines if t.startswith("  ops   "))
+    assert ops == f"  ops   {ops_text(stats)}", ops
+    data = next(t for t in lines if t.startswith("  data  "))
+    close(numbers(data), spread(*stats["data"], 8), 8)
+    grad = next(t for t in lines if t.startswith("  grad  "))
+    close(numbers(grad), spread(*stats["grad"], 8), 8)
+    norm = next(t for t in lines if t.startswith("  ∇ norm "))
+    assert norm.endswith(f" · {stats['zero']} zero · all finite"), norm
+    close(numbers(norm)[:1], [stats["norm"]], 8)
+
+
+CROWDED = """\
+import sys
+
+import opgraph
+from opgraph import Value
+from opgraph_client import Client
+
+with opgraph.track_source():
+    xs = [Value(float(i % 7) - 3.0, label=f"x{i}") for i in range(1000)]
+    total = sum((x * x for x in xs), Value(0.0, label="zero"))  # 2001 nodes on this line
+total.label = "total"
+total.backward()
+with Client(sys.argv[1]) as client:
+    client.publish("crowded", total)
+"""
+
+
+def test_crowded_line_is_summed_up(server: Server, tmp_path: Path) -> None:
     script = tmp_path / "crowded.py"
     script.write_text(CROWDED)
     subprocess.run([sys.executable, str(script), server.url], check=True, timeout=60)
     line = line_of(script, "total = sum(")
     results = run_nvim("crowded", tmp_path / "nvim", {}, OPGRAPH_URL=server.url,
                        OPGRAPH_CROWDED=str(script), OPGRAPH_CROWDED_LINE=str(line))
+    # x*x of x = i % 7 - 3 for 1000 values, summed from 0: 2001 nodes (the zero a leaf).
+    xs = [float(i % 7) - 3.0 for i in range(1000)]
+    squares = [x * x for x in xs]
+    partial, acc = [], 0.0
+    for sq in squares:
+        acc += sq
+        partial.append(acc)
+    data = [0.0, *squares, *partial]
+    grads = [1.0] * 2001  # (d total / d each node of the line; the xs are another line's)
+    stats = {"count": 2001, "ops": {"mul": 1000, "add": 1000}, "leaves": 1,
+             "data": (min(data), sum(data) / len(data), max(data)),
+             "grad": (min(grads), sum(grads) / len(grads), max(grads)),
+             "norm": math.sqrt(sum(g * g for g in grads)), "zero": grads.count(0.0)}
+    by_line = marks_by_line(results["snapshots"]["shown"])
+    check_summary_line(by_line[line], stats)
+    assert "more" not in by_line[line] and "#" not in by_line[line], by_line[line]
+    # The line that made the leaves x0..x999 is crowded too; they are all leaves.
+    xs_line = line_of(script, "xs = [Value(")
+    assert by_line[xs_line].strip().startswith("1000 nodes: 1000 leaves │ data -3…3 mean "), \
+        by_line[xs_line]
+
     hover = results["hover"]
     assert hover is not None, command(results, "OpgraphHover")
     lines = hover["lines"]
-    assert lines[1] == "+1995 more nodes made on this line; the last 6:", lines[:3]
-    described = [t for t in lines if " #" in t and not t.startswith("  ")]
-    assert len(described) == 6, described
-    # The last node is the line's result: the sum, influenced by every leaf of the line.
-    assert described[-1].startswith("total #"), described
-    influenced = [t for t in lines if t.startswith("  influenced by  ")][-1]
-    assert influenced.endswith(", and 989 more"), influenced  # 1001 leaves, 12 named
+    assert re.fullmatch(r"graph crowded · version \d+ · crowded\.py:9", lines[0]), lines[0]
+    assert lines[1] == "2001 nodes made on this line", lines[:3]
+    check_hover_stats(lines, stats)
+    # Not a repeating line: no calls or positions to list; its parts add up to the line.
+    assert [t.split(":")[0] for t in lines if t.startswith("by ")] == ["by model part"], lines
+    start = lines.index(next(t for t in lines if t.startswith("by model part: ")))
+    rows = [t for t in lines[start + 1:] if t.startswith("  ") and "data" in t]
+    assert sum(int(numbers(t.split("data")[0])[-1]) for t in rows) == 2001, rows
+    assert lines[-1] == "<CR> on a row drills down · q closes · :OpgraphHover again enters " \
+                        "this window", lines[-1]
+
+    # Without the server's summaries: the line's last nodes, after "+N more", as before.
+    listed = marks_by_line(results["snapshots"]["listed"])[line]
+    assert listed.strip().startswith("+1995 more │ "), listed
+    assert listed.strip().endswith(f"total = {acc:.4g} ∇ 1"), listed
+
+
+def test_moons_scores_line_summary_and_drill_down(server: Server, tmp_path: Path) -> None:
+    from opgraph_client import Client
+    from scale_graphs import MOONS, moons_line, moons_step
+
+    graph, loss, scores, _ = moons_step()
+    with Client(server.url) as client:
+        client.publish("moons", loss)
+    line = moons_line("scores = [model(x)")
+    here = [v for v in graph.nodes
+            if v.source is not None and v.source[1] == line
+            and Path(v.source[0]).resolve() == MOONS]
+    period = len(here) // len(scores)
+    assert len(here) == 64_000 and period * len(scores) == len(here)
+    results = run_nvim("moons", tmp_path / "nvim", {}, OPGRAPH_URL=server.url,
+                       OPGRAPH_SCRIPT=str(MOONS), OPGRAPH_PERIOD=str(period),
+                       OPGRAPH_LINES=json.dumps({"scores": line}))
+
+    # The annotation: one summary, as recomputed here, no ids and no "+N more".
+    stats = plain(here)
+    by_line = marks_by_line(results["snapshots"]["shown"])
+    check_summary_line(by_line[line], stats)
+    assert "more" not in by_line[line] and "#" not in by_line[line], by_line[line]
+    # The one-node line of the file is drawn as a node, as before.
+    total_line = moons_line("return data_loss + reg_loss")
+    assert by_line[total_line].strip() == f"svm_loss.mean+l2.total = {loss.data:.4g} ∇ 1"
+    # What showing cost: one graph.aggregate for the version, no per-node request.
+    sent = results["sent_show"]
+    assert sent.get("graph.aggregate") == 1, sent
+    assert "node.get" not in sent and "graph.analyze" not in sent, sent
+
+    # The hover: the summary, then the drill-downs, capped with their totals.
+    hover = results["hover"]
+    assert hover is not None, command(results, "OpgraphHover")
+    lines = hover["lines"]
+    assert lines[1] == f"64000 nodes made on this line: {len(scores)} calls of {period}", lines
+    check_hover_stats(lines, stats)
+    assert "by model part: 3" in lines, lines
+    parts = [t for t in lines if re.match(r"  layer\d ", t)]
+    assert [t.split()[0] for t in parts] == ["layer0", "layer1", "layer2"], parts
+    assert sum(int(t.split()[1]) for t in parts) == 64_000, parts
+    assert f"by call (one per sample): {len(scores)}, the first 8" in lines, lines
+    assert f"  … {len(scores) - 8} more (<CR> here lists them all)" in lines, lines
+    heading = "by position in a call (the same node of every call)"
+    assert f"{heading}: {period}, the first 8" in lines, lines
+    assert results["entered"] is True
+
+    # <CR> on "call 3": the nodes the fourth sample made there.
+    call3 = results["call3"]["lines"]
+    assert call3[0].endswith(" · moons.py:65 · call 3"), call3[0]
+    assert call3[1] == f"{period} nodes", call3[:2]
+    check_hover_stats(call3, plain(sorted(here, key=id_of)[3 * period:4 * period]))
+    assert call3[-1] == "<BS> back · <CR> on a row drills down · q closes", call3[-1]
+    # <BS>: back where it was.
+    assert results["back"]["lines"] == lines
+    # The calls' "… more" row lists them all.
+    calls = [t for t in results["all_calls"]["lines"] if t.startswith("  call ")]
+    assert len(calls) == len(scores), len(calls)
+    # Every position, then the last one: the score of every sample.
+    positions = [t for t in results["every_position"]["lines"] if re.match(r"  \d+ ", t)]
+    assert len(positions) == period, len(positions)
+    last = results["last_position"]["lines"]
+    assert last[0].endswith(f" · moons.py:65 · position {period - 1}"), last[0]
+    assert last[1] == f"{len(scores)} nodes", last[:2]
+    check_hover_stats(last, plain(list(scores)))
+
+    # All of it: no node.get and no graph.analyze (no node was asked for one by one).
+    sent = results["sent_all"]
+    assert "node.get" not in sent and "graph.analyze" not in sent, sent
+
+
+def id_of(value: Any) -> int:
+    return value.id
 
 
 def test_wire_and_helpers(server: Server, tmp_path: Path) -> None:

@@ -49,6 +49,8 @@ local configured = {}
 ---@field files table<string, table<integer, integer[]>> realpath -> line -> node ids
 ---@field diagnostics opgraph.Diagnostic[]
 ---@field diag_by_node table<integer, opgraph.Diagnostic[]>
+---@field line_stats table<string, table<integer, opgraph.LineStats>>|nil realpath -> line ->
+---  graph.aggregate's summary of the line (nil when the server gave none)
 
 --- The extmark namespace of graph `graph`'s virtual text.
 ---@param graph string
@@ -87,8 +89,9 @@ end
 ---@param version integer
 ---@param nodes opgraph.Node[]
 ---@param diagnostics opgraph.Diagnostic[]|nil
+---@param line_stats table|nil the lines' summaries (see index_lines)
 ---@return opgraph.Graph
-function M.index(name, version, nodes, diagnostics)
+function M.index(name, version, nodes, diagnostics, line_stats)
   local g = {
     name = name,
     version = version,
@@ -96,6 +99,7 @@ function M.index(name, version, nodes, diagnostics)
     by_id = {},
     files = {}, -- realpath -> { [line] = { id, ... } }
     diagnostics = {},
+    line_stats = line_stats,
   }
   local resolved = {}
   for _, node in ipairs(nodes) do
@@ -176,12 +180,177 @@ function M.node_name(g, node, depth)
   return name
 end
 
---- The virtual text chunks for the nodes `ids` of one line.
+--- The line groups of a `graph.aggregate` answer by line (`by = 'line'`), by resolved path and
+--- line: {file (as recorded), line, stats}.
+---@param agg table|nil
+---@return table<string, table<integer, opgraph.LineStats>>
+function M.index_lines(agg)
+  local out = {}
+  local groups = type(agg) == 'table' and util.value(agg.groups) or nil
+  if type(groups) ~= 'table' then
+    return out
+  end
+  local resolved = {}
+  for _, group in ipairs(groups) do
+    local key = type(group) == 'table' and util.value(group.key) or nil
+    if type(key) == 'table' and type(key.file) == 'string' and type(key.line) == 'number'
+      and type(group.stats) == 'table' then
+      if resolved[key.file] == nil then
+        resolved[key.file] = util.realpath(key.file) or false
+      end
+      local path = resolved[key.file]
+      if path then
+        out[path] = out[path] or {}
+        out[path][key.line] = { file = key.file, line = key.line, stats = group.stats }
+      end
+    end
+  end
+  return out
+end
+
+---@class opgraph.LineStats one line's group of graph.aggregate
+---@field file string the file as the nodes recorded it (what graph.aggregate's `line` takes)
+---@field line integer
+---@field stats table graph.aggregate's statistics of the line's nodes
+
+--- "30400 mul, 30400 add, 3200 relu, 2 leaves": the ops of aggregate statistics `stats`,
+--- biggest first (at most `most` of them), then the leaves.
+---@param stats table
+---@param most integer|nil
+---@return string
+function M.ops_text(stats, most)
+  local ops = {}
+  local by_op = util.value(stats.ops)
+  for op, n in pairs(type(by_op) == 'table' and by_op or {}) do
+    table.insert(ops, { tostring(op), tonumber(n) or 0 })
+  end
+  table.sort(ops, function(a, b)
+    if a[2] ~= b[2] then
+      return a[2] > b[2]
+    end
+    return a[1] < b[1]
+  end)
+  local parts = {}
+  for i, o in ipairs(ops) do
+    if most and i > most then
+      table.insert(parts, ('%d more ops'):format(#ops - most))
+      break
+    end
+    table.insert(parts, ('%d %s'):format(o[2], o[1]))
+  end
+  local leaves = tonumber(util.value(stats.leaves)) or 0
+  if leaves > 0 then
+    table.insert(parts, ('%d lea%s'):format(leaves, leaves == 1 and 'f' or 'ves'))
+  end
+  return table.concat(parts, ', ')
+end
+
+--- "-5.203…3.689 mean 0.04284" for a {min, mean, max} of aggregate statistics, or nil.
+---@param dist table|nil
+---@param precision integer
+---@return string|nil range
+---@return string|nil mean
+function M.range_text(dist, precision)
+  dist = util.value(dist)
+  if type(dist) ~= 'table' then
+    return nil
+  end
+  local lo, hi = util.num(dist.min, precision), util.num(dist.max, precision)
+  return (lo == hi and lo or (lo .. '…' .. hi)), util.num(dist.mean, precision)
+end
+
+--- "N nodes" (one node, 12 nodes).
+---@param n any
+---@return string
+function M.count_text(n)
+  n = tonumber(n) or 0
+  return ('%d node%s'):format(n, n == 1 and '' or 's')
+end
+
+--- The virtual text of a crowded line: one summary of its nodes from graph.aggregate's
+--- statistics `stats` ("64000 nodes: 30400 mul, … │ data -5.2…3.7 mean 0.04 │ ∇ norm 0.99,
+--- 41876 zero").
+---@param stats table
+---@param display table the display options
+---@return table[] chunks
+function M.summary_chunks(stats, display)
+  local p = display.precision
+  local chunks = {
+    { display.prefix, 'OpgraphPunct' },
+    { M.count_text(stats.count), 'OpgraphLabel' },
+  }
+  local ops = M.ops_text(stats, 3)
+  if ops ~= '' then
+    table.insert(chunks, { ': ' .. ops, 'OpgraphPunct' })
+  end
+  table.insert(chunks, { display.separator .. 'data ', 'OpgraphPunct' })
+  local range, mean = M.range_text(stats.data, p)
+  if range then
+    table.insert(chunks, { range, 'OpgraphData' })
+    table.insert(chunks, { ' mean ', 'OpgraphPunct' })
+    table.insert(chunks, { mean, 'OpgraphData' })
+  else
+    table.insert(chunks, { 'none finite', 'DiagnosticError' })
+  end
+  if display.show_grad then
+    table.insert(chunks, { display.separator .. display.grad_symbol .. ' norm ', 'OpgraphPunct' })
+    table.insert(chunks, { util.num(util.value(stats.grad_norm) or 0, p), 'OpgraphGrad' })
+    local zero = tonumber(util.value(stats.zero_grad)) or 0
+    if zero > 0 then
+      table.insert(chunks, { (', %d zero'):format(zero), 'OpgraphPunct' })
+    end
+  end
+  local bad_data = tonumber(util.value(stats.nonfinite_data)) or 0
+  local bad_grad = tonumber(util.value(stats.nonfinite_grad)) or 0
+  if bad_data > 0 then
+    table.insert(chunks, { (', %d data not finite'):format(bad_data), 'DiagnosticError' })
+  end
+  if bad_grad > 0 then
+    table.insert(chunks, { (', %d ∇ not finite'):format(bad_grad), 'DiagnosticError' })
+  end
+  return chunks
+end
+
+--- The diagnostic codes of nodes `ids` as chunks ("  dead-relu"), each code once.
+local function code_chunks(g, ids, chunks)
+  local codes, seen = {}, {}
+  for _, id in ipairs(ids) do
+    for _, d in ipairs(g.diag_by_node[id] or {}) do
+      local severity = SEVERITY[d.severity] or vim.diagnostic.severity.INFO
+      local code = tostring(util.value(d.code) or '?')
+      if not seen[code] then
+        seen[code] = true
+        table.insert(codes, { code, severity })
+      end
+    end
+  end
+  for _, c in ipairs(codes) do
+    table.insert(chunks, { '  ' .. c[1], DIAG_HL[c[2]] or 'DiagnosticInfo' })
+  end
+  return chunks
+end
+
+--- Whether a line of `count` nodes is shown as one summary (more than max_per_line).
+---@param count integer
+---@param display table
+---@return boolean
+function M.crowded(count, display)
+  return count > math.max(1, display.max_per_line)
+end
+
+--- The virtual text chunks for the nodes `ids` of one line: each node's name, data and grad,
+--- or, for more than max_per_line nodes, the line's summary `line_stats` (graph.aggregate's;
+--- without one, the last nodes after "+N more").
 ---@param g opgraph.Graph
 ---@param ids integer[]
 ---@param display table the display options
+---@param line_stats opgraph.LineStats|nil
 ---@return table[] chunks {text, highlight group}
-function M.chunks(g, ids, display)
+function M.chunks(g, ids, display, line_stats)
+  if line_stats and M.crowded(#ids, display) then
+    local chunks = M.summary_chunks(line_stats.stats, display)
+    return display.diagnostic_codes and code_chunks(g, ids, chunks) or chunks
+  end
   local chunks = { { display.prefix, 'OpgraphPunct' } }
   local shown = math.min(#ids, math.max(1, display.max_per_line))
   -- Keep the last nodes of a crowded line: the last one is what the line computes.
@@ -190,7 +359,6 @@ function M.chunks(g, ids, display)
     table.insert(chunks, { ('+%d more'):format(first - 1), 'OpgraphPunct' })
     table.insert(chunks, { display.separator, 'OpgraphPunct' })
   end
-  local codes, seen = {}, {}
   for i = first, #ids do
     local node = g.by_id[ids[i]]
     if i > first then
@@ -204,22 +372,48 @@ function M.chunks(g, ids, display)
       table.insert(chunks, { util.num(node.grad, display.precision), 'OpgraphGrad' })
     end
   end
-  if display.diagnostic_codes then
-    for _, id in ipairs(ids) do
-      for _, d in ipairs(g.diag_by_node[id] or {}) do
-        local severity = SEVERITY[d.severity] or vim.diagnostic.severity.INFO
-        local code = tostring(util.value(d.code) or '?')
-        if not seen[code] then
-          seen[code] = true
-          table.insert(codes, { code, severity })
-        end
-      end
-    end
-    for _, c in ipairs(codes) do
-      table.insert(chunks, { '  ' .. c[1], DIAG_HL[c[2]] or 'DiagnosticInfo' })
+  return display.diagnostic_codes and code_chunks(g, ids, chunks) or chunks
+end
+
+--- The summary of `path`:`line` in graph state `g`, if graph.aggregate gave one.
+---@param g opgraph.Graph
+---@param path string|nil
+---@param line integer
+---@return opgraph.LineStats|nil
+function M.line_stats(g, path, line)
+  local lines = path and g.line_stats and g.line_stats[path]
+  return lines and lines[line] or nil
+end
+
+--- Draw only the crowded lines of `line_stats` (a new version's summaries, which come before
+--- its node records) on buffer `bufnr`, replacing what those lines showed.
+---@param bufnr integer
+---@param name string the graph
+---@param line_stats table<string, table<integer, opgraph.LineStats>>
+---@param opts table the options
+---@return integer lines drawn
+function M.draw_summaries(bufnr, name, line_stats, opts)
+  if not api.nvim_buf_is_valid(bufnr) or not api.nvim_buf_is_loaded(bufnr) then
+    return 0
+  end
+  local path = util.buf_path(bufnr)
+  local lines = path and line_stats[path]
+  if not lines then
+    return 0
+  end
+  local ns, count, drawn = M.values_ns(name), api.nvim_buf_line_count(bufnr), 0
+  for line, ls in pairs(lines) do
+    if line >= 1 and line <= count and M.crowded(tonumber(ls.stats.count) or 0, opts.display) then
+      api.nvim_buf_set_extmark(bufnr, ns, line - 1, 0, {
+        id = line,
+        virt_text = M.summary_chunks(ls.stats, opts.display),
+        virt_text_pos = opts.display.virt_text_pos,
+        hl_mode = 'combine',
+      })
+      drawn = drawn + 1
     end
   end
-  return chunks
+  return drawn
 end
 
 --- Remove graph `name`'s annotations from buffer `bufnr`.
@@ -257,7 +451,8 @@ function M.draw(bufnr, g, opts)
   for line, ids in pairs(lines) do
     if line >= 1 and line <= count then
       api.nvim_buf_set_extmark(bufnr, ns, line - 1, 0, {
-        virt_text = M.chunks(g, ids, opts.display),
+        id = line, -- (one mark a line: a new version's summary replaces it, see draw_summaries)
+        virt_text = M.chunks(g, ids, opts.display, M.line_stats(g, path, line)),
         virt_text_pos = opts.display.virt_text_pos,
         hl_mode = 'combine',
       })

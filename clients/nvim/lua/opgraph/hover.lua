@@ -168,8 +168,256 @@ local function describe(name, ids, more, lines, hls)
   return true
 end
 
+-- --- crowded lines: the summary and its drill-down ------------------------------------------
+
+local ROWS = 8 -- rows of each list of groups at first
+local ALL_ROWS = 1000 -- rows of a list opened whole (<CR> on its "… more" row)
+
+local SECTIONS = {
+  { by = 'part', title = 'by model part', filter = 'part' },
+  { by = 'call', title = 'by call (one per sample)', filter = 'call', periodic = true },
+  { by = 'position', title = 'by position in a call (the same node of every call)',
+    filter = 'position', periodic = true },
+}
+
+---@class opgraph.DrillView what the hover window shows of a crowded line
+---@field name string the graph
+---@field file string the line's file, as the nodes recorded it
+---@field line integer
+---@field filters table<string, any> part, call, position: the selection within the line
+---@field limits table<string, integer> rows listed of each section (by `by`)
+
+local drill = nil ---@type {views: opgraph.DrillView[], rows: table<integer, function>}|nil
+
+--- "8000  data -2.375…2.003 mean 0.04852 · ∇ norm 0.9753, 5284 zero": one group's statistics.
+local function stats_row(stats, p)
+  local range, mean = annotate.range_text(stats.data, p)
+  local text = ('%7d  data %s'):format(tonumber(stats.count) or 0,
+    range and (range .. ' mean ' .. mean) or 'none finite')
+  text = text .. (' · ∇ norm %s'):format(util.num(util.value(stats.grad_norm) or 0, p))
+  local zero = tonumber(util.value(stats.zero_grad)) or 0
+  if zero > 0 then
+    text = text .. (', %d zero'):format(zero)
+  end
+  local bad = (tonumber(util.value(stats.nonfinite_data)) or 0)
+    + (tonumber(util.value(stats.nonfinite_grad)) or 0)
+  if bad > 0 then
+    text = text .. (', %d not finite'):format(bad)
+  end
+  return text
+end
+
+--- The words for a selection: "line 65 · part layer1 · call 3".
+local function selection_text(view)
+  local words = { ('%s:%d'):format(vim.fn.fnamemodify(view.file, ':t'), view.line) }
+  local f = view.filters
+  if f.part then
+    table.insert(words, 'part ' .. f.part)
+  end
+  if f.call then
+    table.insert(words, 'call ' .. f.call)
+  end
+  if f.position then
+    table.insert(words, 'position ' .. f.position)
+  end
+  return table.concat(words, ' · ')
+end
+
+--- The graph.aggregate options of `view`'s selection, listing groups `by` (at most `limit`).
+local function query(view, by, limit, members)
+  -- (a position's group is named after its first member: it needs one listed)
+  members = members or (by == 'position' and 1 or 0)
+  local q = { line = { view.file, view.line }, by = by, limit = limit, members = members }
+  for key, value in pairs(view.filters) do
+    q[key] = value
+  end
+  return q
+end
+
+--- The hover text of `view` (a crowded line, or a selection within it): its statistics, then
+--- the lists to drill down into, capped, with their totals. Rows that drill down further are
+--- in `rows` (line number -> the view they open).
+---@param view opgraph.DrillView
+---@param lines string[]
+---@param hls table[]
+---@param rows table<integer, opgraph.DrillView>
+---@return boolean|nil ok
+---@return string|nil error
+local function describe_summary(view, lines, hls, rows)
+  local opts = config.get().display
+  local p, few = opts.hover_precision, math.max(1, opts.max_hover_nodes)
+  local function add(text, group)
+    table.insert(lines, text)
+    if group then
+      table.insert(hls, { group, #lines - 1, 0, -1 })
+    end
+  end
+  -- The selection, listed by part (every selection has parts), says whether the line repeats.
+  local first, err = session.call('graph.aggregate', view.name,
+    query(view, 'part', view.limits.part or ROWS, few))
+  if not first then
+    return nil, err
+  end
+  local period, calls = util.value(first.period), util.value(first.calls)
+  local answers = { part = first }
+  local calls_wanted = {}
+  for _, section in ipairs(SECTIONS) do
+    if section.periodic and period and view.filters[section.filter] == nil then
+      table.insert(calls_wanted, section)
+    end
+  end
+  if #calls_wanted > 0 then
+    local many = {}
+    for _, section in ipairs(calls_wanted) do
+      table.insert(many, { 'graph.aggregate',
+        { view.name, query(view, section.by, view.limits[section.by] or ROWS) } })
+    end
+    local got, merr = session.request_many(many)
+    if not got then
+      return nil, merr
+    end
+    for i, section in ipairs(calls_wanted) do
+      answers[section.by] = got[i]
+    end
+  end
+  local stats = first.stats
+  if #lines > 0 then
+    add('')
+  end
+  add(('graph %s · version %d · %s'):format(view.name, first.version, selection_text(view)),
+    'OpgraphTitle')
+  local what = annotate.count_text(stats.count)
+  if next(view.filters) == nil then
+    what = what .. ' made on this line'
+    if period and calls then
+      what = what .. (': %d calls of %d'):format(calls, period)
+    end
+  end
+  add(what, 'OpgraphLabel')
+  local ops = annotate.ops_text(stats)
+  if ops ~= '' then
+    add('  ops   ' .. ops)
+  end
+  local range, mean = annotate.range_text(stats.data, p)
+  add('  data  ' .. (range and (range .. '  mean ' .. mean) or 'none finite'))
+  range, mean = annotate.range_text(stats.grad, p)
+  add('  grad  ' .. (range and (range .. '  mean ' .. mean) or 'none finite'))
+  local zero = tonumber(util.value(stats.zero_grad)) or 0
+  local bad_data = tonumber(util.value(stats.nonfinite_data)) or 0
+  local bad_grad = tonumber(util.value(stats.nonfinite_grad)) or 0
+  add(('  ∇ norm %s · %d zero · %s'):format(util.num(util.value(stats.grad_norm) or 0, p), zero,
+    (bad_data + bad_grad == 0) and 'all finite'
+    or ('%d data, %d ∇ not finite'):format(bad_data, bad_grad)),
+    (bad_data + bad_grad > 0) and 'DiagnosticError' or nil)
+  for _, section in ipairs(SECTIONS) do
+    local answer = answers[section.by]
+    local groups = answer and util.value(answer.groups)
+    local counts = answer and util.value(answer.counts)
+    local total = type(counts) == 'table' and tonumber(util.value(counts.groups)) or 0
+    -- (a list of one group says nothing the statistics above do not)
+    if type(groups) == 'table' and total > 1 then
+      local shown = #groups
+      add(('%s: %d%s'):format(section.title, total,
+        shown < total and (', the first %d'):format(shown) or ''), 'OpgraphTitle')
+      for _, group in ipairs(groups) do
+        local key = util.value(group.key)
+        local label
+        if key == nil then
+          label = '(in no part below)'
+        elseif section.by == 'call' then
+          label = 'call ' .. tostring(key)
+        elseif section.by == 'position' then
+          local named = util.value(group.name)
+          label = tostring(key) .. (named and (' ' .. named) or '')
+        else
+          label = tostring(key)
+        end
+        if #label > 30 then
+          label = label:sub(1, 29) .. '…'
+        end
+        add(('  %-30s %s'):format(label, stats_row(group.stats, 4)))
+        if key ~= nil then
+          local filters = vim.deepcopy(view.filters)
+          filters[section.filter] = key
+          rows[#lines] = { name = view.name, file = view.file, line = view.line,
+            filters = filters, limits = {} }
+        end
+      end
+      if shown < total then
+        add(('  … %d more (<CR> here lists %s)'):format(total - shown,
+          total <= ALL_ROWS and 'them all' or ('the first %d'):format(ALL_ROWS)), 'OpgraphPunct')
+        local limits = vim.deepcopy(view.limits)
+        limits[section.by] = ALL_ROWS
+        rows[#lines] = { name = view.name, file = view.file, line = view.line,
+          filters = vim.deepcopy(view.filters), limits = limits }
+      end
+    end
+  end
+  -- A selection of a few nodes (one sample's score): the nodes themselves.
+  local members = util.value(first.members)
+  if (tonumber(stats.count) or 0) <= few and type(members) == 'table' and #members > 0 then
+    local ok, derr = describe(view.name, members, 0, lines, hls)
+    if not ok then
+      return nil, derr
+    end
+  end
+  return true
+end
+
+--- The footer of a window that drills down.
+local function footer(lines, hls, deeper)
+  table.insert(lines, '')
+  table.insert(lines, (deeper and '<BS> back · ' or '')
+    .. '<CR> on a row drills down · q closes'
+    .. (deeper and '' or ' · :OpgraphHover again enters this window'))
+  table.insert(hls, { 'OpgraphPunct', #lines - 1, 0, -1 })
+end
+
+--- Show the last view of `drill` in the open window (in a task).
+local function show_drill()
+  local d = drill
+  if not d then
+    return
+  end
+  local lines, hls, rows = {}, {}, {}
+  local ok, err = describe_summary(d.views[#d.views], lines, hls, rows)
+  if not ok then
+    state.error_line(err)
+    return
+  end
+  footer(lines, hls, #d.views > 1)
+  if drill == d then
+    d.rows = rows
+    float.replace(lines, hls)
+  end
+end
+
+--- <CR> in the window: open what row `row` leads to.
+---@param row integer 1-based
+function M.drill_down(row)
+  local d = drill
+  local target = d and d.rows[row]
+  if not target then
+    return
+  end
+  table.insert(d.views, target)
+  require('opgraph.async').run(':OpgraphHover drill-down', show_drill)
+end
+
+--- <BS> in the window: back to the view before.
+function M.drill_back()
+  local d = drill
+  if not d or #d.views <= 1 then
+    return
+  end
+  table.remove(d.views)
+  require('opgraph.async').run(':OpgraphHover drill-down', show_drill)
+end
+
 --- A floating window with the nodes created on the cursor line: op, inputs, data, grad, the
---- leaves that influence them, diagnostics. A second call moves into the window.
+--- leaves that influence them, diagnostics; a line that made more than max_per_line nodes is
+--- summed up instead (graph.aggregate), with lists to drill down into by model part, by call
+--- and by position. A second call moves into the window.
 ---@return integer|nil window
 ---@return integer|nil buffer
 function M.hover()
@@ -183,12 +431,13 @@ function M.hover()
   end
   local buf = api.nvim_get_current_buf()
   local line = api.nvim_win_get_cursor(0)[1]
+  local path = util.buf_path(buf)
   local found = {}
   for _, name in ipairs(names) do
     local g = state.graphs[name]
     local ids = g and annotate.ids_at(g, buf, line) or {}
     if #ids > 0 then
-      table.insert(found, { name = name, ids = ids })
+      table.insert(found, { name = name, ids = ids, stats = annotate.line_stats(g, path, line) })
     end
   end
   if #found == 0 then
@@ -196,22 +445,41 @@ function M.hover()
       "graph '" .. table.concat(names, "', '") .. "'", line))
     return nil
   end
-  local lines, hls = {}, {}
-  local most = math.max(1, config.get().display.max_hover_nodes)
+  local opts = config.get().display
+  local lines, hls, rows = {}, {}, {}
+  local views = nil
+  local most = math.max(1, opts.max_hover_nodes)
   for _, f in ipairs(found) do
-    -- The last nodes of a crowded line, as the virtual text shows them: what the line computes.
-    local ids, more = f.ids, math.max(0, #f.ids - most)
-    if more > 0 then
-      ids = vim.list_slice(f.ids, more + 1)
+    local ok, err
+    if f.stats and annotate.crowded(#f.ids, opts) then
+      local view = { name = f.name, file = f.stats.file, line = f.stats.line, filters = {},
+        limits = {} }
+      views = views or { view }
+      ok, err = describe_summary(view, lines, hls, views[1] == view and rows or {})
+    else
+      -- The last nodes of a crowded line, as the virtual text shows them (when the server
+      -- gave no summary): what the line computes.
+      local ids, more = f.ids, math.max(0, #f.ids - most)
+      if more > 0 then
+        ids = vim.list_slice(f.ids, more + 1)
+      end
+      ok, err = describe(f.name, ids, more, lines, hls)
     end
-    local ok, err = describe(f.name, ids, more, lines, hls)
     if not ok then
       state.error_line(err)
       return nil
     end
   end
   state.highlights()
-  return float.open(lines, hls)
+  if views then
+    footer(lines, hls, false)
+  end
+  local win, fbuf = float.open(lines, hls, views and {
+    ['<CR>'] = M.drill_down,
+    ['<BS>'] = M.drill_back,
+  } or nil)
+  drill = views and { views = views, rows = rows } or nil
+  return win, fbuf
 end
 
 return M

@@ -15,6 +15,10 @@ local util = require('opgraph.util')
 
 local M = {}
 
+--- Requests sent so far, by method (for tests and benchmarks: what a command cost).
+---@type table<string, integer>
+M.sent = {}
+
 local STDERR_LINES = 20
 local MAX_MSGID = 4294967295 -- msgids are unsigned 32-bit integers
 
@@ -297,6 +301,7 @@ function Conn:send(method, params, timeout_ms, callback)
   end
   self.next_id = self.next_id >= MAX_MSGID and 0 or self.next_id + 1
   local msgid = self.next_id
+  M.sent[method] = (M.sent[method] or 0) + 1
   local p = { method = method, callback = callback }
   self.pending[msgid] = p
   local ok, err = self:write({ 0, msgid, method, params })

@@ -20,7 +20,14 @@ local S = {
   on_connect = {}, ---@type fun()[] run after every (re)connection
   on_poll = {}, ---@type fun()[] run at every check while connected
   on_notify = nil, ---@type fun(method: string, payload: any)|nil
+  retrying = false, -- the connection was lost (not closed on purpose): reconnect by itself
+  retry_timer = nil, ---@type userdata|nil
+  retry_delay = 0, -- ms before the next attempt (doubles up to MAX_RETRY_MS)
+  reconnecting = nil, ---@type opgraph.Task|nil the attempt running now
+  connecting = 0, -- connections being opened by a command (an attempt then stands aside)
 }
+
+local MAX_RETRY_MS = 5000 -- the longest wait between two attempts to reconnect
 
 --- The field of initialize's result that names the server process. A server that has it
 --- keeps it for its lifetime and a restarted one has another, so its graphs' version numbers
@@ -121,8 +128,15 @@ local function on_close(conn, reason, closed_here)
     message = message .. ' (' .. reason .. ')'
   end
   state.lost_message = message -- a request that fails with this says nothing more
-  local again = S.last_kind == 'job' and ':OpgraphStart starts another'
-    or ':OpgraphConnect reconnects'
+  local again
+  if S.last_kind == 'job' then
+    again = ':OpgraphStart starts another'
+  elseif config.get().auto_connect then
+    again = 'reconnecting by itself (:OpgraphConnect does it now)'
+    M.retry()
+  else
+    again = ':OpgraphConnect reconnects'
+  end
   util.notify(('%s; the annotations are from before; %s'):format(message, again), 'warn')
 end
 
@@ -172,12 +186,76 @@ local function adopt(conn, info)
   end
   S.conn, S.info = conn, info
   S.identity = M.identity_of(info, conn.id)
+  M.stop_retry()
   state.reported = {}
   state.lost_message = nil
   start_poll()
   for _, fn in ipairs(S.on_connect) do
     fn()
   end
+end
+
+--- Stop reconnecting by itself (connected again, disconnected on purpose, or a job started).
+function M.stop_retry()
+  S.retrying = false
+  if S.retry_timer then
+    S.retry_timer:stop()
+  end
+end
+
+local try_reconnect
+
+local function schedule_retry()
+  if not S.retry_timer then
+    S.retry_timer = vim.loop.new_timer()
+  end
+  S.retry_timer:stop()
+  S.retry_timer:start(S.retry_delay, 0, vim.schedule_wrap(util.guard(function()
+    try_reconnect()
+  end, 'reconnecting')))
+  S.retry_delay = math.min(S.retry_delay * 2, MAX_RETRY_MS)
+end
+
+--- One attempt to connect again to the last address; another is scheduled if it fails. Once
+--- connected, the after-connection hooks subscribe to the shown graphs again and redraw them.
+try_reconnect = function()
+  if not S.retrying or M.connected() or S.last_kind ~= 'socket' or not S.url then
+    return
+  end
+  if (S.reconnecting and not S.reconnecting.done) or S.connecting > 0 then
+    schedule_retry() -- an attempt (or a command's connection) is under way
+    return
+  end
+  local url = S.url
+  S.reconnecting = async.run('reconnecting', function()
+    local info, _, conn = open(function(handlers)
+      return rpc.open_socket(url, handlers)
+    end, config.get().token)
+    if not S.retrying or M.connected() or S.connecting > 0 or url ~= S.url then
+      if conn then
+        conn:close() -- a command connected meanwhile, or reconnecting was stopped
+      end
+      return
+    end
+    if not info then
+      if conn then
+        conn:close()
+      end
+      schedule_retry()
+      return
+    end
+    util.notify(('reconnected to %s (%s %s)'):format(url, tostring(info.name),
+      tostring(info.version)))
+    adopt(conn, info)
+  end)
+end
+
+--- Reconnect by itself, soon and then less and less often, until connected (the connection
+--- to a socket was lost, not closed on purpose).
+function M.retry()
+  S.retrying = true
+  S.retry_delay = math.max(50, config.get().poll_ms)
+  schedule_retry()
 end
 
 --- Close the current connection on purpose. Returns whether there was one.
@@ -199,9 +277,15 @@ end
 local function connect_socket(url)
   M.close()
   S.url, S.last_kind = url, 'socket' -- what automatic reconnection retries, even after a failure
+  S.connecting = S.connecting + 1
+  local undo = async.on_cancel(function()
+    S.connecting = S.connecting - 1
+  end)
   local info, err, conn = open(function(handlers)
     return rpc.open_socket(url, handlers)
   end, config.get().token)
+  undo()
+  S.connecting = S.connecting - 1
   if not info then
     if conn then
       conn:close()
@@ -219,6 +303,7 @@ end
 ---@return string|nil error
 local function connect_job(cmd)
   M.close()
+  M.stop_retry()
   local info, err, conn = open(function(handlers)
     return rpc.open_job(cmd, handlers)
   end, config.get().token)
@@ -355,6 +440,7 @@ end
 
 --- Close the connection (a server started by :OpgraphStart is stopped), and say so.
 function M.disconnect()
+  M.stop_retry()
   if M.close() then
     util.notify('disconnected')
   else
@@ -393,6 +479,7 @@ end
 ---@field url string|nil
 ---@field channel integer|nil
 ---@field identity string|nil which server (see identity_of)
+---@field reconnecting boolean the connection was lost and is being tried again by itself
 ---@field server table|nil {name, version, protocol, instance}
 
 --- The connection state, for :OpgraphGraphs, :checkhealth and tests.
@@ -408,6 +495,7 @@ function M.status()
     url = S.url,
     channel = connected and conn.chan or nil,
     identity = S.identity,
+    reconnecting = S.retrying,
     server = connected and info and {
       name = info.name,
       version = info.version,

@@ -12,8 +12,10 @@ local api = vim.api
 local M = {}
 
 local PAGE = 5000 -- node records per graph.nodes request
+local AGGREGATE_LINES = 10000 -- source lines summed up by graph.aggregate (per version)
 
 local flush_timer = nil ---@type userdata|nil
+local quiet_after = 0 -- (vim.loop.now) a change from then on is fetched at once
 
 -- --- drawing -----------------------------------------------------------------------------
 
@@ -68,15 +70,43 @@ end
 
 -- --- fetching ----------------------------------------------------------------------------
 
---- Every node record and the diagnostics of graph `name`, at one version. The first page
---- says how many nodes there are; the other pages and the diagnostics are then asked for at
---- once. A graph that changes in between is read again (three times at most).
+local function is_unknown(err)
+  return tostring(err):match('^unknown_graph') ~= nil
+end
+
+--- The summaries of graph `name`'s source lines (graph.aggregate by line): the answer, or nil
+--- and why. One request a version for every line of every file; the server computes it once
+--- per version.
 ---@param name string
+---@return table|nil
+---@return string|nil error
+local function line_summaries(name)
+  return session.request('graph.aggregate', name,
+    { by = 'line', limit = AGGREGATE_LINES, members = 0 })
+end
+
+--- Every node record and the diagnostics of graph `name`, at one version, and the summaries
+--- of its lines. The summaries come first (`on_summaries(line_stats, version)` draws the
+--- crowded lines at once); then the first page says how many nodes there are, and the other
+--- pages and the diagnostics are asked for at once. A graph that changes in between is read
+--- again (three times at most).
+---@param name string
+---@param on_summaries fun(line_stats: table, version: integer)|nil
 ---@return opgraph.Graph|nil
 ---@return string|nil error
-local function fetch(name)
-  local nodes, version, diagnostics
+local function fetch(name, on_summaries)
+  local nodes, version, diagnostics, agg
   for _ = 1, 3 do
+    local aerr
+    agg, aerr = line_summaries(name)
+    if agg and on_summaries then
+      on_summaries(annotate.index_lines(agg), agg.version)
+    elseif not agg and is_unknown(aerr) then
+      return nil, aerr
+    elseif not agg and session.connected() then
+      -- (an older server, or a time limit: crowded lines show their last nodes instead)
+      state.report_once(("summing up graph '%s': %s"):format(name, util.clean(aerr)))
+    end
     local first, err = session.request('graph.nodes', name, { start = 0, count = PAGE })
     if not first then
       return nil, err
@@ -105,15 +135,15 @@ local function fetch(name)
     end
     local d = rest[#rest]
     diagnostics = d.diagnostics
+    if agg and agg.version ~= version then
+      consistent = false -- the summaries are of another version
+    end
     if consistent and d.version == version then
       break
     end
   end
-  return annotate.index(name, version, nodes, diagnostics)
-end
-
-local function is_unknown(err)
-  return tostring(err):match('^unknown_graph') ~= nil
+  local line_stats = agg and agg.version == version and annotate.index_lines(agg) or nil
+  return annotate.index(name, version, nodes, diagnostics, line_stats)
 end
 
 --- Say what `show` drew: graph `g`, `here` lines annotated in the current buffer.
@@ -155,7 +185,18 @@ end
 ---@return integer|string lines annotated in the current buffer, or the error
 function M.refresh(name)
   local server = session.identity()
-  local g, err = fetch(name)
+  local function early(line_stats, version)
+    local old = state.graphs[name]
+    if not state.shown[name] or server ~= session.identity()
+      or (current(old) and old.version >= version) then
+      return -- cleared, another server, or not newer than what is drawn
+    end
+    local opts = config.get()
+    for _, buf in ipairs(api.nvim_list_bufs()) do
+      annotate.draw_summaries(buf, name, line_stats, opts)
+    end
+  end
+  local g, err = fetch(name, early)
   if not g then
     return nil, err
   end
@@ -202,7 +243,9 @@ local function flush()
   end
 end
 
---- Refresh graph `name` soon (debounced: a burst of changes costs one refresh).
+--- Refresh graph `name` soon. The first change after a quiet while is fetched at once; the
+--- changes that follow within debounce_ms join one refresh at the end of that time (a burst of
+--- changes costs two refreshes, whatever its length).
 ---@param name string
 ---@param version number the version announced
 function M.schedule_refresh(name, version)
@@ -213,7 +256,10 @@ function M.schedule_refresh(name, version)
   if flush_timer:is_active() then
     return -- a refresh is already due: this change joins it
   end
-  flush_timer:start(config.get().debounce_ms, 0, vim.schedule_wrap(function()
+  local now, window = vim.loop.now(), config.get().debounce_ms
+  local wait = now >= quiet_after and 0 or (quiet_after - now)
+  quiet_after = now + wait + window
+  flush_timer:start(wait, 0, vim.schedule_wrap(function()
     async.run('refresh', flush)
   end))
 end

@@ -55,6 +55,8 @@ function M.num(x, precision)
     return 'inf'
   elseif x == -math.huge then
     return '-inf'
+  elseif x == 0 then
+    return '0' -- (not "-0")
   end
   return string.format('%.' .. (precision or 4) .. 'g', x)
 end
