@@ -286,6 +286,32 @@ function cases.restart()
   R.version_after = require('opgraph').status().versions.neurons
 end
 
+-- The server is killed and started again on its store, on the same port: with no command,
+-- the plugin reconnects, subscribes again and redraws from the new server; later changes
+-- still arrive by themselves.
+function cases.durable()
+  require('opgraph').setup({ address = URL, debounce_ms = 50, poll_ms = 200 })
+  vim.cmd('edit ' .. vim.fn.fnameescape(SCRIPT))
+  command('OpgraphShow neurons')
+  snapshot('before')
+  R.identity_before = require('opgraph').status().connection.identity
+  local before = #notes
+  local drawn = mark_text()
+  ask('kill_restart_publish') -- (killed, started on its data, the graph published again)
+  wait_for('redrawn', function()
+    return require('opgraph').status().connection.connected and mark_text() ~= drawn
+  end)
+  snapshot('after_restart')
+  R.identity_after = require('opgraph').status().connection.identity
+  R.restart_notes = since(before)
+  drawn = mark_text()
+  ask('publish_again')
+  wait_for('followed', function()
+    return mark_text() ~= drawn
+  end)
+  snapshot('followed')
+end
+
 -- :OpgraphShow before the graph exists: it waits, and draws the graph once it is published.
 function cases.waiting()
   require('opgraph').setup({ address = URL, debounce_ms = 50, poll_ms = 100 })

@@ -53,7 +53,8 @@ def free_port() -> int:
 class Server:
     """``opgraph serve --listen tcp://127.0.0.1:PORT --no-demo`` as a subprocess."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, data: Path | None = None) -> None:
+        self.data = data  # the store (--data) when given, else in memory
         self.port = free_port()
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.log_dir = log_dir
@@ -64,8 +65,10 @@ class Server:
         self.starts += 1
         log = self.log_dir / f"server-{self.starts}.log"
         with open(log, "wb") as err:
+            store = ["--data", str(self.data)] if self.data else []
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "opgraph", "serve", "--listen", self.url, "--no-demo"],
+                [sys.executable, "-m", "opgraph", "serve", "--listen", self.url, "--no-demo",
+                 *store],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while not self._accepts():
@@ -86,6 +89,13 @@ class Server:
                 return probe.getsockname() != probe.getpeername()
         except OSError:
             return False
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is closed cleanly."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
 
     def stop(self) -> None:
         if self.proc is None:
@@ -533,6 +543,41 @@ def test_restarted_server_reusing_versions_is_redrawn(server: Server, tmp_path: 
     assert results["version_after"] < results["version_before"], results
     assert results["events"]["redrawn"], "the new server's graph was not drawn"
     check_annotations(shots["after"], 0.5)
+
+
+def test_restart_on_the_store_reconnects_resubscribes_and_redraws(tmp_path: Path) -> None:
+    server = Server(tmp_path, data=tmp_path / "graphs.db")
+    server.start()
+
+    def kill_restart_publish() -> None:
+        server.kill()
+        server.start()  # the same port, the same store
+        server.publish(0.5)
+
+    try:
+        server.publish(1.0)
+        results = run_nvim(
+            "durable", tmp_path / "nvim",
+            {"kill_restart_publish": kill_restart_publish,
+             "publish_again": lambda: server.publish(0.25)},
+            OPGRAPH_URL=server.url, OPGRAPH_SCRIPT=str(SCRIPT), OPGRAPH_LINES=json.dumps(LINES))
+    finally:
+        server.stop()
+    shots = results["snapshots"]
+    check_annotations(shots["before"], 1.0)
+    # No command was given: the plugin reconnected to the new server by itself and drew what
+    # it has, not the numbers from before.
+    assert results["events"]["redrawn"], "the plugin did not reconnect and redraw by itself"
+    check_annotations(shots["after_restart"], 0.5)
+    assert results["identity_after"] != results["identity_before"], results
+    said = [(n["level"], n["message"]) for n in results["restart_notes"]]
+    assert [level for level, _ in said] == [WARN, INFO], said
+    assert said[0][1].startswith(f"opgraph: lost the connection to {server.url}"), said
+    assert said[0][1].endswith("reconnecting by itself (:OpgraphConnect does it now)"), said
+    assert said[1][1].startswith(f"opgraph: reconnected to {server.url} (opgraph "), said
+    # Subscribed again: the next change arrives by itself.
+    assert results["events"]["followed"], "a change after the reconnection was not shown"
+    check_annotations(shots["followed"], 0.25)
 
 
 def test_show_waits_for_a_graph_not_published_yet(server: Server, tmp_path: Path) -> None:
