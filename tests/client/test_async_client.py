@@ -103,7 +103,7 @@ def test_notifications_end_when_the_connection_closes(server: ThreadedServer) ->
 
 def test_calls_after_the_server_went_away_fail(server: ThreadedServer) -> None:
     async def scenario() -> None:
-        c = await AsyncClient.connect(server.tcp)
+        c = await AsyncClient.connect(server.tcp, reconnect=False)  # (see test_reconnect.py)
         assert await c.call("graph.list")
         await asyncio.to_thread(server.stop)
         with pytest.raises(ConnectionLost):

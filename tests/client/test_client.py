@@ -170,7 +170,7 @@ def test_timeout_when_the_server_does_not_answer() -> None:
 
 
 def test_connection_lost_and_closed_client(server: ThreadedServer) -> None:
-    c = Client(server.tcp)
+    c = Client(server.tcp, reconnect=False)  # (reconnecting: test_reconnect.py)
     assert c.call("graph.list")
     server.stop()
     with pytest.raises(ConnectionLost):
@@ -273,7 +273,7 @@ def test_a_broken_server_is_a_client_error(reply: bytes) -> None:
     thread = threading.Thread(target=answer_badly, daemon=True)
     thread.start()
     try:
-        with Client(url, timeout=TIMEOUT, initialize=False) as c:
+        with Client(url, timeout=TIMEOUT, initialize=False, reconnect=False) as c:
             with pytest.raises(ConnectionLost):
                 c.call("graph.list")
             with pytest.raises(ConnectionLost):  # and so is every later call

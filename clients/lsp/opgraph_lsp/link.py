@@ -179,8 +179,8 @@ class GraphLink:
                 await asyncio.sleep(0.1)
 
     async def _open(self) -> AsyncClient:
-        client = await asyncio.wait_for(
-            AsyncClient.connect(self.url, initialize=False), 10)
+        client = await asyncio.wait_for(  # (reconnect=False: `run` is this link's reconnecting)
+            AsyncClient.connect(self.url, initialize=False, reconnect=False), 10)
         options: dict[str, Any] = {"client": {"name": "opgraph-lsp"}, "errors": "structured"}
         token = self.token or os.environ.get("OPGRAPH_TOKEN") or None
         if token:

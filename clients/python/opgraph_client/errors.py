@@ -12,7 +12,17 @@ class ClientError(Exception):
 
 
 class ConnectionLost(ClientError, ConnectionError):
-    """The server closed the connection (or it broke) before answering."""
+    """The server closed the connection (or it broke) before answering, or the client could
+    not connect again.
+
+    ``in_doubt`` is true when the request was a change that had been sent whole and got no
+    answer: the server may or may not have applied it, and the client did not send it again
+    (look, e.g. with ``graph.info``, before sending it again).
+    """
+
+    def __init__(self, message: str = "", *, in_doubt: bool = False) -> None:
+        super().__init__(message)
+        self.in_doubt = in_doubt
 
 
 class ServerError(Exception):
