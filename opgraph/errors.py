@@ -83,7 +83,8 @@ class GraphError(OpgraphError):
 
 
 class GraphMismatchError(GraphError, ValueError):
-    """An op over values that belong to different graphs."""
+    """Values that do not fit the graph they are used with: an op over values of different
+    graphs, or values for another number of nodes (`Graph.assign`)."""
 
 
 class NodeNotFoundError(GraphError, KeyError):

@@ -25,6 +25,7 @@ from opgraph.core.passes import (
     evaluate,
     free_values,
     recompute,
+    structure_order,
     topological_order,
 )
 from opgraph.core.rules import describe, is_partial, is_real, result_problem
@@ -79,6 +80,7 @@ __all__ = [
     "result_problem",
     "set_source",
     "set_source_tracking",
+    "structure_order",
     "topological_order",
     "track_source",
 ]

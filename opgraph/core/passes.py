@@ -4,12 +4,15 @@
 iterative (no recursion, so a chain of a million ops is fine); `recompute` and `evaluate` are
 the forward pass. `Value.backward` is the fast version of the two first, fused
 (`opgraph.core.fast`); the differential tests hold the two paths to identical results.
+`structure_order` is `topological_order` with a key that tells graphs of the same structure
+(and other values) apart from the others.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +41,56 @@ def topological_order(root: Any) -> list[Any]:
             if not stack:
                 return order
             node, pending = stack.pop()
+
+
+_FIELDS = tuple(map(operator.attrgetter, ("_opdef", "_attrs", "label", "_loc")))
+
+
+def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
+    """`topological_order` of ``root``, and a key to what that graph is apart from its values:
+    each node's op, attributes, label and source, and where its inputs are in the order.
+
+    Two graphs give equal keys exactly when they have the same structure, so that one's values
+    can stand for the other's node for node (a training step's graph, built again). The key
+    holds no node, and compares in C (``==`` of lists and arrays). It costs one walk: each
+    input, met in the walk, is recorded as ``-1`` when it is new (placed by the walk itself, so
+    its position follows from the rest) or as its position when it was placed before; ``-2``
+    closes each computed node.
+    """
+    order: list[Any] = []
+    place = order.append
+    position: dict[Any, int] = {root: -1}  # placed nodes; -1 while a node's inputs are walked
+    placed = position.get
+    wiring = array("q")
+    mark = wiring.append
+    stack: list[tuple[Any, Iterator[Any]]] = []
+    push, pop = stack.append, stack.pop
+    count = 0
+    node, pending = root, iter(root._inputs)
+    while True:
+        for child in pending:
+            at = placed(child)
+            if at is None:
+                mark(-1)
+                if not child._inputs:  # a leaf: placed at once, no stack entry
+                    position[child] = count
+                    count += 1
+                    place(child)
+                    continue
+                position[child] = -1
+                push((node, pending))
+                node, pending = child, iter(child._inputs)
+                break
+            mark(at)
+        else:  # every input of `node` is placed: place it
+            position[node] = count
+            count += 1
+            place(node)
+            mark(-2)
+            if not stack:
+                # (a list per field: a tuple per node would wake the cyclic collector)
+                return order, (wiring, *(list(map(field, order)) for field in _FIELDS))
+            node, pending = pop()
 
 
 def backward_over(order: Sequence[Any], root: Any) -> None:

@@ -11,7 +11,10 @@ wrote of that graph:
   the data and gradients that differ from those last written, as row updates;
 - a graph replaced by another (``graph.publish``, ``graph.import``, ``graph.create`` with
   ``replace``) of the same structure: its values only, as above; of another structure: its rows
-  rewritten.
+  rewritten;
+- when most values changed at once (``graph.publish_values``, a backward pass over a big
+  graph): the data and gradients of all its nodes as two arrays of doubles, one row
+  (``values_blob``), instead of one row update per node.
 
 Changes recorded in one turn of the event loop go in one transaction (group commit), in a
 thread of their own while the loop goes on; changes recorded meanwhile go in the next one. Until
@@ -27,12 +30,14 @@ import asyncio
 import logging
 import math
 import os
+from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opgraph.graph import Graph
 from opgraph_server.errors import RpcError
+from opgraph_server.params import doubles, doubles_bytes
 from opgraph_server.sqlite_store import Change, SqliteStore, StoredGraph, StoreError, number_in
 from opgraph_server.sqlite_store import pack as _pack
 from opgraph_server.sqlite_store import unpack as _unpack
@@ -45,7 +50,7 @@ log = logging.getLogger("opgraph.server")
 
 WRITES = frozenset({
     "graph.create", "graph.import", "graph.publish", "node.leaf", "node.apply", "node.set",
-    "graph.batch", "graph.backward", "graph.grads", "graph.eval",
+    "graph.batch", "graph.backward", "graph.grads", "graph.eval", "graph.publish_values",
 })
 """Methods that may grow the store: refused while it is over its size limit (`admit`).
 ``graph.drop`` is not among them: it is how space is freed."""
@@ -92,15 +97,18 @@ class _Written:
     """What was last written of one graph: the graph object, its node count and version, and
     the data and gradient of each node."""
 
-    __slots__ = ("count", "data", "gid", "grad", "graph", "version")
+    __slots__ = ("blob", "count", "data", "gid", "grad", "graph", "version")
 
     def __init__(self, gid: int, graph: Graph) -> None:
         self.gid = gid
         self.graph = graph
         self.count = 0
         self.version = -1
-        self.data: list[float] = []
-        self.grad: list[float] = []
+        self.data: list[float] | array[float] = []
+        self.grad: list[float] | array[float] = []
+        self.blob = False
+        """Whether the store holds this graph's values as arrays (``values_blob``): then every
+        change of values rewrites them."""
 
 
 def _num(x: Any) -> float:
@@ -108,6 +116,19 @@ def _num(x: Any) -> float:
     if type(x) is float:
         return x
     return float(getattr(x, "data", x))
+
+
+def _stored_values(s: StoredGraph, where: str) -> tuple[int, array[float], array[float]] | None:
+    """The values ``graph_values`` holds for ``s``, checked to fit its rows."""
+    if s.values is None:
+        return None
+    count, data, grad = s.values
+    if not (isinstance(data, bytes) and isinstance(grad, bytes) and isinstance(count, int)
+            and len(data) == len(grad) == 8 * count and 0 <= count <= s.count):
+        raise StoreError(f"{where}: its stored values do not fit its {s.count} nodes (count "
+                         f"{count!r}, {len(data) if isinstance(data, bytes) else '?'} bytes of "
+                         "data)")
+    return count, doubles(data), doubles(grad)
 
 
 def _structure(v: Value) -> tuple[Any, ...]:
@@ -173,9 +194,12 @@ class Durable:
             raise StoreError(f"{where} should have {s.count} nodes, the file holds "
                              f"{len(s.rows)} of them")
         nodes = []
+        values = _stored_values(s, where)
         for k, (i, op, inputs, attrs, label, file, line, data, grad) in enumerate(s.rows):
             if i != k:
                 raise StoreError(f"{where}: node {k} is missing (the next row is node {i})")
+            if values is not None and k < values[0]:
+                data, grad = values[1][k], values[2][k]
             try:
                 nodes.append({"id": i, "op": op, "inputs": _unpack(inputs, []),
                               "attrs": _unpack(attrs, {}), "label": label,
@@ -197,6 +221,7 @@ class Durable:
             if graph is entry.graph:
                 w = _Written(s.gid, graph)
                 self._remember(w, graph)
+                w.blob = s.values is not None
                 self._written[entry] = w
                 return
         raise ValueError(f"graph {entry.name!r} was not read from the store")
@@ -210,6 +235,7 @@ class Durable:
         w.version = graph.version
         w.data = [_num(v.data) for v in graph.nodes]
         w.grad = [_num(v.grad) for v in graph.nodes]
+        w.blob = False  # (rows just written hold the values; `attach` says otherwise)
 
     def record(self, entry: Entry) -> None:
         """Note what changed in ``entry``'s graph since it was last recorded (on the loop, the
@@ -268,6 +294,29 @@ class Durable:
         if len(changes) != before:
             self._touch()
 
+    def assigned(self, entry: Entry, data: array[float], grad: array[float]) -> bool:
+        """Note that every value of ``entry``'s graph was just set to ``data`` and ``grad``
+        (`Graph.assign`, one version later): written as two arrays, compared with nothing.
+        False when the graph is not one this store wrote as it is now (then `record` works
+        out what changed)."""
+        w = self._written.get(entry)
+        graph = entry.graph
+        count = len(graph.nodes)
+        if w is None or w.graph is not graph or w.count != count or len(data) != count:
+            return False
+        w.data, w.grad = array("d", data), array("d", grad)
+        self._blob(w, count)
+        self._changes.append(("graph", w.gid, entry.name, graph.version, count))
+        w.version = graph.version
+        self._touch()
+        return True
+
+    def _blob(self, w: _Written, count: int) -> None:
+        w.blob = True
+        data, grad = array("d", w.data[:count]), array("d", w.grad[:count])
+        self._changes.append(("values_blob", w.gid, count, doubles_bytes(data),
+                              doubles_bytes(grad)))
+
     def _values(self, w: _Written, nodes: list[Value], count: int) -> None:
         data, grad, updates = w.data, w.grad, []
         for i in range(count):
@@ -279,7 +328,9 @@ class Durable:
                                                         and _same(g, grad[i])):
                 updates.append((d, g, i))
                 data[i], grad[i] = d, g
-        if updates:
+        if w.blob or len(updates) > max(TINY, count // 8):
+            self._blob(w, count)  # (the arrays hold every value: they replace the rows')
+        elif updates:
             self._changes.append(("values", w.gid, updates))
 
     def dropped(self, entry: Entry) -> None:

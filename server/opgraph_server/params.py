@@ -2,11 +2,14 @@
 message, and whether a node's values can be sent (doubles, UTF-8 text, 64-bit integers).
 
 Every graph on the server can always be sent: a change is checked with `settle` before it is
-committed, a document with `document_to_doubles` before it is loaded.
+committed, a document with `document_to_doubles` before it is loaded. Arrays of values travel
+as little-endian doubles (`doubles`, `doubles_bytes`).
 """
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Iterable
 from typing import Any
 
@@ -101,3 +104,22 @@ def source_option(value: Any, method: str) -> tuple[str, int] | None:
         raise RpcError("invalid_params", f"{method}: source must be [file, line], got "
                        f"{kind(value)}")
     return (value[0], value[1])
+
+
+def doubles(blob: bytes) -> array[float]:
+    """The doubles in ``blob``, little-endian, 8 bytes each (the wire's and the store's byte
+    order, whatever the machine's); ``len(blob)`` must be a multiple of 8."""
+    values = array("d")
+    values.frombytes(blob)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+def doubles_bytes(values: array[float]) -> bytes:
+    """``values`` as little-endian doubles (what `doubles` reads)."""
+    if sys.byteorder == "little":
+        return values.tobytes()
+    swapped = array("d", values)
+    swapped.byteswap()
+    return swapped.tobytes()

@@ -1,11 +1,19 @@
 """`SqliteStore`: the server's graphs in one SQLite file (the standard library's ``sqlite3``).
 
-Schema version 1 (``PRAGMA user_version``)::
+Schema version 2 (``PRAGMA user_version``)::
 
     graphs(gid INTEGER PRIMARY KEY, name TEXT, version INTEGER, nodes INTEGER,
            quarantined INTEGER)                  -- a name is unique among graphs not quarantined
     nodes(gid, id, op, inputs, attrs, label, src_file, src_line, data, grad)
            PRIMARY KEY (gid, id)                 -- inputs, attrs: msgpack; NULL data/grad: NaN
+    graph_values(gid INTEGER PRIMARY KEY, count INTEGER, data BLOB, grad BLOB)
+                                                 -- when present, the data and grad of nodes
+                                                 -- 0 .. count-1 (little-endian doubles),
+                                                 -- in place of those of their rows
+
+A graph whose values all change at once (a training step published again with the same
+structure) is written as its two arrays of doubles, one row, instead of one update per node.
+Schema 1 had no ``graph_values``; schema 0 kept each graph as one document.
 
 WAL journal, ``synchronous=NORMAL``: a commit survives the server process being killed at any
 moment (it is in the WAL file when `commit` returns); after a power loss or an operating-system
@@ -33,7 +41,7 @@ from typing import Any
 
 import msgpack
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this opgraph writes; it reads this one and migrates every older one."""
 
 
@@ -51,6 +59,9 @@ class StoredGraph:
     count: int
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     """``(id, op, inputs, attrs, label, src_file, src_line, data, grad)`` in id order."""
+    values: tuple[int, bytes, bytes] | None = None
+    """``(count, data, grad)`` from ``graph_values``: the values of the first ``count`` nodes
+    as little-endian doubles (they take the place of the rows' ``data`` and ``grad``)."""
 
 
 Change = tuple[Any, ...]
@@ -60,7 +71,9 @@ Change = tuple[Any, ...]
 ``("clear", gid)`` removes its node rows (a replacement of another structure follows);
 ``("rows", gid, rows)`` appends node rows ``(id, op, inputs, attrs, label, src_file, src_line,
 data, grad)``; ``("values", gid, [(data, grad, id), ...])`` updates values of existing rows;
-``("drop", gid)`` removes the graph and its rows."""
+``("values_blob", gid, count, data, grad)`` sets the data and grad of nodes 0 .. count-1 as
+two arrays of little-endian doubles (in place of the rows' own); ``("drop", gid)`` removes the
+graph and its rows."""
 
 
 _CREATE_V1 = """
@@ -85,6 +98,16 @@ CREATE TABLE nodes (
     grad REAL,
     PRIMARY KEY (gid, id)
 ) WITHOUT ROWID;
+"""
+
+
+_CREATE_V2 = """
+CREATE TABLE graph_values (
+    gid INTEGER PRIMARY KEY,
+    count INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    grad BLOB NOT NULL
+)
 """
 
 
@@ -124,7 +147,12 @@ def _migrate_v0(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE graphs_v0")
 
 
-MIGRATIONS = {0: _migrate_v0}
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Schema 2 adds ``graph_values``: a graph's values as two arrays, one row."""
+    conn.execute(_CREATE_V2)
+
+
+MIGRATIONS = {0: _migrate_v0, 1: _migrate_v1}
 """Schema version -> the function taking a store of that version to the next one."""
 
 
@@ -212,10 +240,10 @@ class SqliteStore:
         try:
             if fresh:
                 _create_v1(conn)
-            else:
-                while version < SCHEMA_VERSION:
-                    MIGRATIONS[version](conn)
-                    version += 1
+                version = 1
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except Exception as exc:
@@ -235,6 +263,11 @@ class SqliteStore:
             g = by_gid.get(row[0])
             if g is not None:
                 g.rows.append(row[1:])
+        for gid, count, data, grad in conn.execute(
+                "SELECT gid, count, data, grad FROM graph_values"):
+            g = by_gid.get(gid)
+            if g is not None:
+                g.values = (count, data, grad)
         return graphs, []
 
     def quarantine(self, gid: int) -> None:
@@ -271,11 +304,18 @@ class SqliteStore:
                                  "(?, ?, ?, ?) ON CONFLICT(gid) DO UPDATE SET "
                                  "version = excluded.version, nodes = excluded.nodes",
                                  (gid, name, version, count))
+                elif kind == "values_blob":
+                    conn.execute("INSERT INTO graph_values(gid, count, data, grad) VALUES "
+                                 "(?, ?, ?, ?) ON CONFLICT(gid) DO UPDATE SET count = "
+                                 "excluded.count, data = excluded.data, grad = excluded.grad",
+                                 change[1:])
                 elif kind == "clear":
                     conn.execute("DELETE FROM nodes WHERE gid = ?", (change[1],))
+                    conn.execute("DELETE FROM graph_values WHERE gid = ?", (change[1],))
                     freed = True
                 elif kind == "drop":
                     conn.execute("DELETE FROM nodes WHERE gid = ?", (change[1],))
+                    conn.execute("DELETE FROM graph_values WHERE gid = ?", (change[1],))
                     conn.execute("DELETE FROM graphs WHERE gid = ?", (change[1],))
                     freed = True
                 else:  # pragma: no cover - a programming error

@@ -160,6 +160,9 @@ class Entry:
     dropped: bool = False
     views: ViewCache = field(default_factory=ViewCache)
     """Answers of views (`graph.aggregate`) of the graph's current version."""
+    published: tuple[str, Graph, int] | None = None
+    """The structure token the last `graph.publish` answered, with the graph object and node
+    count it stands for: `graph.publish_values` is taken while the graph is still that one."""
     settled: tuple[int, int] | None = None
     """``(nodes, version)`` from before a change running in a worker thread, while it runs:
     what methods that take no lock report (the graph itself is half changed meanwhile)."""

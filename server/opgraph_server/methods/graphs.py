@@ -1,15 +1,16 @@
 """Whole graphs: ``graph.create``, ``graph.list``, ``graph.info``, ``graph.drop``,
-``graph.export``, ``graph.import``, ``graph.publish``."""
+``graph.export``, ``graph.import``, ``graph.publish``, ``graph.publish_values``."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 from opgraph.graph import Graph
 from opgraph_server.dispatch import Call, method
 from opgraph_server.errors import RpcError
-from opgraph_server.params import document_to_doubles, kind, settle
+from opgraph_server.params import document_to_doubles, doubles, kind, settle
 from opgraph_server.protocol import pack_chunked, unpack_chunked
 from opgraph_server.store import Entry
 
@@ -95,16 +96,67 @@ def _file_packer() -> Any:
 @method("graph.import", ("graph", "data"), options=("replace",))
 async def graph_import(call: Call, graph: Any, data: Any, replace: Any = False) -> dict[str, Any]:
     """Create (or with ``replace``, replace) a graph from the file format: a map or bytes."""
-    return await _import(call, graph, data, call.flag(replace, "replace"))
+    return graph_summary(await _import(call, graph, data, call.flag(replace, "replace")))
 
 
 @method("graph.publish", ("graph", "data"))
 async def graph_publish(call: Call, graph: Any, data: Any) -> dict[str, Any]:
     """Create or replace a graph from a document (a client's local graph, with its sources).
 
-    Subscribers see a new version, as for any other change.
+    Subscribers see a new version, as for any other change. The answer's ``structure`` is a
+    token for `graph.publish_values`: new values for this structure, sent as arrays.
     """
-    return await _import(call, graph, data, True)
+    entry = await _import(call, graph, data, True)
+    token = secrets.token_hex(8)
+    entry.published = (token, entry.graph, len(entry.graph.nodes))
+    return {**graph_summary(entry), "structure": token}
+
+
+@method("graph.publish_values", ("graph", "structure", "data", "grad"))
+async def graph_publish_values(call: Call, graph: Any, structure: Any, data: Any,
+                               grad: Any) -> dict[str, Any]:
+    """New data and grad for every node of a graph `graph.publish` sent, whose structure is
+    unchanged: ``data`` and ``grad`` are little-endian doubles, 8 bytes per node in id order.
+    Nothing is recomputed. A graph that is no longer the one ``structure`` stands for is
+    ``content_modified``: publish it whole."""
+    entry = call.entry(graph)
+    structure = call.text(structure, "structure")
+    for what, blob in (("data", data), ("grad", grad)):
+        if not isinstance(blob, bytes):
+            raise call.invalid(f"{what} must be bytes (little-endian doubles, 8 per node), got "
+                               f"{kind(blob)}")
+    async with entry.lock.write():
+        g = entry.graph
+        count = len(g.nodes)
+        stale = _stale(entry.published, structure, g, count)
+        if stale:
+            raise RpcError("content_modified", f"graph {entry.name!r} {stale}; publish it "
+                           "whole (graph.publish)")
+        for what, blob in (("data", data), ("grad", grad)):
+            if len(blob) != 8 * count:
+                raise call.invalid(f"{what} holds {len(blob)} bytes; the graph's {count} nodes "
+                                   f"take {8 * count} (8 per node)")
+        data_values, grad_values = doubles(data), doubles(grad)
+        await call.change(entry, count, g.assign, data_values, grad_values)
+        durable = call.host.durable
+        if durable is not None:
+            durable.assigned(entry, data_values, grad_values)
+        call.host.changed(entry)
+        return {**graph_summary(entry), "structure": structure}
+
+
+def _stale(published: tuple[str, Graph, int] | None, token: str, graph: Graph,
+           count: int) -> str:
+    """Why ``graph`` (of ``count`` nodes) is not what structure ``token`` stands for, or ''."""
+    if published is None:
+        return "has not been sent by graph.publish since the server started"
+    if published[0] != token:
+        return f"was published again since structure {token!r} (it is now {published[0]!r})"
+    if published[1] is not graph:
+        return "was replaced since it was published"
+    if published[2] != count:
+        return f"has {count} nodes, not the {published[2]} it was published with"
+    return ""
 
 
 def _parse_file(data: bytes) -> Any:
@@ -135,7 +187,7 @@ def _load_file(data: bytes) -> Graph:
     return _load_document(_parse_file(data))
 
 
-async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, Any]:
+async def _import(call: Call, name: Any, data: Any, replace: bool) -> Entry:
     name = call.text(name, "graph")
     if not name:
         raise call.invalid("graph name must not be empty")
@@ -163,5 +215,5 @@ async def _import(call: Call, name: Any, data: Any, replace: bool) -> dict[str, 
     graph.max_nodes = limit
     if old is not None:
         await host.replace_graph(old, graph)
-        return graph_summary(old)
-    return graph_summary(host.add_graph(graph))
+        return old
+    return host.add_graph(graph)
