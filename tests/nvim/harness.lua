@@ -420,6 +420,11 @@ function cases.moons()
     'last position')
   require('opgraph.hover').close()
   R.sent_all = vim.deepcopy(rpc.sent)
+  -- A line of one node, in a graph read only in part: described as before.
+  vim.api.nvim_win_set_cursor(0, { LINES.total, 0 })
+  command('OpgraphHover')
+  R.hover_total = hover_window()
+  require('opgraph.hover').close()
 end
 
 -- The wire and the helpers, against a real server: strings with newlines and NUL bytes arrive
@@ -429,6 +434,7 @@ function cases.units()
   local session = require('opgraph.session')
   local state = require('opgraph.state')
   require('opgraph').setup({ address = URL })
+  require('opgraph.show').FULL_FETCH = math.huge -- (read the 11,999 nodes whole, page by page)
   command('OpgraphConnect ' .. URL)
   command('OpgraphShow odd')
   local odd = state.graphs.odd

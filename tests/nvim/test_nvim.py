@@ -763,10 +763,11 @@ def test_moons_scores_line_summary_and_drill_down(server: Server, tmp_path: Path
             if v.source is not None and v.source[1] == line
             and Path(v.source[0]).resolve() == MOONS]
     period = len(here) // len(scores)
+    total_line = moons_line("return data_loss + reg_loss")
     assert len(here) == 64_000 and period * len(scores) == len(here)
     results = run_nvim("moons", tmp_path / "nvim", {}, OPGRAPH_URL=server.url,
                        OPGRAPH_SCRIPT=str(MOONS), OPGRAPH_PERIOD=str(period),
-                       OPGRAPH_LINES=json.dumps({"scores": line}))
+                       OPGRAPH_LINES=json.dumps({"scores": line, "total": total_line}))
 
     # The annotation: one summary, as recomputed here, no ids and no "+N more".
     stats = plain(here)
@@ -774,12 +775,14 @@ def test_moons_scores_line_summary_and_drill_down(server: Server, tmp_path: Path
     check_summary_line(by_line[line], stats)
     assert "more" not in by_line[line] and "#" not in by_line[line], by_line[line]
     # The one-node line of the file is drawn as a node, as before.
-    total_line = moons_line("return data_loss + reg_loss")
     assert by_line[total_line].strip() == f"svm_loss.mean+l2.total = {loss.data:.4g} ∇ 1"
-    # What showing cost: one graph.aggregate for the version, no per-node request.
+    # What showing cost: one graph.aggregate for the version, no node record read page by page
+    # (a big graph is read only as far as its lines of few nodes need: three node.get at most,
+    # for them, their inputs and those inputs' inputs), no graph.analyze.
     sent = results["sent_show"]
     assert sent.get("graph.aggregate") == 1, sent
-    assert "node.get" not in sent and "graph.analyze" not in sent, sent
+    assert "graph.nodes" not in sent and "graph.analyze" not in sent, sent
+    assert sent.get("node.get", 0) <= 3, sent
 
     # The hover: the summary, then the drill-downs, capped with their totals.
     hover = results["hover"]
@@ -816,9 +819,21 @@ def test_moons_scores_line_summary_and_drill_down(server: Server, tmp_path: Path
     assert last[1] == f"{len(scores)} nodes", last[:2]
     check_hover_stats(last, plain(list(scores)))
 
-    # All of it: no node.get and no graph.analyze (no node was asked for one by one).
+    # All of it: the hover and its drill-downs asked for no node and no analysis.
     sent = results["sent_all"]
-    assert "node.get" not in sent and "graph.analyze" not in sent, sent
+    assert sent.get("node.get", 0) == results["sent_show"].get("node.get", 0), sent
+    assert "graph.nodes" not in sent and "graph.analyze" not in sent, sent
+
+    # The hover of a line of one node describes it, as for a small graph: the leaves that
+    # influence it come from the server (the graph was read only in part).
+    described = results["hover_total"]["lines"]
+    assert re.fullmatch(r"graph moons · version \d+", described[0]), described
+    assert re.fullmatch(r"svm_loss\.mean\+l2\.total #\d+ = add\(svm_loss\.mean #\d+, "
+                        r"l2\.total #\d+\)", described[1]), described
+    assert f"  data  {loss.data:.8g}" in described and "  grad  1" in described, described
+    leaves = len({v.id for v in graph.nodes if v.op is None})
+    influenced = next(t for t in described if t.startswith("  influenced by  "))
+    assert influenced.endswith(f", and {leaves - 12} more"), influenced
 
 
 def id_of(value: Any) -> int:

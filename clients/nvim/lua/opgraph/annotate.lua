@@ -347,7 +347,7 @@ end
 ---@param line_stats opgraph.LineStats|nil
 ---@return table[] chunks {text, highlight group}
 function M.chunks(g, ids, display, line_stats)
-  if line_stats and M.crowded(#ids, display) then
+  if line_stats and M.crowded(tonumber(line_stats.stats.count) or #ids, display) then
     local chunks = M.summary_chunks(line_stats.stats, display)
     return display.diagnostic_codes and code_chunks(g, ids, chunks) or chunks
   end
@@ -442,17 +442,28 @@ function M.draw(bufnr, g, opts)
   api.nvim_buf_clear_namespace(bufnr, ns, 0, -1)
   local path = util.buf_path(bufnr)
   local lines = path and g.files[path]
-  if not lines then
+  local summaries = path and g.line_stats and g.line_stats[path]
+  if not lines and not summaries then
     vim.diagnostic.reset(dns, bufnr)
     return 0
   end
   local count = api.nvim_buf_line_count(bufnr)
   local drawn = 0
-  for line, ids in pairs(lines) do
+  -- The lines that made nodes: those of the fetched records, and those the summaries name (a
+  -- big graph is fetched only as far as its lines of few nodes need).
+  local all = {}
+  for line in pairs(lines or {}) do
+    all[line] = true
+  end
+  for line in pairs(summaries or {}) do
+    all[line] = true
+  end
+  for line in pairs(all) do
     if line >= 1 and line <= count then
+      local ids = lines and lines[line] or {}
       api.nvim_buf_set_extmark(bufnr, ns, line - 1, 0, {
         id = line, -- (one mark a line: a new version's summary replaces it, see draw_summaries)
-        virt_text = M.chunks(g, ids, opts.display, M.line_stats(g, path, line)),
+        virt_text = M.chunks(g, ids, opts.display, summaries and summaries[line]),
         virt_text_pos = opts.display.virt_text_pos,
         hl_mode = 'combine',
       })
@@ -479,6 +490,21 @@ function M.draw(bufnr, g, opts)
   end
   vim.diagnostic.set(dns, bufnr, diags)
   return drawn
+end
+
+--- What graph state `g` has of `line` of the file in `bufnr`: the ids fetched of the nodes
+--- created there (maybe not all of them: see show.fetch), the line's summary if the server
+--- gave one, and how many nodes the line made.
+---@param g opgraph.Graph
+---@param bufnr integer
+---@param line integer 1-based
+---@return integer[] ids
+---@return opgraph.LineStats|nil summary
+---@return integer count
+function M.line_at(g, bufnr, line)
+  local ids = M.ids_at(g, bufnr, line)
+  local stats = M.line_stats(g, util.buf_path(bufnr), line)
+  return ids, stats, stats and (tonumber(stats.stats.count) or #ids) or #ids
 end
 
 --- The ids of graph state `g` created on `line` of the file in `bufnr` (maybe empty).

@@ -65,26 +65,36 @@ local function describe(name, ids, more, lines, hls)
   local local_ok = cached ~= nil and cached.server == session.identity()
     and cached.version == got.version
   local want, influences = {}, {}
+  local ask = {} -- nodes whose leaves the fetched graph cannot tell: graph.analyze, at once
   for _, node in ipairs(got.nodes) do
     for _, i in ipairs(node.inputs) do
       want[i] = true
     end
     if util.value(node.op) ~= nil then
-      local found = local_ok and M.leaves_of(cached, node.id) or nil
-      if not found then
-        local an, aerr = session.call('graph.analyze', name,
-          { node = node.id, diagnostics = false })
-        if not an then
-          return nil, aerr
-        end
-        local all = util.value(an.influences)
-        found = type(all) == 'table' and all[tostring(node.id)] or {}
+      influences[node.id] = local_ok and M.leaves_of(cached, node.id) or nil
+      if not influences[node.id] then
+        table.insert(ask, node.id)
       end
-      influences[node.id] = found
-      for k, i in ipairs(influences[node.id]) do
-        if k <= opts.max_influences then
-          want[i] = true
-        end
+    end
+  end
+  if #ask > 0 then
+    local calls = {}
+    for _, id in ipairs(ask) do
+      table.insert(calls, { 'graph.analyze', { name, { node = id, diagnostics = false } } })
+    end
+    local answers, aerr = session.request_many(calls)
+    if not answers then
+      return nil, aerr
+    end
+    for k, id in ipairs(ask) do
+      local all = util.value(answers[k].influences)
+      influences[id] = type(all) == 'table' and all[tostring(id)] or {}
+    end
+  end
+  for _, node in ipairs(got.nodes) do
+    for k, i in ipairs(influences[node.id] or {}) do
+      if k <= opts.max_influences then
+        want[i] = true
       end
     end
   end
@@ -431,13 +441,14 @@ function M.hover()
   end
   local buf = api.nvim_get_current_buf()
   local line = api.nvim_win_get_cursor(0)[1]
-  local path = util.buf_path(buf)
   local found = {}
   for _, name in ipairs(names) do
     local g = state.graphs[name]
-    local ids = g and annotate.ids_at(g, buf, line) or {}
-    if #ids > 0 then
-      table.insert(found, { name = name, ids = ids, stats = annotate.line_stats(g, path, line) })
+    if g then
+      local ids, stats, count = annotate.line_at(g, buf, line)
+      if count > 0 then
+        table.insert(found, { name = name, ids = ids, stats = stats, count = count })
+      end
     end
   end
   if #found == 0 then
@@ -451,7 +462,7 @@ function M.hover()
   local most = math.max(1, opts.max_hover_nodes)
   for _, f in ipairs(found) do
     local ok, err
-    if f.stats and annotate.crowded(#f.ids, opts) then
+    if f.stats and annotate.crowded(f.count, opts) then
       local view = { name = f.name, file = f.stats.file, line = f.stats.line, filters = {},
         limits = {} }
       views = views or { view }

@@ -11,6 +11,10 @@ local util = require('opgraph.util')
 local api = vim.api
 local M = {}
 
+--- Graphs of up to this many nodes are read whole; bigger ones only as far as their lines of
+--- few nodes and their diagnostics need (see fetch).
+M.FULL_FETCH = 10000
+
 local PAGE = 5000 -- node records per graph.nodes request
 local AGGREGATE_LINES = 10000 -- source lines summed up by graph.aggregate (per version)
 
@@ -74,30 +78,129 @@ local function is_unknown(err)
   return tostring(err):match('^unknown_graph') ~= nil
 end
 
---- The summaries of graph `name`'s source lines (graph.aggregate by line): the answer, or nil
---- and why. One request a version for every line of every file; the server computes it once
---- per version.
+--- The summaries of graph `name`'s source lines (graph.aggregate by line, listing the ids of
+--- lines of few nodes): the answer, or nil and why. One request a version for every line of
+--- every file; the server computes it once per version.
 ---@param name string
 ---@return table|nil
 ---@return string|nil error
 local function line_summaries(name)
-  return session.request('graph.aggregate', name,
-    { by = 'line', limit = AGGREGATE_LINES, members = 0 })
+  return session.request('graph.aggregate', name, { by = 'line', limit = AGGREGATE_LINES,
+    members = math.max(1, config.get().display.max_per_line) })
 end
 
---- Every node record and the diagnostics of graph `name`, at one version, and the summaries
---- of its lines. The summaries come first (`on_summaries(line_stats, version)` draws the
---- crowded lines at once); then the first page says how many nodes there are, and the other
---- pages and the diagnostics are asked for at once. A graph that changes in between is read
---- again (three times at most).
+--- Every node record of graph `name` (graph.nodes, a page after another) and its diagnostics:
+--- nodes, diagnostics and version, or nil, why, and 'changed' when it changed in between.
+local function fetch_whole(name)
+  local first, err = session.request('graph.nodes', name, { start = 0, count = PAGE })
+  if not first then
+    return nil, err
+  end
+  local version = first.version
+  local calls = {}
+  for start = #first.nodes, first.total - 1, PAGE do
+    table.insert(calls, { 'graph.nodes', { name, { start = start, count = PAGE } } })
+  end
+  table.insert(calls, { 'graph.diagnostics', { name } })
+  local rest, rerr = session.request_many(calls)
+  if not rest then
+    return nil, rerr
+  end
+  local nodes = first.nodes
+  for i = 1, #rest - 1 do
+    local page = rest[i]
+    if page.version ~= version then
+      return nil, nil, 'changed' -- changed between pages
+    end
+    for _, node in ipairs(page.nodes) do
+      table.insert(nodes, node)
+    end
+  end
+  local d = rest[#rest]
+  if d.version ~= version then
+    return nil, nil, 'changed'
+  end
+  return { nodes = nodes, diagnostics = d.diagnostics, version = version }
+end
+
+--- What a big graph's annotations need, and no more: the node records of the lines with few
+--- nodes (their ids are in the summaries `agg`) and of the nodes with diagnostics, with the
+--- inputs their names are made of (two levels). Requests in number and size bounded by the
+--- lines of the program, not by the graph.
+local function fetch_lean(name, agg)
+  local display = config.get().display
+  local want = {}
+  for _, group in ipairs(util.value(agg.groups) or {}) do
+    local members = util.value(group.members)
+    if type(members) == 'table' and not annotate.crowded(tonumber(group.stats.count) or 0,
+      display) then
+      for _, id in ipairs(members) do
+        want[id] = true
+      end
+    end
+  end
+  local d, derr = session.request('graph.diagnostics', name)
+  if not d then
+    return nil, derr
+  end
+  if d.version ~= agg.version then
+    return nil, nil, 'changed'
+  end
+  for _, diag in ipairs(type(d.diagnostics) == 'table' and d.diagnostics or {}) do
+    local id = type(diag) == 'table' and util.value(diag.node) or nil
+    if type(id) == 'number' then
+      want[id] = true
+    end
+  end
+  local by_id, nodes = {}, {}
+  for level = 0, 2 do -- the nodes, then their inputs, then theirs (names go two levels down)
+    local ids = {}
+    for id in pairs(want) do
+      if not by_id[id] then
+        table.insert(ids, id)
+      end
+    end
+    if #ids == 0 then
+      break
+    end
+    table.sort(ids)
+    local got, err = session.request('node.get', name, ids)
+    if not got then
+      return nil, err
+    end
+    if got.version ~= agg.version then
+      return nil, nil, 'changed'
+    end
+    want = {}
+    for _, node in ipairs(got.nodes) do
+      by_id[node.id] = node
+      table.insert(nodes, node)
+      if level < 2 then
+        for _, i in ipairs(node.inputs) do
+          want[i] = true
+        end
+      end
+    end
+  end
+  table.sort(nodes, function(a, b)
+    return a.id < b.id
+  end)
+  return { nodes = nodes, diagnostics = d.diagnostics, version = agg.version, partial = true }
+end
+
+--- Graph `name` at one version, as the plugin draws it. The line summaries come first
+--- (`on_summaries(line_stats, version)` draws the crowded lines at once); then a graph of up to
+--- M.FULL_FETCH nodes is read whole, a bigger one only as far as its lines of few nodes and its
+--- diagnostics need (see fetch_lean). A graph that changes in between is read again (five
+--- times at most).
 ---@param name string
 ---@param on_summaries fun(line_stats: table, version: integer)|nil
 ---@return opgraph.Graph|nil
 ---@return string|nil error
 local function fetch(name, on_summaries)
-  local nodes, version, diagnostics, agg
-  for _ = 1, 3 do
-    local aerr
+  local got, agg
+  for _ = 1, 5 do
+    local aerr, err, changed
     agg, aerr = line_summaries(name)
     if agg and on_summaries then
       on_summaries(annotate.index_lines(agg), agg.version)
@@ -107,43 +210,29 @@ local function fetch(name, on_summaries)
       -- (an older server, or a time limit: crowded lines show their last nodes instead)
       state.report_once(("summing up graph '%s': %s"):format(name, util.clean(aerr)))
     end
-    local first, err = session.request('graph.nodes', name, { start = 0, count = PAGE })
-    if not first then
+    local total = agg and tonumber(util.value(agg.stats) and agg.stats.count)
+    if total and total > M.FULL_FETCH then
+      got, err, changed = fetch_lean(name, agg)
+    else
+      got, err, changed = fetch_whole(name)
+      if got and agg and agg.version ~= got.version then
+        got, changed = nil, 'changed' -- the summaries are of another version
+      end
+    end
+    if got then
+      break
+    elseif not changed then
       return nil, err
     end
-    version = first.version
-    local calls = {}
-    for start = #first.nodes, first.total - 1, PAGE do
-      table.insert(calls, { 'graph.nodes', { name, { start = start, count = PAGE } } })
-    end
-    table.insert(calls, { 'graph.diagnostics', { name } })
-    local rest, rerr = session.request_many(calls)
-    if not rest then
-      return nil, rerr
-    end
-    local consistent = true
-    nodes = first.nodes
-    for i = 1, #rest - 1 do
-      local page = rest[i]
-      if page.version ~= version then
-        consistent = false -- changed between pages: start again
-        break
-      end
-      for _, node in ipairs(page.nodes) do
-        table.insert(nodes, node)
-      end
-    end
-    local d = rest[#rest]
-    diagnostics = d.diagnostics
-    if agg and agg.version ~= version then
-      consistent = false -- the summaries are of another version
-    end
-    if consistent and d.version == version then
-      break
-    end
   end
-  local line_stats = agg and agg.version == version and annotate.index_lines(agg) or nil
-  return annotate.index(name, version, nodes, diagnostics, line_stats)
+  if not got then
+    return nil, ("graph '%s' kept changing while it was read"):format(name)
+  end
+  local line_stats = agg and agg.version == got.version and annotate.index_lines(agg) or nil
+  local g = annotate.index(name, got.version, got.nodes, got.diagnostics, line_stats)
+  g.partial = got.partial or false
+  g.total = agg and tonumber(agg.stats.count) or #got.nodes
+  return g
 end
 
 --- Say what `show` drew: graph `g`, `here` lines annotated in the current buffer.
@@ -157,7 +246,8 @@ local function say_drawn(g, here, how)
   local what = ("graph '%s'%s version %d"):format(g.name, how and (' ' .. how .. ':') or '',
     g.version)
   if here > 0 then
-    util.notify(('%s: %d nodes, %d lines annotated here'):format(what, #g.nodes, here))
+    util.notify(('%s: %d nodes, %d lines annotated here'):format(what, g.total or #g.nodes,
+      here))
     return
   end
   local files = {}

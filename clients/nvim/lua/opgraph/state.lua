@@ -106,7 +106,7 @@ function M.default_graph()
   local buf, line = api.nvim_get_current_buf(), api.nvim_win_get_cursor(0)[1]
   for i = #names, 1, -1 do
     local g = M.graphs[names[i]]
-    if g and #annotate.ids_at(g, buf, line) > 0 then
+    if g and select(3, annotate.line_at(g, buf, line)) > 0 then
       return names[i]
     end
   end
