@@ -109,6 +109,10 @@ def test_the_seed_function_gives_20_14_and_6(client: Client) -> None:
     assert second["grads"] == {str(x): 6.0}
     d2 = record(client, "f", second["grad_ids"][str(x)])
     assert (d2["data"], d2["label"]) == (6.0, "d (d f/d x)/d x")
+    # the gradient nodes are nodes of the graph: node.set recomputes them with the rest
+    client.call("node.set", "f", x, 2.0)
+    assert record(client, "f", f)["data"] == 9.0
+    assert record(client, "f", df)["data"] == 8.0  # 6x - 4
 
 
 def test_tanh_gives_one_minus_t2_and_minus_2t_one_minus_t2(client: Client) -> None:
