@@ -547,10 +547,13 @@ class Client:
                     conn.settimeout(self.timeout)
 
     def _reopenable(self) -> bool:
-        return self.reconnect and self._final is None and not isinstance(self.url, _SpawnURL)
+        return (self.reconnect and self._final is None and not self._closed
+                and not isinstance(self.url, _SpawnURL))
 
     def _reopen(self, reason: str) -> None:
         """Connect again (see `_reconnect`), or raise `ConnectionLost` saying why not."""
+        if self._closed:
+            raise ClientError("the client is closed")
         if self._final is not None:
             raise ConnectionLost(self._final)
         if isinstance(self.url, _SpawnURL):
@@ -652,8 +655,9 @@ class Client:
                 data = self._conn.recv(256 * 1024)
             except TimeoutError:
                 if block:
-                    raise ClientError(f"no answer from {self.url} within {self.timeout} s") \
-                        from None
+                    wait = getattr(self._conn, "timeout", None) if isinstance(self._conn, _Pipes) \
+                        else self._conn.gettimeout()
+                    raise ClientError(f"no answer from {self.url} within {wait:g} s") from None
                 raise
             except OSError as exc:
                 raise self._lose(f"lost the connection to {self.url}: {exc}") from None
