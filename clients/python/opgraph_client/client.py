@@ -253,6 +253,9 @@ class _Pipes:
     def settimeout(self, timeout: float | None) -> None:
         self.timeout = timeout
 
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
     def close(self) -> None:
         for stream in (self.process.stdin, self.process.stdout):
             with contextlib.suppress(OSError):
@@ -655,9 +658,9 @@ class Client:
                 data = self._conn.recv(256 * 1024)
             except TimeoutError:
                 if block:
-                    wait = getattr(self._conn, "timeout", None) if isinstance(self._conn, _Pipes) \
-                        else self._conn.gettimeout()
-                    raise ClientError(f"no answer from {self.url} within {wait:g} s") from None
+                    waited = self._conn.gettimeout()
+                    raise ClientError(f"no answer from {self.url} within {waited:g} s") \
+                        from None
                 raise
             except OSError as exc:
                 raise self._lose(f"lost the connection to {self.url}: {exc}") from None
