@@ -600,6 +600,21 @@ def test_show_waits_for_a_graph_not_published_yet(server: Server, tmp_path: Path
     assert results["status_after"]["waiting"] == []
 
 
+def table_counts(lines: list[str], title: str) -> dict[str, int]:
+    """The rows of the hover's list under the line starting with ``title``: label -> nodes."""
+    start = lines.index(next(t for t in lines if t.startswith(title)))
+    header = lines[start + 1].split()
+    assert header == ["nodes", "data", "mean", "∇", "norm", "zero", "∇"], lines[start + 1]
+    out = {}
+    for text in lines[start + 2:]:
+        if not text.startswith("  ") or text.startswith("  … "):
+            break
+        found = re.match(r"  (.*?)\s{2,}(\d+)  ", text)
+        assert found, text
+        out[found.group(1)] = int(found.group(2))
+    return out
+
+
 CROWDED = """\
 import sys
 
@@ -659,18 +674,20 @@ def spread(lo: float, mean: float, hi: float, digits: int) -> list[float]:
 
 
 def check_summary_line(text: str, stats: dict[str, Any]) -> None:
-    """The virtual text of a crowded line: its count, ops, data and gradient, as recomputed."""
-    head, data, grad = text.strip().split(" │ ")[:3]
-    assert head == f"{stats['count']} nodes: {ops_text(stats)}", head
+    """The virtual text of a crowded line: its count, data, gradient and ops, as recomputed."""
+    head, data, grad, ops = text.strip().split("  ")[0].split(" │ ")
+    assert head == f"{stats['count']} nodes", head
     lo, mean, hi = stats["data"]
-    assert data.startswith(f"data {lo:.4g}…{hi:.4g} mean "), data
+    assert data.startswith(f"data {lo:.4g}" + ("" if f"{lo:.4g}" == f"{hi:.4g}" else
+                                               f"…{hi:.4g}") + " mean "), data
     close(numbers(data), spread(lo, mean, hi, 4), 4)
     assert grad.startswith("∇ norm "), grad
     close(numbers(grad)[:1], [stats["norm"]], 4)
     if stats["zero"]:
-        assert grad.split("  ")[0].endswith(f", {stats['zero']} zero"), grad
+        assert grad.endswith(f", {stats['zero']} zero"), grad
     else:
         assert "zero" not in grad, grad
+    assert ops == ops_text(stats), ops
 
 
 def check_hover_stats(lines: list[str], stats: dict[str, Any]) -> None:
@@ -686,21 +703,6 @@ def check_hover_stats(lines: list[str], stats: dict[str, Any]) -> None:
     close(numbers(norm)[:1], [stats["norm"]], 8)
 
 
-CROWDED = """\
-import sys
-
-import opgraph
-from opgraph import Value
-from opgraph_client import Client
-
-with opgraph.track_source():
-    xs = [Value(float(i % 7) - 3.0, label=f"x{i}") for i in range(1000)]
-    total = sum((x * x for x in xs), Value(0.0, label="zero"))  # 2001 nodes on this line
-total.label = "total"
-total.backward()
-with Client(sys.argv[1]) as client:
-    client.publish("crowded", total)
-"""
 
 
 def test_crowded_line_is_summed_up(server: Server, tmp_path: Path) -> None:
@@ -728,8 +730,8 @@ def test_crowded_line_is_summed_up(server: Server, tmp_path: Path) -> None:
     assert "more" not in by_line[line] and "#" not in by_line[line], by_line[line]
     # The line that made the leaves x0..x999 is crowded too; they are all leaves.
     xs_line = line_of(script, "xs = [Value(")
-    assert by_line[xs_line].strip().startswith("1000 nodes: 1000 leaves │ data -3…3 mean "), \
-        by_line[xs_line]
+    assert by_line[xs_line].strip().startswith("1000 nodes │ data -3…3 mean "), by_line[xs_line]
+    assert by_line[xs_line].strip().endswith(" │ 1000 leaves"), by_line[xs_line]
 
     hover = results["hover"]
     assert hover is not None, command(results, "OpgraphHover")
@@ -739,9 +741,7 @@ def test_crowded_line_is_summed_up(server: Server, tmp_path: Path) -> None:
     check_hover_stats(lines, stats)
     # Not a repeating line: no calls or positions to list; its parts add up to the line.
     assert [t.split(":")[0] for t in lines if t.startswith("by ")] == ["by model part"], lines
-    start = lines.index(next(t for t in lines if t.startswith("by model part: ")))
-    rows = [t for t in lines[start + 1:] if t.startswith("  ") and "data" in t]
-    assert sum(int(numbers(t.split("data")[0])[-1]) for t in rows) == 2001, rows
+    assert sum(table_counts(lines, "by model part: ").values()) == 2001, lines
     assert lines[-1] == "<CR> on a row drills down · q closes · :OpgraphHover again enters " \
                         "this window", lines[-1]
 
@@ -791,9 +791,9 @@ def test_moons_scores_line_summary_and_drill_down(server: Server, tmp_path: Path
     assert lines[1] == f"64000 nodes made on this line: {len(scores)} calls of {period}", lines
     check_hover_stats(lines, stats)
     assert "by model part: 3" in lines, lines
-    parts = [t for t in lines if re.match(r"  layer\d ", t)]
-    assert [t.split()[0] for t in parts] == ["layer0", "layer1", "layer2"], parts
-    assert sum(int(t.split()[1]) for t in parts) == 64_000, parts
+    parts = table_counts(lines, "by model part: ")
+    assert list(parts) == ["layer0", "layer1", "layer2"], parts
+    assert sum(parts.values()) == 64_000, parts
     assert f"by call (one per sample): {len(scores)}, the first 8" in lines, lines
     assert f"  … {len(scores) - 8} more (<CR> here lists them all)" in lines, lines
     heading = "by position in a call (the same node of every call)"
@@ -809,11 +809,12 @@ def test_moons_scores_line_summary_and_drill_down(server: Server, tmp_path: Path
     # <BS>: back where it was.
     assert results["back"]["lines"] == lines
     # The calls' "… more" row lists them all.
-    calls = [t for t in results["all_calls"]["lines"] if t.startswith("  call ")]
-    assert len(calls) == len(scores), len(calls)
+    calls = table_counts(results["all_calls"]["lines"], "by call (one per sample): ")
+    assert list(calls) == [f"call {k}" for k in range(len(scores))], calls
+    assert set(calls.values()) == {period}, calls
     # Every position, then the last one: the score of every sample.
-    positions = [t for t in results["every_position"]["lines"] if re.match(r"  \d+ ", t)]
-    assert len(positions) == period, len(positions)
+    positions = table_counts(results["every_position"]["lines"], f"{heading}: ")
+    assert len(positions) == period and set(positions.values()) == {len(scores)}, positions
     last = results["last_position"]["lines"]
     assert last[0].endswith(f" · moons.py:65 · position {period - 1}"), last[0]
     assert last[1] == f"{len(scores)} nodes", last[:2]

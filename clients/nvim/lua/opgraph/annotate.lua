@@ -268,8 +268,8 @@ function M.count_text(n)
 end
 
 --- The virtual text of a crowded line: one summary of its nodes from graph.aggregate's
---- statistics `stats` ("64000 nodes: 30400 mul, … │ data -5.2…3.7 mean 0.04 │ ∇ norm 0.99,
---- 41876 zero").
+--- statistics `stats`, the most telling first (the end of a long one may be cut off by the
+--- window): "64000 nodes │ data -5.2…3.7 mean 0.04 │ ∇ norm 0.99, 41876 zero │ 30400 add, …".
 ---@param stats table
 ---@param display table the display options
 ---@return table[] chunks
@@ -278,12 +278,8 @@ function M.summary_chunks(stats, display)
   local chunks = {
     { display.prefix, 'OpgraphPunct' },
     { M.count_text(stats.count), 'OpgraphLabel' },
+    { display.separator .. 'data ', 'OpgraphPunct' },
   }
-  local ops = M.ops_text(stats, 3)
-  if ops ~= '' then
-    table.insert(chunks, { ': ' .. ops, 'OpgraphPunct' })
-  end
-  table.insert(chunks, { display.separator .. 'data ', 'OpgraphPunct' })
   local range, mean = M.range_text(stats.data, p)
   if range then
     table.insert(chunks, { range, 'OpgraphData' })
@@ -307,6 +303,10 @@ function M.summary_chunks(stats, display)
   end
   if bad_grad > 0 then
     table.insert(chunks, { (', %d ∇ not finite'):format(bad_grad), 'DiagnosticError' })
+  end
+  local ops = M.ops_text(stats, 3)
+  if ops ~= '' then
+    table.insert(chunks, { display.separator .. ops, 'OpgraphPunct' })
   end
   return chunks
 end

@@ -116,7 +116,11 @@ local function describe(name, ids, more, lines, hls)
   }) }
   local function named(id)
     local n = ctx.by_id[id]
-    return (n and annotate.node_name(ctx, n) or '?') .. ' #' .. tostring(id)
+    local name = n and annotate.node_name(ctx, n) or '?'
+    if name == '#' .. tostring(id) then
+      return name -- (an unlabelled leaf: its id is its name)
+    end
+    return name .. ' #' .. tostring(id)
   end
   local function add(text, group)
     table.insert(lines, text)
@@ -199,22 +203,52 @@ local SECTIONS = {
 
 local drill = nil ---@type {views: opgraph.DrillView[], rows: table<integer, function>}|nil
 
---- "8000  data -2.375…2.003 mean 0.04852 · ∇ norm 0.9753, 5284 zero": one group's statistics.
-local function stats_row(stats, p)
+--- The columns of one group's statistics in a list: data range, mean, gradient norm, zero
+--- gradients (and how many values are not finite, when some are).
+local function stats_cells(stats, p)
   local range, mean = annotate.range_text(stats.data, p)
-  local text = ('%7d  data %s'):format(tonumber(stats.count) or 0,
-    range and (range .. ' mean ' .. mean) or 'none finite')
-  text = text .. (' · ∇ norm %s'):format(util.num(util.value(stats.grad_norm) or 0, p))
-  local zero = tonumber(util.value(stats.zero_grad)) or 0
-  if zero > 0 then
-    text = text .. (', %d zero'):format(zero)
-  end
   local bad = (tonumber(util.value(stats.nonfinite_data)) or 0)
     + (tonumber(util.value(stats.nonfinite_grad)) or 0)
-  if bad > 0 then
-    text = text .. (', %d not finite'):format(bad)
+  return {
+    range or 'none finite',
+    mean or '',
+    util.num(util.value(stats.grad_norm) or 0, p),
+    tostring(tonumber(util.value(stats.zero_grad)) or 0),
+    bad > 0 and ('%d not finite'):format(bad) or '',
+  }
+end
+
+--- `rows` ({label, count, cells}) as the lines of a table under a header, columns aligned.
+local function table_lines(rows)
+  local head = { '', 'nodes', 'data', 'mean', '∇ norm', 'zero ∇' }
+  local width = {}
+  local function cells(r)
+    return { r[1], r[2], r[3][1], r[3][2], r[3][3], r[3][4] }
   end
-  return text
+  for i, h in ipairs(head) do
+    width[i] = vim.fn.strdisplaywidth(h)
+  end
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(cells(r)) do
+      width[i] = math.max(width[i], vim.fn.strdisplaywidth(c))
+    end
+  end
+  local function pad(text, w, right)
+    local fill = string.rep(' ', w - vim.fn.strdisplaywidth(text))
+    return right and (fill .. text) or (text .. fill)
+  end
+  local function line(c, extra)
+    local out = '  ' .. pad(c[1], width[1]) .. '  ' .. pad(c[2], width[2], true) .. '  '
+      .. pad(c[3], width[3]) .. '  ' .. pad(c[4], width[4], true) .. '  '
+      .. pad(c[5], width[5], true) .. '  ' .. pad(c[6], width[6], true)
+    local text = (out .. (extra ~= '' and ('  ' .. extra) or '')):gsub('%s+$', '')
+    return text
+  end
+  local out = { line(head, '') }
+  for _, r in ipairs(rows) do
+    table.insert(out, line(cells(r), r[3][5]))
+  end
+  return out
 end
 
 --- The words for a selection: "line 65 · part layer1 · call 3".
@@ -329,6 +363,7 @@ local function describe_summary(view, lines, hls, rows)
       local shown = #groups
       add(('%s: %d%s'):format(section.title, total,
         shown < total and (', the first %d'):format(shown) or ''), 'OpgraphTitle')
+      local table_rows, targets = {}, {}
       for _, group in ipairs(groups) do
         local key = util.value(group.key)
         local label
@@ -342,15 +377,24 @@ local function describe_summary(view, lines, hls, rows)
         else
           label = tostring(key)
         end
-        if #label > 30 then
-          label = label:sub(1, 29) .. '…'
+        if vim.fn.strchars(label) > 28 then
+          label = vim.fn.strcharpart(label, 0, 27) .. '…'
         end
-        add(('  %-30s %s'):format(label, stats_row(group.stats, 4)))
+        table.insert(table_rows, { label, tostring(tonumber(group.stats.count) or 0),
+          stats_cells(group.stats, 4) })
+        local target = false
         if key ~= nil then
           local filters = vim.deepcopy(view.filters)
           filters[section.filter] = key
-          rows[#lines] = { name = view.name, file = view.file, line = view.line,
+          target = { name = view.name, file = view.file, line = view.line,
             filters = filters, limits = {} }
+        end
+        table.insert(targets, target)
+      end
+      for i, text in ipairs(table_lines(table_rows)) do
+        add(text, i == 1 and 'OpgraphPunct' or nil)
+        if i > 1 and targets[i - 1] then
+          rows[#lines] = targets[i - 1]
         end
       end
       if shown < total then
