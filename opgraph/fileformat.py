@@ -586,6 +586,72 @@ def _build(graph: Graph, node: _Node) -> Value:
     return value
 
 
+class _PlainNodes:
+    """Nodes in the plain form the writer writes, built at once: the common case, four times
+    faster than checking each field on its own. Any other node (an attribute, an unknown op,
+    an int where a float goes, an op that fails...) is left to `_Node` and `_build`, which
+    check it field by field and say what is wrong."""
+
+    __slots__ = ("graph", "nodes", "ops")
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.nodes = graph.nodes
+        self.ops: dict[str, Any] = {}  # op name -> its definition, when it takes no attributes
+
+    def build(self, i: int, raw: object) -> bool:
+        """Build node ``i`` from ``raw`` and return True, or return False having added
+        nothing."""
+        if type(raw) is not dict or not raw.keys() <= _NODE_KEYS or raw.get("id", -1) != i \
+                or type(raw["id"]) is not int or raw.get("attrs"):
+            return False
+        label, grad, source = raw.get("label", ""), raw.get("grad", 0.0), raw.get("source")
+        if type(label) is not str or type(grad) is not float:
+            return False
+        if source is not None:
+            if not (type(source) is list and len(source) == 2 and type(source[0]) is str
+                    and type(source[1]) is int and source[1] >= 0):
+                return False
+            source = (source[0], source[1])
+        op, inputs, data = raw.get("op"), raw.get("inputs", ()), raw.get("data")
+        if op is None:
+            if inputs or type(data) is not float:
+                return False
+            value = Value(data)
+        else:
+            if type(op) is not str or type(inputs) is not list or not (
+                    data is None or type(data) is float):
+                return False
+            opdef = self.ops.get(op) or self._op(op)
+            if opdef is None or len(inputs) != opdef.arity:
+                return False
+            nodes = self.nodes
+            for ref in inputs:
+                if type(ref) is not int or not 0 <= ref < i:
+                    return False
+            try:
+                value = core.compute(opdef, tuple([nodes[ref] for ref in inputs]), None)
+            except OpgraphError:
+                return False
+        self.graph._register(value)
+        if label:
+            value.label = label
+        if source is not None:
+            core.set_source(value, source)
+        value.grad = grad
+        return True
+
+    def _op(self, name: str) -> Any:
+        try:
+            opdef = core.lookup(name)
+        except UnknownOpError:
+            return None
+        if opdef.attrs:
+            return None
+        self.ops[name] = opdef
+        return opdef
+
+
 def from_document(doc: object, *, name: str | None = None, strict: bool = False,
                   max_nodes: int | None = None,
                   progress: Callable[[int, int], None] | None = None) -> Graph:
@@ -606,7 +672,12 @@ def from_document(doc: object, *, name: str | None = None, strict: bool = False,
             f"the graph document has {count} nodes, more than the limit of {max_nodes}"
         )
     graph = Graph(doc_name if name is None else name, max_nodes=max_nodes)
+    plain = _PlainNodes(graph)
     for i, raw in enumerate(raw_nodes):
+        if not strict and plain.build(i, raw):
+            if progress is not None and not i % 4096:
+                progress(i, count)
+            continue
         node = _Node(i, raw, count)
         value = _build(graph, node)
         if node.op is not None and node.data is not None and strict and not _agrees(

@@ -33,6 +33,7 @@ import os
 from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opgraph.graph import Graph
@@ -233,9 +234,18 @@ class Durable:
         w.graph = graph
         w.count = len(graph.nodes)
         w.version = graph.version
-        w.data = [_num(v.data) for v in graph.nodes]
-        w.grad = [_num(v.grad) for v in graph.nodes]
+        w.data, w.grad = _snapshot(graph.nodes)
         w.blob = False  # (rows just written hold the values; `attach` says otherwise)
+
+    def _all_rows(self, w: _Written, nodes: list[Value], start: int, end: int) -> None:
+        """Rows of ``nodes[start:end]`` appended, with the values `w` holds for them: made now
+        when few, else in the commit thread (``"nodes"``), off the event loop (the nodes'
+        structure never changes; their values are those `w` took now)."""
+        if end - start <= TINY:
+            self._changes.append(("rows", w.gid, _rows(nodes, start, end)))
+        else:
+            self._changes.append(("nodes", w.gid, start, nodes[start:end], w.data[start:end],
+                                  w.grad[start:end]))
 
     def record(self, entry: Entry) -> None:
         """Note what changed in ``entry``'s graph since it was last recorded (on the loop, the
@@ -252,32 +262,45 @@ class Durable:
             w = self._written[entry] = _Written(self._next_gid, graph)
             self._next_gid += 1
             changes.append(("graph", w.gid, entry.name, graph.version, count))
-            changes.append(("rows", w.gid, _rows(nodes, 0, count)))
             self._remember(w, graph)
+            self._all_rows(w, nodes, 0, count)
         elif w.graph is not graph:  # replaced
             old = w.graph.nodes
-            if count == w.count and all(_structure(a) == _structure(b)
-                                        for a, b in zip(nodes, old, strict=True)):
+            if count == w.count and count > TINY:
+                # Same structure or not is found in the commit thread: it writes the values
+                # as arrays then (which every later change of values rewrites), or the rows.
+                self._remember(w, graph)
+                w.blob = True
+                changes.append(("replace", w.gid, old[:count], nodes[:count],
+                                array("d", w.data), array("d", w.grad)))  # (copies)
+            elif count == w.count and all(_structure(a) == _structure(b)
+                                          for a, b in zip(nodes, old, strict=True)):
                 self._values(w, nodes, count)
             else:
                 changes.append(("clear", w.gid))
-                changes.append(("rows", w.gid, _rows(nodes, 0, count)))
                 self._remember(w, graph)
+                self._all_rows(w, nodes, 0, count)
             changes.append(("graph", w.gid, entry.name, graph.version, count))
             w.graph, w.count, w.version = graph, count, graph.version
         elif graph.version != w.version or count != w.count:
             if count < w.count:  # (not made by any method: rewrite rather than guess)
                 changes.append(("clear", w.gid))
-                changes.append(("rows", w.gid, _rows(nodes, 0, count)))
                 self._remember(w, graph)
+                self._all_rows(w, nodes, 0, count)
             else:
                 if graph.version - w.version != count - w.count:  # values changed too
                     self._values(w, nodes, w.count)
                 if count > w.count:
-                    new = nodes[w.count:]
+                    data, grad = _snapshot(nodes[w.count:])
+                    w.data.extend(data)
+                    w.grad.extend(grad)
+                    if count - w.count > TINY:
+                        self._all_rows(w, nodes, w.count, count)
+                        changes.append(("graph", w.gid, entry.name, graph.version, count))
+                        w.count, w.version = count, graph.version
+                        self._touch()
+                        return
                     rows = _rows(nodes, w.count, count)
-                    w.data.extend(_num(v.data) for v in new)
-                    w.grad.extend(_num(v.grad) for v in new)
                     if (len(changes) >= 2 and changes[-1][0] == "graph"
                             and changes[-1][1] == w.gid and changes[-2][0] == "rows"
                             and changes[-2][1] == w.gid):
@@ -355,17 +378,21 @@ class Durable:
         changes, self._changes = self._changes, []
         seq = self.recorded
         loop = asyncio.get_running_loop()
-        if sum(len(c[2]) if c[0] in ("rows", "values") else 1 for c in changes) <= TINY:
+        if sum(_weight(c) for c in changes) <= TINY:
             future = loop.create_future()  # quicker here than a thread's round trip
             try:
-                self.store.commit(changes)
+                self.store.commit(_plain(changes))
                 future.set_result(None)
             except Exception as exc:
                 future.set_exception(exc)
         else:
-            future = loop.run_in_executor(self._pool, self.store.commit, changes)
+            future = loop.run_in_executor(self._pool, self._commit_plain, changes)
         self._running = future
         future.add_done_callback(lambda f: self._done(f, seq))
+
+    def _commit_plain(self, changes: list[Change]) -> None:
+        """Commit ``changes`` (in the commit thread), the deferred ones made plain first."""
+        self.store.commit(_plain(changes))
 
     def _done(self, future: asyncio.Future[None], seq: int) -> None:
         self._running = None
@@ -452,16 +479,69 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def _rows(nodes: list[Value], start: int, end: int) -> list[tuple[Any, ...]]:
+_DATA, _GRAD = attrgetter("data"), attrgetter("grad")
+
+
+def _snapshot(nodes: list[Value]) -> tuple[array[float], array[float]]:
+    """The data and gradients of ``nodes`` as doubles (read in C when they are floats)."""
+    try:
+        return array("d", map(_DATA, nodes)), array("d", map(_GRAD, nodes))
+    except TypeError:  # (a gradient that is a node: its data)
+        return (array("d", [_num(v.data) for v in nodes]),
+                array("d", [_num(v.grad) for v in nodes]))
+
+
+def _weight(change: Change) -> int:
+    """About how many rows ``change`` writes (what decides where a commit runs)."""
+    kind = change[0]
+    if kind in ("rows", "values"):
+        return len(change[2])
+    if kind in ("nodes", "replace"):
+        return len(change[3])
+    return 1
+
+
+def _plain(changes: list[Change]) -> list[Change]:
+    """``changes`` as the store takes them: the deferred kinds `Durable` records for big
+    graphs (``"nodes"``: rows to make from nodes, with their values as recorded;
+    ``"replace"``: a graph replaced by one of as many nodes, same structure or not) made
+    into rows here, in the commit thread."""
+    out: list[Change] = []
+    for change in changes:
+        kind = change[0]
+        if kind == "nodes":
+            _, gid, start, nodes, data, grad = change
+            out.append(("rows", gid, _rows(nodes, 0, len(nodes), start, data, grad)))
+        elif kind == "replace":
+            _, gid, old, new, data, grad = change
+            if all(_structure(a) == _structure(b) for a, b in zip(new, old, strict=True)):
+                out.append(("values_blob", gid, len(new), doubles_bytes(data),
+                            doubles_bytes(grad)))
+            else:
+                out.append(("clear", gid))
+                out.append(("rows", gid, _rows(new, 0, len(new), 0, data, grad)))
+        else:
+            out.append(change)
+    return out
+
+
+def _rows(nodes: list[Value], start: int, end: int, first: int = 0,
+          data: array[float] | None = None, grad: array[float] | None = None
+          ) -> list[tuple[Any, ...]]:
     """Rows ``(id, op, inputs, attrs, label, src_file, src_line, data, grad)`` of
-    ``nodes[start:end]``."""
+    ``nodes[start:end]``, the first being node ``first + start``; with ``data`` and ``grad``
+    (indexed as ``nodes``), the values are those, not the nodes' own."""
     rows = []
-    for i in range(start, end):
-        v = nodes[i]
+    for k in range(start, end):
+        v = nodes[k]
+        i = first + k
         op = v.opdef
-        d, g = v.data, v.grad
-        if type(d) is not float or type(g) is not float:
-            d, g = _num(d), _num(g)
+        if data is not None and grad is not None:
+            d, g = data[k], grad[k]
+        else:
+            d, g = v.data, v.grad
+            if type(d) is not float or type(g) is not float:
+                d, g = _num(d), _num(g)
         loc = v.source
         file, line = (None, None) if loc is None else (str(loc[0]), int(loc[1]))
         if op is None:

@@ -183,3 +183,43 @@ def test_values_that_do_not_fit_the_rows_refuse_to_start(tmp_path: Path) -> None
         conn.execute("UPDATE graph_values SET data = x'00'")
     said = refused(store)
     assert f"{store}: graph 'm': its stored values do not fit its 9 nodes" in said
+
+
+def test_big_graphs_rows_made_off_the_loop_are_what_restart_reads(tmp_path: Path) -> None:
+    """Graphs of more than `durable.TINY` nodes go to the commit thread as nodes and values
+    taken when each change was made: a new graph, a republish of the same structure (written
+    as arrays), one of another structure with as many nodes (rows again), a big batch; killed,
+    then restarted, every value is the last one answered."""
+    from opgraph_server.durable import TINY
+
+    n = TINY + 500
+    store = tmp_path / "big.sqlite3"
+    server = durable(store)
+    try:
+        with Raw(server.url) as raw:
+            raw.ok("graph.publish", "m", document(n))
+            raw.ok("node.set", "m", 0, 100.0)  # right after: must not leak into the rows
+            again = document(n)
+            for node in again["nodes"][:n]:
+                node["data"] += 0.5
+            raw.ok("graph.publish", "m", again)  # same structure: arrays
+            other = document(n, label="v")  # as many nodes, other labels: rows again
+            other["nodes"][3]["data"] = -7.0
+            raw.ok("graph.publish", "other", document(n))
+            raw.ok("graph.publish", "other", other)
+            steps = [{"op": "mul", "inputs": [0, 1]}] + [
+                {"op": "add", "inputs": [f"${k}", 2]} for k in range(TINY + 10)]
+            raw.ok("graph.batch", "m", steps)
+            raw.ok("node.set", "m", 1, 3.0)
+            expected = {g: raw.ok("graph.nodes", g, {"count": 10 * n}) for g in ("m", "other")}
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(TIMEOUT)
+    finally:
+        server.stop()
+    server = durable(store)
+    try:
+        with Raw(server.url) as raw:
+            for g, page in expected.items():
+                assert raw.ok("graph.nodes", g, {"count": 10 * n}) == page, g
+    finally:
+        server.stop()
