@@ -636,8 +636,7 @@ class _PlainNodes:
         self.graph._register(value)
         if label:
             value.label = label
-        if source is not None:
-            core.set_source(value, source)
+        core.set_source(value, source)  # (None forgets where this code made it, if tracked)
         value.grad = grad
         return True
 

@@ -75,3 +75,15 @@ def test_the_quick_path_builds_what_the_careful_one_builds(doc) -> None:
         for q, c in zip(quick, careful, strict=True):
             assert q[:5] == c[:5] and same(q[5], c[5]) and same(q[6], c[6]), (q, c)
             assert type(q[5]) is float and type(q[6]) is float
+
+
+def test_loading_while_sources_are_tracked_keeps_the_files_sources() -> None:
+    import opgraph
+
+    doc = {"format": "opgraph-graph", "version": 1, "name": "g", "nodes": [
+        {"id": 0, "op": None, "data": 1.0},
+        {"id": 1, "op": "tanh", "inputs": [0], "source": ["m.py", 3]},
+        {"id": 2, "op": "exp", "inputs": [1]}]}
+    with opgraph.track_source():
+        graph = fileformat.from_document(doc)
+    assert [v.source for v in graph.nodes] == [None, ("m.py", 3), None]

@@ -46,6 +46,7 @@ from opgraph_client.errors import (
     from_wire,
     in_python,
 )
+from opgraph_client.publish import Publisher, Snapshot
 from opgraph_client.remote import RemoteGraph, local_document
 
 NotificationHandler = Callable[[str, list[Any]], None]
@@ -703,12 +704,27 @@ class Client:
         return RemoteGraph(self, name)
 
     def publish(self, name: str, root: Any) -> dict[str, Any]:
-        """Send the local graph under ``root`` (a `opgraph.Value`) as graph ``name``.
+        """Send the local graph under ``root`` (a `opgraph.Value`, or a `opgraph.Graph`) as
+        graph ``name``.
 
         Replaces any graph of that name; subscribers see a new version. Source locations
-        recorded with ``opgraph.track_source()`` travel with the nodes.
+        recorded with ``opgraph.track_source()`` travel with the nodes. When the graph has the
+        structure this client last published as ``name`` (a training step's graph, built
+        again), only its data and gradients are sent, as arrays (``graph.publish_values``);
+        else, or when the server's graph changed meanwhile, the whole graph.
         """
-        return self.call("graph.publish", name, local_document(root))
+        publisher = _publisher(self)
+        snapshot = Snapshot.of(root)
+        args = publisher.values_request(name, snapshot)
+        if args is not None:
+            try:
+                return self.call("graph.publish_values", *args)
+            except ServerError as exc:
+                if not publisher.stale(name, exc):
+                    raise
+        result = self.call("graph.publish", name, local_document(root))
+        publisher.published(name, snapshot, result)
+        return result
 
 
 class _SpawnURL:
@@ -1130,5 +1146,25 @@ class AsyncClient:
         return RemoteGraph(self, name)
 
     async def publish(self, name: str, root: Any) -> dict[str, Any]:
-        """Send the local graph under ``root`` as graph ``name`` (see `Client.publish`)."""
-        return await self.call("graph.publish", name, local_document(root))
+        """Send the local graph under ``root`` as graph ``name`` (see `Client.publish`: only
+        the values when the structure is the one last published)."""
+        publisher = _publisher(self)
+        snapshot = Snapshot.of(root)
+        args = publisher.values_request(name, snapshot)
+        if args is not None:
+            try:
+                return await self.call("graph.publish_values", *args)
+            except ServerError as exc:
+                if not publisher.stale(name, exc):
+                    raise
+        result = await self.call("graph.publish", name, local_document(root))
+        publisher.published(name, snapshot, result)
+        return result
+
+
+def _publisher(client: Any) -> Publisher:
+    """What ``client`` last published (see `opgraph_client.publish`), made on first use."""
+    publisher = client.__dict__.get("_publisher")
+    if publisher is None:
+        publisher = client.__dict__["_publisher"] = Publisher()
+    return publisher

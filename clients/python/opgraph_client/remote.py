@@ -11,9 +11,10 @@ from opgraph_client.errors import GraphExistsError, exists_in_python
 
 def local_document(root: Any) -> dict[str, Any]:
     """The graph-file document of the local graph under ``root`` (a Value), sources included."""
-    from opgraph import fileformat
+    from opgraph import fileformat, gc_paused
 
-    return fileformat.to_document(root)
+    with gc_paused():  # (a map a node: the collector would scan the graph for each few hundred)
+        return fileformat.to_document(root)
 
 
 async def _exists_in_python_async(result: Awaitable[Any], name: str, how: str) -> Any:
