@@ -106,7 +106,7 @@ def summary_after(nv: pynvim.Nvim, t: float, old: str | None = None) -> float | 
     not yet)."""
     marks = nv.exec_lua("return _G.bench.marks")
     times = [m["t"] for m in marks
-             if m["t"] >= t and " nodes: " in m["text"] and m["text"] != old]
+             if m["t"] >= t and " nodes │ " in m["text"] and m["text"] != old]
     return times[0] if times else None
 
 
