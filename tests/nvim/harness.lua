@@ -420,6 +420,9 @@ function cases.moons()
     'last position')
   require('opgraph.hover').close()
   R.sent_all = vim.deepcopy(rpc.sent)
+  -- :OpgraphRender on the scores line: the neighbourhood of what the line computes last.
+  vim.api.nvim_win_set_cursor(0, { LINES.scores, 0 })
+  command('OpgraphRender moons ' .. vim.fn.fnameescape(dir .. '/scores.svg'))
   -- A line of one node, in a graph read only in part: described as before.
   vim.api.nvim_win_set_cursor(0, { LINES.total, 0 })
   command('OpgraphHover')

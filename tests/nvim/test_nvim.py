@@ -825,6 +825,15 @@ def test_moons_scores_line_summary_and_drill_down(server: Server, tmp_path: Path
     assert sent.get("node.get", 0) == results["sent_show"].get("node.get", 0), sent
     assert "graph.nodes" not in sent and "graph.analyze" not in sent, sent
 
+    # :OpgraphRender there draws the neighbourhood of the line's last node (the last sample's
+    # score), though the plugin never read that node.
+    svg = tmp_path / "nvim" / "scores.svg"
+    last = max(v.id for v in here)
+    assert last == scores[-1].id
+    drawn = one_line(command(results, f"OpgraphRender moons {svg}"), INFO)
+    assert drawn == f"opgraph: graph 'moons' around #{last} (depth 2) drawn to {svg}", drawn
+    assert "<svg" in svg.read_text()
+
     # The hover of a line of one node describes it, as for a small graph: the leaves that
     # influence it come from the server (the graph was read only in part).
     described = results["hover_total"]["lines"]

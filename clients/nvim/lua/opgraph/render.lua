@@ -33,6 +33,36 @@ local function target(name, file)
   return ('%s/%s.%s'):format(dir, safe, opts.format), opts.format
 end
 
+--- The last node made on `line` of buffer `buf` in graph `name` (what the line computes), or
+--- nil. A big graph is fetched only in part (see show.fetch): for a line of many nodes, the
+--- server says which (the last position of the last call of a repeating line).
+---@param name string
+---@param g opgraph.Graph|nil
+---@param buf integer
+---@param line integer
+---@return integer|nil
+local function last_node(name, g, buf, line)
+  if not g then
+    return nil
+  end
+  local ids, stats, count = annotate.line_at(g, buf, line)
+  if not stats or #ids >= count then
+    return ids[#ids]
+  end
+  local where = { stats.file, stats.line }
+  local sel = session.call('graph.aggregate', name, { line = where, members = 0 })
+  local period, calls = sel and util.value(sel.period), sel and util.value(sel.calls)
+  if period and calls then
+    local last = session.call('graph.aggregate', name,
+      { line = where, call = calls - 1, position = period - 1, members = 1 })
+    local members = last and util.value(last.members)
+    if type(members) == 'table' and members[1] then
+      return members[1]
+    end
+  end
+  return ids[#ids] or util.value(stats.stats.first)
+end
+
 --- Draw graph `name` (default: the shown graph) to `file` through the server: the
 --- neighbourhood of the node under the cursor, or with `whole` (or no node there) all of it.
 ---@param name string|nil
@@ -54,10 +84,8 @@ function M.render(name, file, whole)
   local options = { format = format, depth = opts.depth }
   local around
   if not whole then
-    local g = state.graphs[name]
-    local ids = g and annotate.ids_at(g, api.nvim_get_current_buf(),
-      api.nvim_win_get_cursor(0)[1]) or {}
-    around = ids[#ids] -- the last node of the line: what the line computes
+    around = last_node(name, state.graphs[name], api.nvim_get_current_buf(),
+      api.nvim_win_get_cursor(0)[1])
     options.around = around
   end
   local result, err = session.call('graph.render', name, options)
@@ -77,8 +105,8 @@ function M.render(name, file, whole)
   if around then
     local g = state.graphs[name]
     local node = g and g.by_id[around]
-    where = (' around %s #%d (depth %d)'):format(node and annotate.node_name(g, node) or '?',
-      around, opts.depth)
+    where = node and (' around %s #%d (depth %d)'):format(annotate.node_name(g, node), around,
+      opts.depth) or (' around #%d (depth %d)'):format(around, opts.depth)
   end
   util.notify(("graph '%s'%s drawn to %s"):format(name, where, path))
   return path
