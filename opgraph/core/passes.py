@@ -61,7 +61,7 @@ def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
     place = order.append
     position: dict[Any, int] = {root: -1}  # placed nodes; -1 while a node's inputs are walked
     placed = position.get
-    wiring = array("q")
+    wiring: list[int] = []  # (a list takes ints quicker than an array; made one at the end)
     mark = wiring.append
     stack: list[tuple[Any, Iterator[Any]]] = []
     push, pop = stack.append, stack.pop
@@ -89,7 +89,8 @@ def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
             mark(-2)
             if not stack:
                 # (a list per field: a tuple per node would wake the cyclic collector)
-                return order, (wiring, *(list(map(field, order)) for field in _FIELDS))
+                return order, (array("q", wiring),
+                               *(list(map(field, order)) for field in _FIELDS))
             node, pending = pop()
 
 

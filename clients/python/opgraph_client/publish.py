@@ -11,8 +11,6 @@ replaced, grew, or the server restarted), the graph goes whole (``graph.publish`
 
 from __future__ import annotations
 
-import sys
-from array import array
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -37,6 +35,8 @@ class Snapshot:
     @classmethod
     def of(cls, root: Any) -> Snapshot:
         """Read the graph under ``root`` (a `Value`; a `Graph` is always sent whole)."""
+        import numpy as np
+
         from opgraph import core, gc_paused
 
         if not isinstance(root, core.Value):
@@ -46,13 +46,10 @@ class Snapshot:
         with gc_paused():
             order, key = core.structure_order(root)
             try:
-                data = array("d", list(map(_DATA, order)))
-                grad = array("d", list(map(_GRAD, order)))
-            except TypeError:
+                data = np.fromiter(map(_DATA, order), "<f8", len(order))
+                grad = np.fromiter(map(_GRAD, order), "<f8", len(order))
+            except TypeError:  # (a gradient that is a node)
                 return cls(key, None, None)
-        if sys.byteorder != "little":
-            data.byteswap()
-            grad.byteswap()
         return cls(key, data.tobytes(), grad.tobytes())
 
 
