@@ -119,6 +119,25 @@ def events(got: list[tuple[str, list[Any]]], method: str) -> list[dict[str, Any]
     return [params[0] for name, params in got if name == method]
 
 
+def within(func: Any) -> Any:
+    """``func()``, run in a thread that must end within TIMEOUT (a deadlock fails, not hangs)."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = func()
+        except BaseException as exc:  # (raised again below, in the test's thread)
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive(), "the call hung"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def poll_until(client: Client, method: str, graph: str) -> list[tuple[str, list[Any]]]:
     """Poll ``client`` until a ``method`` notification about ``graph`` arrives; all polled."""
     got: list[tuple[str, list[Any]]] = []
@@ -137,7 +156,14 @@ def test_after_a_restart_calls_work_and_subscriptions_are_renewed(durable: Durab
                                                                   transport: str) -> None:
     url = durable.tcp if transport == "tcp" else durable.unix
     heard: list[tuple[str, list[Any]]] = []
-    with Client(url, token=TOKEN, on_notification=lambda m, p: heard.append((m, p))) as c, \
+    redrawn: list[int] = []
+
+    def redraw(method: str, params: list[Any]) -> None:
+        heard.append((method, params))
+        if method == RECONNECTED:  # a UI fetches what it shows again: it may call the client
+            redrawn.append(c.graph("g").info()["nodes"])
+
+    with Client(url, token=TOKEN, on_notification=redraw) as c, \
             Client(durable.tcp, token=TOKEN) as other:
         g = c.create_graph("g")
         first = g.leaf(1.0)
@@ -155,9 +181,9 @@ def test_after_a_restart_calls_work_and_subscriptions_are_renewed(durable: Durab
         durable.kill()
         durable.start()
 
-        second = g.leaf(2.0)              # a change: sent on the new connection, once
+        second = within(lambda: g.leaf(2.0))  # a change: sent on the new connection, once
         assert second["id"] == first["id"] + 1 and second["version"] > first["version"]
-        assert c.reconnects == 1
+        assert c.reconnects == 1 and redrawn == [2]
         assert c.server_info["instance"] != instance
         info = g.info()
         assert info["nodes"] == 2
