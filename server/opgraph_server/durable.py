@@ -89,6 +89,10 @@ class GraphStore(Protocol):
         """Bytes on disk."""
         ...
 
+    def graph_bytes(self, gid: int) -> int:
+        """About the bytes graph ``gid`` takes (as of the last commit)."""
+        ...
+
     def close(self) -> None:
         """Flush, close, unlock."""
         ...
@@ -461,9 +465,16 @@ class Durable:
                            f"{self.size} bytes, its limit of {self.max_bytes}; drop graphs to "
                            "free space", {"limit": "max_store_bytes", "max": self.max_bytes})
 
-    def usage(self) -> dict[str, Any]:
-        """Where the store is, the bytes it takes on disk and its limit (None: none)."""
-        return {"path": str(self.store.path), "bytes": self.size, "max_bytes": self.max_bytes}
+    def usage(self, entry: Entry | None = None) -> dict[str, Any]:
+        """Where the store is, the bytes it takes on disk and its limit (None: none); with
+        ``entry``, about how many of them its graph takes (``graph_bytes``, as of the last
+        commit)."""
+        usage: dict[str, Any] = {"path": str(self.store.path), "bytes": self.size,
+                                 "max_bytes": self.max_bytes}
+        if entry is not None:
+            w = self._written.get(entry)
+            usage["graph_bytes"] = 0 if w is None else self.store.graph_bytes(w.gid)
+        return usage
 
     async def close(self) -> None:
         """Commit what is recorded, then close the store (and release its lock)."""

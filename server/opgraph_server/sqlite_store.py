@@ -164,6 +164,7 @@ class SqliteStore:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._bytes: dict[int, list[int]] = {}  # gid -> [bytes of its rows, of its arrays]
 
     # --- opening ------------------------------------------------------------------------
 
@@ -268,6 +269,9 @@ class SqliteStore:
             g = by_gid.get(gid)
             if g is not None:
                 g.values = (count, data, grad)
+        self._bytes = {g.gid: [sum(map(_row_bytes, g.rows)),
+                               0 if g.values is None else 2 * len(g.values[1])]
+                       for g in graphs}
         return graphs, []
 
     def quarantine(self, gid: int) -> None:
@@ -287,9 +291,11 @@ class SqliteStore:
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN")
+        sizes = {gid: list(both) for gid, both in self._bytes.items()}
         try:
             freed = False
             for change in changes:
+                _count(sizes, change)
                 kind = change[0]
                 if kind == "rows":
                     gid = change[1]
@@ -324,6 +330,7 @@ class SqliteStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._bytes = sizes
         if freed:
             conn.execute("PRAGMA incremental_vacuum")
 
@@ -335,6 +342,12 @@ class SqliteStore:
                 total += os.stat(f"{self.path}{suffix}").st_size
         return total
 
+    def graph_bytes(self, gid: int) -> int:
+        """About how many bytes graph ``gid``'s rows and arrays take in the file (their
+        fields' sizes, before SQLite's own overhead), as of the last commit."""
+        both = self._bytes.get(gid)
+        return 0 if both is None else both[0] + both[1]
+
     def close(self) -> None:
         """Checkpoint the log into the database, close it, and release the lock."""
         if self._conn is not None:
@@ -345,6 +358,27 @@ class SqliteStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """About the bytes a node row ``(id, op, inputs, attrs, label, src_file, src_line, data,
+    grad)`` takes: its texts and blobs, and 8 a number."""
+    _, op, inputs, attrs, label, file, _, _, _ = row
+    return (32 + len(op or "") + len(inputs or b"") + len(attrs or b"") + len(label)
+            + len(file or ""))
+
+
+def _count(sizes: dict[int, list[int]], change: Change) -> None:
+    """Follow ``change`` in ``sizes`` (see `SqliteStore.graph_bytes`)."""
+    kind, gid = change[0], change[1]
+    if kind == "rows":
+        sizes.setdefault(gid, [0, 0])[0] += sum(map(_row_bytes, change[2]))
+    elif kind == "values_blob":
+        sizes.setdefault(gid, [0, 0])[1] = len(change[3]) + len(change[4])
+    elif kind == "clear":
+        sizes[gid] = [0, 0]
+    elif kind == "drop":
+        sizes.pop(gid, None)
 
 
 def number_in(value: float | None) -> float:

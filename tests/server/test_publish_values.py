@@ -223,3 +223,38 @@ def test_big_graphs_rows_made_off_the_loop_are_what_restart_reads(tmp_path: Path
                 assert raw.ok("graph.nodes", g, {"count": 10 * n}) == page, g
     finally:
         server.stop()
+
+
+def test_graph_info_gives_each_graphs_bytes_and_republishing_does_not_grow_them(
+        tmp_path: Path) -> None:
+    store = tmp_path / "sizes.sqlite3"
+    server = durable(store)
+    try:
+        with Raw(server.url) as raw:
+            first = raw.ok("graph.publish", "m", document(100))
+            raw.ok("graph.publish", "small", document(5))
+            size = raw.ok("graph.info", "m")["store"]["graph_bytes"]
+            small = raw.ok("graph.info", "small")["store"]["graph_bytes"]
+            assert 0 < small < size
+            token, n = first["structure"], first["nodes"]
+            for step in range(20):
+                values = doubles([float(step)] * n)
+                raw.ok("graph.publish_values", "m", token, values, values)
+            for _ in range(20):
+                raw.ok("graph.publish", "m", document(100))
+            after = raw.ok("graph.info", "m")["store"]
+            # the rows once, and the values as two arrays: 16 bytes a node
+            assert after["graph_bytes"] == size + 16 * n
+            assert after["graph_bytes"] < after["bytes"]
+            raw.ok("node.leaf", "m", 1.0)
+            assert raw.ok("graph.info", "m")["store"]["graph_bytes"] > after["graph_bytes"]
+            grown = raw.ok("graph.info", "m")["store"]["graph_bytes"]
+    finally:
+        server.stop()
+    server = durable(store)
+    try:
+        with Raw(server.url) as raw:
+            assert raw.ok("graph.info", "m")["store"]["graph_bytes"] == grown
+            assert raw.ok("graph.info", "small")["store"]["graph_bytes"] == small
+    finally:
+        server.stop()

@@ -54,7 +54,7 @@ async def graph_info(call: Call, graph: Any) -> dict[str, Any]:
         info = {**graph_summary(entry), "leaves": [v.id for v in g.leaves],
                 "outputs": [v.id for v in g.outputs]}
     if call.host.durable is not None:  # where the graphs are kept, bytes on disk, limit
-        info["store"] = call.host.durable.usage()
+        info["store"] = call.host.durable.usage(entry)
     return info
 
 
