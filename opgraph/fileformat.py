@@ -184,36 +184,38 @@ def to_document(graph_or_value: Graph | Value, *, name: str | None = None) -> di
                              field="name")
     index = {id(v): i for i, v in enumerate(values)}
     nodes: list[dict[str, Any]] = []
+    add = nodes.append
     for i, v in enumerate(values):
-        if not isinstance(v.label, str):
+        label = v.label
+        if type(label) is not str:
             raise GraphFileError(
-                f"node {i}: label must be a string to be saved, got {type(v.label).__name__} "
-                f"{v.label!r}", node=i, field="label",
+                f"node {i}: label must be a string to be saved, got {type(label).__name__} "
+                f"{label!r}", node=i, field="label",
             )
-        inputs = []
-        for inp in v.inputs:
-            j = index.get(id(inp))
-            if j is None or j >= i:
-                raise GraphFileError(
-                    f"node {i}: input {core.describe(inp)} is not an earlier node of the graph",
-                    node=i, field="inputs",
-                )
-            inputs.append(j)
+        inputs = [index.get(id(inp), i) for inp in v.inputs]
+        op = v.opdef
         attrs: dict[str, Any] = {}
-        if not v.is_leaf:
-            for key, val in v.attrs.items():
-                attrs[str(key)] = (val if isinstance(val, str)
-                                   else _number_out(val, i, f"attrs.{key}"))
-        loc = v.source
-        nodes.append({
+        if op is not None:
+            for n, j in enumerate(inputs):
+                if j >= i:
+                    raise GraphFileError(f"node {i}: input {core.describe(v.inputs[n])} is not "
+                                         "an earlier node of the graph", node=i, field="inputs")
+            if op.attrs:
+                for key, val in v.attrs.items():
+                    attrs[str(key)] = (val if isinstance(val, str)
+                                       else _number_out(val, i, f"attrs.{key}"))
+        data, grad, loc = v.data, v.grad, v.source
+        add({
             "id": i,
-            "op": v.op,
+            "op": None if op is None else op.name,
             "inputs": inputs,
             "attrs": attrs,
-            "label": v.label,
-            "data": _float_out(v.data, i, "data"),
-            "grad": _float_out(v.grad, i, "grad"),
-            "source": None if loc is None else [str(loc[0]), int(loc[1])],
+            "label": label,
+            "data": data if type(data) is float else _float_out(data, i, "data"),
+            "grad": grad if type(grad) is float else _float_out(grad, i, "grad"),
+            "source": None if loc is None else (
+                [loc[0], loc[1]] if type(loc[0]) is str and type(loc[1]) is int
+                else [str(loc[0]), int(loc[1])]),
         })
     return {
         "format": FORMAT,
