@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 from opgraph_server.errors import RpcError
@@ -31,6 +32,9 @@ def settle(nodes: Iterable[Any], where: str) -> None:
     methods give leaves doubles, but a document's grads are stored as given), text encodable
     as UTF-8, attributes within MessagePack's integers. Raises `RpcError` naming the node;
     the caller rolls back."""
+    nodes = list(nodes)
+    if _plainly_sendable(nodes):
+        return
     for node in nodes:
         for field in ("data", "grad"):
             value = getattr(node, field)
@@ -54,6 +58,23 @@ def settle(nodes: Iterable[Any], where: str) -> None:
         loc = node.source
         if loc is not None and not loc[0].isascii():
             check_text(loc[0], f"{where}: node {node.id} source file")
+
+
+_DATA, _GRAD, _LABEL = attrgetter("data"), attrgetter("grad"), attrgetter("label")
+_OPDEF, _SOURCE = attrgetter("opdef"), attrgetter("source")
+
+
+def _plainly_sendable(nodes: list[Any]) -> bool:
+    """True when `settle` has nothing to do for ``nodes``, found in C (the common case: double
+    values, ASCII labels and files, no op with attributes); False means: look node by node."""
+    if set(map(type, map(_DATA, nodes))) - {float} or set(map(type, map(_GRAD, nodes))) - {float}:
+        return False
+    if not all(map(str.isascii, map(_LABEL, nodes))):
+        return False
+    if any(op is not None and op.attrs for op in set(map(_OPDEF, nodes))):
+        return False
+    files = {loc[0] for loc in map(_SOURCE, nodes) if loc is not None}
+    return all(type(f) is str and f.isascii() for f in files)
 
 
 def check_text(text: str, where: str) -> None:
