@@ -428,6 +428,23 @@ function cases.moons()
   command('OpgraphHover')
   R.hover_total = hover_window()
   require('opgraph.hover').close()
+  -- Pushed diagnostics naming a node the plugin did not read (the graph was read in part):
+  -- it reads the version again rather than lose the diagnostic's line.
+  local g = require('opgraph.state').graphs.moons
+  local before = rpc.sent['graph.aggregate']
+  local unread = nil
+  for id = 0, 70000 do
+    if not g.by_id[id] then
+      unread = id
+      break
+    end
+  end
+  require('opgraph').on_notify('graph.diagnostics', { graph = 'moons', version = g.version,
+    diagnostics = { { node = unread, code = 'x', severity = 'warning', message = 'm' } } })
+  wait_for('read again', function()
+    return rpc.sent['graph.aggregate'] > before and require('opgraph.state').graphs.moons ~= g
+  end)
+  R.read_again = rpc.sent['graph.aggregate'] - before
 end
 
 -- The wire and the helpers, against a real server: strings with newlines and NUL bytes arrive

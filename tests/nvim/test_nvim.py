@@ -844,6 +844,8 @@ def test_moons_scores_line_summary_and_drill_down(server: Server, tmp_path: Path
     leaves = len({v.id for v in graph.nodes if v.op is None})
     influenced = next(t for t in described if t.startswith("  influenced by  "))
     assert influenced.endswith(f", and {leaves - 12} more"), influenced
+    # Diagnostics pushed about a node not read: the version is read again, once.
+    assert results["events"]["read again"] and results["read_again"] == 1, results["read_again"]
 
 
 def id_of(value: Any) -> int:

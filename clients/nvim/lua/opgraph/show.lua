@@ -509,6 +509,18 @@ function M.on_notify(method, payload)
     M.schedule_refresh(name, version)
   elseif method == 'graph.diagnostics' then
     if current(g) and payload.version == g.version and type(payload.diagnostics) == 'table' then
+      if g.partial then
+        for _, d in ipairs(payload.diagnostics) do
+          local id = type(d) == 'table' and util.value(d.node) or nil
+          if id ~= nil and not g.by_id[id] then
+            -- (a graph read in part lacks that node's line: read it again)
+            vim.schedule(function()
+              async.run('refresh', M.refresh, name)
+            end)
+            return
+          end
+        end
+      end
       annotate.set_diagnostics(g, payload.diagnostics)
       vim.schedule(util.guard(function()
         if state.graphs[name] == g then
