@@ -53,6 +53,12 @@ function M.identity_of(info, conn_id)
   return 'connection:' .. tostring(conn_id)
 end
 
+--- The serial number of the current connection (see rpc.lua's Conn.id), or nil.
+---@return integer|nil
+function M.connection_id()
+  return M.connected() and S.conn.id or nil
+end
+
 --- The identity of the current (or last) server; nil before the first connection.
 ---@return string|nil
 function M.identity()

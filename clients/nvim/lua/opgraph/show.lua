@@ -396,11 +396,20 @@ end
 
 --- After (re)connecting: subscribe to the shown graphs again and redraw them.
 local function resubscribe()
+  local conn = session.connection_id()
+  local function gone()
+    return session.connection_id() ~= conn -- (another connection does this again)
+  end
   for _, name in ipairs(state.shown_list()) do
     local ok, err = session.request('graph.subscribe', name)
+    if gone() then
+      return
+    end
     if ok then
       local fresh, rerr = M.refresh(name)
-      if not fresh and is_unknown(rerr) then
+      if gone() then
+        return
+      elseif not fresh and is_unknown(rerr) then
         await(name, state.waiting[name] or 'reconnect') -- subscribed before it exists
       elseif not fresh then
         state.report_once(("showing graph '%s': %s"):format(name, rerr))
