@@ -13,7 +13,10 @@ headless Neovim (``nvim --headless --listen``, driven with pynvim) with the plug
 3. ``:OpgraphHover`` on the scores line: how long until its window (the summary and the lists
    by part, call and position) is open;
 4. the same version shown again (``:OpgraphClear``, ``:OpgraphShow``): the summary when the
-   server has it already.
+   server has it already;
+5. with ``--million``: a graph of 1,000,000 nodes made on one line (tests/scale_graphs.py's
+   accumulation chain) shown: how long until its summary is there, and the longest time the
+   editor was busy meanwhile.
 
 The times of drawing are taken inside Neovim, when the plugin sets the line's extmark.
 """
@@ -36,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from opgraph_client import Client  # noqa: E402
-from scale_graphs import MOONS, moons_line, moons_step  # noqa: E402
+from scale_graphs import MOONS, accumulation, moons_line, moons_step  # noqa: E402
 
 BAR_MS = 100.0
 
@@ -125,14 +128,45 @@ def ms(x: float) -> str:
     return f"{1000 * x:7.1f} ms"
 
 
+def million(nv: pynvim.Nvim, client: Client) -> None:
+    """A graph of 1,000,000 nodes, all but 1,002 of them made on one line, shown."""
+    graph = accumulation(1_000_000, track=True)
+    t0 = time.time()
+    client.publish("acc", graph.nodes[-1])
+    print(f"1,000,000 nodes published in {ms(time.time() - t0)}")
+    source = Path(accumulation.__code__.co_filename)
+    nv.command(f"edit {source}")
+    nv.exec_lua("_G.bench.gaps = {}")
+    t0 = time.time()
+    nv.command("OpgraphShow acc")
+    wait_for("the million's summary", lambda: nv.exec_lua(
+        "local g = require('opgraph.state').graphs.acc return g ~= nil") is True, 300)
+    done = time.time()
+    gaps = nv.exec_lua("local m = 0 for _, g in ipairs(_G.bench.gaps) do "
+                       "m = math.max(m, g.gap) end return m")
+    marks = nv.exec_lua("""
+      local ns = vim.api.nvim_create_namespace('opgraph.values.acc')
+      local out = {}
+      for _, m in ipairs(vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })) do
+        local text = {}
+        for _, c in ipairs(m[4].virt_text) do table.insert(text, c[1]) end
+        table.insert(out, table.concat(text))
+      end
+      return out""")
+    print(f":OpgraphShow acc (1,000,000 nodes)   drawn {ms(done - t0)}; editor busy at most "
+          f"{ms(gaps - 0.005)} at a time; {marks[0].strip()[:60] if marks else 'nothing drawn'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="steps published while shown")
+    parser.add_argument("--million", action="store_true",
+                        help="also show a graph of 1,000,000 nodes made on one line")
     args = parser.parse_args()
     line = moons_line("scores = [model(x)")
     url = f"tcp://127.0.0.1:{free_port()}"
     server = subprocess.Popen([sys.executable, "-m", "opgraph", "serve", "--listen", url,
-                               "--no-demo"], stdin=subprocess.DEVNULL,
+                               "--no-demo", "--max-message-mb", "512"], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     tmp = tempfile.TemporaryDirectory()
     sock = str(Path(tmp.name) / "nvim.sock")
@@ -222,6 +256,8 @@ def main() -> None:
             again = summary_after(nv, t0)
             assert again is not None
             print(f":OpgraphShow moons (version known)   summary {ms(again - t0)}")
+            if args.million:
+                million(nv, client)
             sent = nv.exec_lua("return require('opgraph.rpc').sent")
             print("requests sent by Neovim:", ", ".join(f"{k} {v}" for k, v in
                                                          sorted(sent.items())))
