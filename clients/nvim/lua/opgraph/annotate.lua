@@ -269,7 +269,8 @@ end
 
 --- The virtual text of a crowded line: one summary of its nodes from graph.aggregate's
 --- statistics `stats`, the most telling first (the end of a long one may be cut off by the
---- window): "64000 nodes │ data -5.2…3.7 mean 0.04 │ ∇ norm 0.99, 41876 zero │ 30400 add, …".
+--- window): "64000 nodes │ data -5.2…3.7 mean 0.04 │ ∇ norm 0.99, 41876 zero │ 30400 add,
+--- …".
 ---@param stats table
 ---@param display table the display options
 ---@return table[] chunks

@@ -1,6 +1,7 @@
 -- :OpgraphHover: what the floating window says about the nodes of the cursor line (op,
 -- inputs, data, grad, the leaves that influence them, diagnostics). The window is float.lua.
 local annotate = require('opgraph.annotate')
+local async = require('opgraph.async')
 local config = require('opgraph.config')
 local float = require('opgraph.float')
 local session = require('opgraph.session')
@@ -201,7 +202,10 @@ local SECTIONS = {
 ---@field filters table<string, any> part, call, position: the selection within the line
 ---@field limits table<string, integer> rows listed of each section (by `by`)
 
-local drill = nil ---@type {views: opgraph.DrillView[], rows: table<integer, function>}|nil
+-- The hover window's drill-down: the views opened (the last is shown), and which view each
+-- line of it opens on <CR>.
+---@type {views: opgraph.DrillView[], rows: table<integer, opgraph.DrillView>}|nil
+local drill = nil
 
 --- The columns of one group's statistics in a list: data range, mean, gradient norm, zero
 --- gradients (and how many values are not finite, when some are).
@@ -455,7 +459,7 @@ function M.drill_down(row)
     return
   end
   table.insert(d.views, target)
-  require('opgraph.async').run(':OpgraphHover drill-down', show_drill)
+  async.run(':OpgraphHover drill-down', show_drill)
 end
 
 --- <BS> in the window: back to the view before.
@@ -465,7 +469,7 @@ function M.drill_back()
     return
   end
   table.remove(d.views)
-  require('opgraph.async').run(':OpgraphHover drill-down', show_drill)
+  async.run(':OpgraphHover drill-down', show_drill)
 end
 
 --- A floating window with the nodes created on the cursor line: op, inputs, data, grad, the
