@@ -447,6 +447,17 @@ function cases.moons()
   R.read_again = rpc.sent['graph.aggregate'] - before
 end
 
+-- A big graph whose only source line made all its sourced nodes: nothing of it is read but
+-- that line's summary (and its diagnostics), and it is still said where its nodes come from.
+function cases.chain()
+  require('opgraph').setup({ address = URL })
+  vim.cmd('edit ' .. vim.fn.fnameescape(os.getenv('OPGRAPH_OTHER')))
+  command('OpgraphShow acc')
+  vim.cmd('edit ' .. vim.fn.fnameescape(SCRIPT))
+  snapshot('chain')
+  R.sent = vim.deepcopy(require('opgraph.rpc').sent)
+end
+
 -- The wire and the helpers, against a real server: strings with newlines and NUL bytes arrive
 -- whole, graphs of several pages are fetched whole, the leaves found in the fetched graph are
 -- the server's, and which server a connection is to.

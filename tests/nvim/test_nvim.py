@@ -852,6 +852,30 @@ def id_of(value: Any) -> int:
     return value.id
 
 
+def test_big_graph_of_one_crowded_line(server: Server, tmp_path: Path) -> None:
+    from opgraph_client import Client
+    from scale_graphs import accumulation
+
+    graph = accumulation(12_000, track=True)
+    with Client(server.url) as client:
+        client.publish("acc", graph.nodes[-1])
+    source = Path(accumulation.__code__.co_filename)
+    line = line_of(source, "acc = acc + ws[i % shared] * x")
+    here = [v for v in graph.nodes if v.source is not None]
+    assert {v.source[1] for v in here} == {line} and len(here) > 10_000
+    results = run_nvim("chain", tmp_path / "nvim", {}, OPGRAPH_URL=server.url,
+                       OPGRAPH_SCRIPT=str(source), OPGRAPH_OTHER=str(ROOT / "README.md"))
+    said = one_line(command(results, "OpgraphShow acc"), WARN)
+    assert re.fullmatch(r"opgraph: graph 'acc' version \d+: no node was created in this file; "
+                        r"its nodes come from tests/scale_graphs\.py", said), said
+    by_line = marks_by_line(results["snapshots"]["chain"])
+    assert list(by_line) == [line], by_line
+    check_summary_line(by_line[line], plain(here))
+    # No node record was read: the line's summary is all its annotation needs.
+    assert "graph.nodes" not in results["sent"] and "node.get" not in results["sent"], \
+        results["sent"]
+
+
 def test_wire_and_helpers(server: Server, tmp_path: Path) -> None:
     server.publish(1.0)
     labels = ["line\nbreak", "nul\x00byte", "ünïcode ∇", "\n\x00\n"]

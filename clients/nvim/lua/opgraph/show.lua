@@ -250,8 +250,9 @@ local function say_drawn(g, here, how)
       here))
     return
   end
+  local paths = vim.tbl_extend('keep', {}, g.files, g.line_stats or {}) -- (read in part)
   local files = {}
-  for path in pairs(g.files) do
+  for path in pairs(paths) do
     table.insert(files, vim.fn.fnamemodify(path, ':~:.'))
   end
   table.sort(files)
