@@ -272,11 +272,14 @@ function cases.restart()
   command('OpgraphShow neurons')
   snapshot('before')
   R.version_before = require('opgraph').status().versions.neurons
+  local before = #notes
   ask('restart_server')
   wait_for('noticed', function()
     return not require('opgraph').status().connection.connected
   end)
   command('OpgraphConnect ' .. URL)
+  snapshot('reconnected') -- (the new server does not have the graph yet)
+  R.reconnect_notes = since(before)
   local stale = mark_text()
   ask('publish')
   wait_for('redrawn', function()

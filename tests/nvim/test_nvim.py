@@ -380,8 +380,14 @@ def test_server_down_is_reported_and_recovered(server: Server, tmp_path: Path) -
     assert results["usable"] == {"eval": 2, "lines": ["still", "usable"]}
     assert shots["down"] == shots["before"]
 
-    # :OpgraphConnect recovers; the graph, published again, is shown again by itself.
-    assert "connected to" in one_line(command(results, f"OpgraphConnect {server.url}"), INFO)
+    # :OpgraphConnect recovers (unless the plugin reconnected by itself just before); the
+    # graph, published again, is shown again by itself.
+    reconnect = command(results, f"OpgraphConnect {server.url}")
+    assert reconnect["ok"], reconnect
+    said = [(n["level"], n["message"]) for n in reconnect["notifications"]]
+    assert said[0][0] == INFO and said[0][1].startswith(f"opgraph: connected to {server.url}"), \
+        said
+    assert all("is not on" in m for _, m in said[1:]) and len(said) <= 2, said
     assert results["events"]["recovered"], "the annotations did not come back after reconnecting"
     check_annotations(shots["recovered"], 0.5)
     assert saturated_lines(shots["recovered"]) == [LINES["o"]]
@@ -538,6 +544,13 @@ def test_restarted_server_reusing_versions_is_redrawn(server: Server, tmp_path: 
     shots = results["snapshots"]
     check_annotations(shots["before"], 1.0)
     assert results["events"]["noticed"]
+    # The new server does not have the graph: what was drawn from the old one is stale, and
+    # goes (said once) until the graph is published again.
+    assert shots["reconnected"] == {"marks": [], "diagnostics": []}, shots["reconnected"]
+    cleared = [n["message"] for n in results["reconnect_notes"] if "cleared" in n["message"]]
+    assert cleared == [f"opgraph: graph 'neurons' is not on {server.url}: its annotations from "
+                       "before are cleared; it is shown again once it is published"], \
+        results["reconnect_notes"]
     # The new server counts from the start: its version is lower than the one drawn before,
     # and still it is the one drawn.
     assert results["version_after"] < results["version_before"], results

@@ -396,6 +396,19 @@ local function await_graphs()
 end
 
 --- After (re)connecting: subscribe to the shown graphs again and redraw them.
+--- Graph `name` is not on the server connected now: annotations fetched from another server
+--- (or from before it was dropped) are stale, so they go, said once.
+local function forget_stale(name)
+  local g = state.graphs[name]
+  if g and not current(g) then
+    clear_graph(name)
+    state.graphs[name] = nil
+    util.notify(("graph '%s' is not on %s: its annotations from before are cleared; it is "
+      .. 'shown again once it is published'):format(name, session.status().address or '?'),
+      'warn')
+  end
+end
+
 local function resubscribe()
   local conn = session.connection_id()
   local function gone()
@@ -411,11 +424,13 @@ local function resubscribe()
       if gone() then
         return
       elseif not fresh and is_unknown(rerr) then
+        forget_stale(name)
         await(name, state.waiting[name] or 'reconnect') -- subscribed before it exists
       elseif not fresh then
         state.report_once(("showing graph '%s': %s"):format(name, rerr))
       end
     elseif is_unknown(err) then
+      forget_stale(name)
       await(name, state.waiting[name] or 'reconnect') -- shown again once something publishes it
     else
       state.report_once(("subscribing to graph '%s': %s"):format(name, err))
