@@ -43,7 +43,8 @@ def topological_order(root: Any) -> list[Any]:
             node, pending = stack.pop()
 
 
-_FIELDS = tuple(map(operator.attrgetter, ("_opdef", "_attrs", "label", "_loc")))
+_OPDEF, _ATTRS = operator.attrgetter("_opdef"), operator.attrgetter("_attrs")
+_LABEL, _SOURCE = operator.attrgetter("label"), operator.attrgetter("_loc")
 
 
 def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
@@ -88,10 +89,18 @@ def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
             place(node)
             mark(-2)
             if not stack:
-                # (a list per field: a tuple per node would wake the cyclic collector)
-                return order, (array("q", wiring),
-                               *(list(map(field, order)) for field in _FIELDS))
+                return order, _key(order, wiring)
             node, pending = pop()
+
+
+def _key(order: list[Any], wiring: list[int]) -> tuple[Any, ...]:
+    # A list per field (a tuple per node would wake the cyclic collector); the attributes only
+    # when an op of the graph takes some.
+    ops = list(map(_OPDEF, order))
+    attrs = (list(map(_ATTRS, order))
+             if any(op is not None and op.attrs for op in set(ops)) else None)
+    return (array("q", wiring), ops, attrs, list(map(_LABEL, order)),
+            list(map(_SOURCE, order)))
 
 
 def backward_over(order: Sequence[Any], root: Any) -> None:
