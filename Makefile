@@ -59,6 +59,7 @@ bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/server.py
 	$(PY) bench/store.py
+	$(PY) bench/publish.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
