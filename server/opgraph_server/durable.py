@@ -33,6 +33,7 @@ import os
 from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -195,12 +196,19 @@ class Durable:
         from opgraph.errors import OpgraphError
 
         where = f"{self.store.path}: graph {s.name!r}"
-        if len(s.rows) != s.count:
+        nodes = [] if s.columns is None else _from_columns(*s.columns, where)
+        first = len(nodes)
+        if first + len(s.rows) != s.count:
             raise StoreError(f"{where} should have {s.count} nodes, the file holds "
-                             f"{len(s.rows)} of them")
-        nodes = []
+                             f"{first + len(s.rows)} of them")
         values = _stored_values(s, where)
-        for k, (i, op, inputs, attrs, label, file, line, data, grad) in enumerate(s.rows):
+        if first:
+            if values is None or values[0] < first:
+                raise StoreError(f"{where}: the values of its first {first} nodes are missing")
+            for node, data, grad in zip(nodes, values[1], values[2], strict=False):
+                node["data"], node["grad"] = data, grad
+        for k, (i, op, inputs, attrs, label, file, line, data, grad) in enumerate(s.rows,
+                                                                                 start=first):
             if i != k:
                 raise StoreError(f"{where}: node {k} is missing (the next row is node {i})")
             if values is not None and k < values[0]:
@@ -248,6 +256,8 @@ class Durable:
         if end - start <= TINY:
             self._changes.append(("rows", w.gid, _rows(nodes, start, end)))
         else:
+            if start == 0:
+                w.blob = True  # (written as columns, whose values are the arrays)
             self._changes.append(("nodes", w.gid, start, nodes[start:end], w.data[start:end],
                                   w.grad[start:end]))
 
@@ -522,18 +532,88 @@ def _plain(changes: list[Change]) -> list[Change]:
         kind = change[0]
         if kind == "nodes":
             _, gid, start, nodes, data, grad = change
-            out.append(("rows", gid, _rows(nodes, 0, len(nodes), start, data, grad)))
+            if start:
+                out.append(("rows", gid, _rows(nodes, 0, len(nodes), start, data, grad)))
+            else:
+                out.append(("columns", gid, len(nodes), _columns(nodes)))
+                out.append(("values_blob", gid, len(nodes), doubles_bytes(data),
+                            doubles_bytes(grad)))
         elif kind == "replace":
             _, gid, old, new, data, grad = change
-            if all(_structure(a) == _structure(b) for a, b in zip(new, old, strict=True)):
-                out.append(("values_blob", gid, len(new), doubles_bytes(data),
-                            doubles_bytes(grad)))
-            else:
+            if not all(_structure(a) == _structure(b) for a, b in zip(new, old, strict=True)):
                 out.append(("clear", gid))
-                out.append(("rows", gid, _rows(new, 0, len(new), 0, data, grad)))
+                out.append(("columns", gid, len(new), _columns(new)))
+            out.append(("values_blob", gid, len(new), doubles_bytes(data), doubles_bytes(grad)))
         else:
             out.append(change)
     return out
+
+
+_OPDEF, _INPUTS, _ID = attrgetter("opdef"), attrgetter("inputs"), attrgetter("id")
+_LABEL, _SOURCE = attrgetter("label"), attrgetter("source")
+
+
+def _columns(nodes: list[Value]) -> bytes:
+    """Nodes ``0 .. len(nodes)-1`` of a graph as one msgpack map of columns (values apart):
+    ``op`` (names, nil for leaves), ``arity`` (int32s) and ``inputs`` (their ids, int64s, in
+    order), ``attrs`` (``[id, map]`` for the nodes that have some), ``label``, ``files`` (the
+    distinct source files) with ``file`` (an index into it per node, -1 for none, int32s) and
+    ``line`` (int64s); numbers little-endian. Made in C where it can be."""
+    import numpy as np
+
+    ops = list(map(_OPDEF, nodes))
+    inputs = list(map(_INPUTS, nodes))
+    attrs = ([[i, dict(v.attrs)] for i, v in enumerate(nodes) if v.opdef and v.opdef.attrs]
+             if any(op is not None and op.attrs for op in set(ops)) else [])
+    files: dict[str, int] = {}
+    sources = list(map(_SOURCE, nodes))
+    return _pack({
+        "op": [None if op is None else op.name for op in ops],
+        "arity": np.fromiter(map(len, inputs), "<i4", len(nodes)).tobytes(),
+        "inputs": np.fromiter(map(_ID, chain.from_iterable(inputs)), "<i8").tobytes(),
+        "attrs": attrs,
+        "label": list(map(_LABEL, nodes)),
+        "files": files_list(files, sources),
+        "file": np.array([-1 if s is None else files[s[0]] for s in sources], "<i4").tobytes(),
+        "line": np.array([0 if s is None else s[1] for s in sources], "<i8").tobytes(),
+    })
+
+
+def files_list(files: dict[str, int], sources: list[Any]) -> list[str]:
+    """The distinct files of ``sources``, numbered in ``files`` in order of first use."""
+    for s in sources:
+        if s is not None and s[0] not in files:
+            files[s[0]] = len(files)
+    return list(files)
+
+
+def _from_columns(count: int, blob: bytes, where: str) -> list[dict[str, Any]]:
+    """The nodes (documents without values) `_columns` wrote, or `StoreError` saying why not."""
+    import numpy as np
+
+    try:
+        c = _unpack(blob, None)
+        arity = np.frombuffer(c["arity"], "<i4")
+        wiring = np.frombuffer(c["inputs"], "<i8").tolist()
+        ops, labels, files = c["op"], c["label"], c["files"]
+        file_of = np.frombuffer(c["file"], "<i4").tolist()
+        lines = np.frombuffer(c["line"], "<i8").tolist()
+        attrs = {i: a for i, a in c["attrs"]}
+        if not (len(arity) == len(ops) == len(labels) == len(file_of) == len(lines) == count
+                and (arity >= 0).all() and int(arity.sum()) == len(wiring)):
+            raise ValueError("columns of different lengths")
+        ends = np.cumsum(arity).tolist()
+        nodes, start = [], 0
+        for i in range(count):
+            end = ends[i]
+            f = file_of[i]
+            nodes.append({"id": i, "op": ops[i], "inputs": wiring[start:end],
+                          "attrs": attrs.get(i, {}), "label": labels[i],
+                          "source": None if f < 0 else [files[f], lines[i]]})
+            start = end
+    except Exception as exc:
+        raise StoreError(f"{where}: its nodes' columns cannot be read ({exc})") from None
+    return nodes
 
 
 def _rows(nodes: list[Value], start: int, end: int, first: int = 0,

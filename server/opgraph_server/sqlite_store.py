@@ -10,10 +10,15 @@ Schema version 2 (``PRAGMA user_version``)::
                                                  -- when present, the data and grad of nodes
                                                  -- 0 .. count-1 (little-endian doubles),
                                                  -- in place of those of their rows
+    graph_columns(gid INTEGER PRIMARY KEY, count INTEGER, columns BLOB)
+                                                 -- when present, nodes 0 .. count-1 (which
+                                                 -- then have no rows) as one msgpack map of
+                                                 -- columns (see `opgraph_server.durable`)
 
 A graph whose values all change at once (a training step published again with the same
-structure) is written as its two arrays of doubles, one row, instead of one update per node.
-Schema 1 had no ``graph_values``; schema 0 kept each graph as one document.
+structure) is written as its two arrays of doubles, one row, instead of one update per node;
+a big graph written whole (a publish), as its columns and its values: three blobs instead of a
+row per node. Schema 1 had neither table; schema 0 kept each graph as one document.
 
 WAL journal, ``synchronous=NORMAL``: a commit survives the server process being killed at any
 moment (it is in the WAL file when `commit` returns); after a power loss or an operating-system
@@ -62,6 +67,8 @@ class StoredGraph:
     values: tuple[int, bytes, bytes] | None = None
     """``(count, data, grad)`` from ``graph_values``: the values of the first ``count`` nodes
     as little-endian doubles (they take the place of the rows' ``data`` and ``grad``)."""
+    columns: tuple[int, bytes] | None = None
+    """``(count, columns)`` from ``graph_columns``: the first ``count`` nodes, as columns."""
 
 
 Change = tuple[Any, ...]
@@ -71,9 +78,10 @@ Change = tuple[Any, ...]
 ``("clear", gid)`` removes its node rows (a replacement of another structure follows);
 ``("rows", gid, rows)`` appends node rows ``(id, op, inputs, attrs, label, src_file, src_line,
 data, grad)``; ``("values", gid, [(data, grad, id), ...])`` updates values of existing rows;
-``("values_blob", gid, count, data, grad)`` sets the data and grad of nodes 0 .. count-1 as
-two arrays of little-endian doubles (in place of the rows' own); ``("drop", gid)`` removes the
-graph and its rows."""
+``("columns", gid, count, columns)`` writes nodes 0 .. count-1 as one blob of columns (in
+place of rows); ``("values_blob", gid, count, data, grad)`` sets the data and grad of nodes
+0 .. count-1 as two arrays of little-endian doubles (in place of the rows' own); ``("drop",
+gid)`` removes the graph and its rows."""
 
 
 _CREATE_V1 = """
@@ -107,6 +115,11 @@ CREATE TABLE graph_values (
     count INTEGER NOT NULL,
     data BLOB NOT NULL,
     grad BLOB NOT NULL
+);
+CREATE TABLE graph_columns (
+    gid INTEGER PRIMARY KEY,
+    count INTEGER NOT NULL,
+    columns BLOB NOT NULL
 )
 """
 
@@ -148,8 +161,11 @@ def _migrate_v0(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
-    """Schema 2 adds ``graph_values``: a graph's values as two arrays, one row."""
-    conn.execute(_CREATE_V2)
+    """Schema 2 adds ``graph_values`` (a graph's values as two arrays, one row) and
+    ``graph_columns`` (a big graph's nodes as one blob of columns)."""
+    for statement in _CREATE_V2.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 MIGRATIONS = {0: _migrate_v0, 1: _migrate_v1}
@@ -269,7 +285,13 @@ class SqliteStore:
             g = by_gid.get(gid)
             if g is not None:
                 g.values = (count, data, grad)
-        self._bytes = {g.gid: [sum(map(_row_bytes, g.rows)),
+        for gid, count, columns in conn.execute(
+                "SELECT gid, count, columns FROM graph_columns"):
+            g = by_gid.get(gid)
+            if g is not None:
+                g.columns = (count, columns)
+        self._bytes = {g.gid: [sum(map(_row_bytes, g.rows))
+                               + (0 if g.columns is None else len(g.columns[1])),
                                0 if g.values is None else 2 * len(g.values[1])]
                        for g in graphs}
         return graphs, []
@@ -315,13 +337,18 @@ class SqliteStore:
                                  "(?, ?, ?, ?) ON CONFLICT(gid) DO UPDATE SET count = "
                                  "excluded.count, data = excluded.data, grad = excluded.grad",
                                  change[1:])
+                elif kind == "columns":
+                    conn.execute("INSERT INTO graph_columns(gid, count, columns) VALUES "
+                                 "(?, ?, ?)", change[1:])
                 elif kind == "clear":
                     conn.execute("DELETE FROM nodes WHERE gid = ?", (change[1],))
                     conn.execute("DELETE FROM graph_values WHERE gid = ?", (change[1],))
+                    conn.execute("DELETE FROM graph_columns WHERE gid = ?", (change[1],))
                     freed = True
                 elif kind == "drop":
                     conn.execute("DELETE FROM nodes WHERE gid = ?", (change[1],))
                     conn.execute("DELETE FROM graph_values WHERE gid = ?", (change[1],))
+                    conn.execute("DELETE FROM graph_columns WHERE gid = ?", (change[1],))
                     conn.execute("DELETE FROM graphs WHERE gid = ?", (change[1],))
                     freed = True
                 else:  # pragma: no cover - a programming error
@@ -373,6 +400,8 @@ def _count(sizes: dict[int, list[int]], change: Change) -> None:
     kind, gid = change[0], change[1]
     if kind == "rows":
         sizes.setdefault(gid, [0, 0])[0] += sum(map(_row_bytes, change[2]))
+    elif kind == "columns":
+        sizes.setdefault(gid, [0, 0])[0] += len(change[3])
     elif kind == "values_blob":
         sizes.setdefault(gid, [0, 0])[1] = len(change[3]) + len(change[4])
     elif kind == "clear":

@@ -156,6 +156,7 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
         server.stop()
     with closing(sqlite3.connect(store)) as conn, conn:  # back to what schema 1 was
         conn.execute("DROP TABLE graph_values")
+        conn.execute("DROP TABLE graph_columns")
         conn.execute("PRAGMA user_version = 1")
     server = durable(store)
     try:
@@ -166,6 +167,7 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
     with closing(sqlite3.connect(store)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
         assert conn.execute("SELECT count(*) FROM graph_values").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM graph_columns").fetchone() == (0,)
 
 
 def test_values_that_do_not_fit_the_rows_refuse_to_start(tmp_path: Path) -> None:
@@ -216,6 +218,11 @@ def test_big_graphs_rows_made_off_the_loop_are_what_restart_reads(tmp_path: Path
         server.process.wait(TIMEOUT)
     finally:
         server.stop()
+    with closing(sqlite3.connect(store)) as conn:
+        # each graph's first n nodes as columns, not rows; the batch's nodes as rows
+        assert conn.execute("SELECT count FROM graph_columns ORDER BY gid").fetchall() == \
+            [(2 * n - 1,), (2 * n - 1,)]
+        assert conn.execute("SELECT count(*) FROM nodes").fetchone() == (TINY + 11,)
     server = durable(store)
     try:
         with Raw(server.url) as raw:
@@ -223,6 +230,23 @@ def test_big_graphs_rows_made_off_the_loop_are_what_restart_reads(tmp_path: Path
                 assert raw.ok("graph.nodes", g, {"count": 10 * n}) == page, g
     finally:
         server.stop()
+
+
+def test_columns_that_cannot_be_read_refuse_to_start(tmp_path: Path) -> None:
+    from opgraph_server.durable import TINY
+    from test_durable import refused
+
+    store = tmp_path / "cols.sqlite3"
+    server = durable(store)
+    try:
+        with Raw(server.url) as raw:
+            raw.ok("graph.publish", "big", document(TINY + 1))
+    finally:
+        server.stop()
+    with closing(sqlite3.connect(store)) as conn, conn:
+        conn.execute("UPDATE graph_columns SET columns = x'81a26f70c0'")  # {"op": nil}
+    said = refused(store)
+    assert f"{store}: graph 'big': its nodes' columns cannot be read" in said
 
 
 def test_graph_info_gives_each_graphs_bytes_and_republishing_does_not_grow_them(
