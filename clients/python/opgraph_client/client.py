@@ -488,19 +488,7 @@ class Client:
     def _note(self, method: str, args: tuple[Any, ...], options: dict[str, Any],
               result: Any) -> None:
         """Remember what a reconnection has to do again: initialize, the subscriptions."""
-        if method == "initialize":
-            self._init = (args, options)
-            if isinstance(result, dict):
-                self.server_info = result
-        elif method in ("graph.subscribe", "graph.unsubscribe") and args \
-                and isinstance(args[0], str):
-            if method == "graph.subscribe":
-                self._subscriptions[args[0]] = None
-            else:
-                self._subscriptions.pop(args[0], None)
-        elif method == "shutdown":
-            self._final = (f"the session with {self.url} was shut down (shutdown): make a new "
-                           "client to talk to the server again")
+        _note_session(self, method, args, options, result)
 
     def _ready(self) -> None:
         """Make sure there is a connection: take what the server sent meanwhile (its end
@@ -1057,19 +1045,7 @@ class AsyncClient:
     def _note(self, method: str, args: tuple[Any, ...], options: dict[str, Any],
               result: Any) -> None:
         """Remember what a reconnection has to do again (as `Client` does)."""
-        if method == "initialize":
-            self._init = (args, options)
-            if isinstance(result, dict):
-                self.server_info = result
-        elif method in ("graph.subscribe", "graph.unsubscribe") and args \
-                and isinstance(args[0], str):
-            if method == "graph.subscribe":
-                self._subscriptions[args[0]] = None
-            else:
-                self._subscriptions.pop(args[0], None)
-        elif method == "shutdown":
-            self._final = (f"the session with {self.url} was shut down (shutdown): make a new "
-                           "client to talk to the server again")
+        _note_session(self, method, args, options, result)
 
     def _deliver(self, method: str, params: list[Any]) -> None:
         if method == "graph.dropped":
@@ -1160,6 +1136,25 @@ class AsyncClient:
         result = await self.call("graph.publish", name, local_document(root))
         publisher.published(name, snapshot, result)
         return result
+
+
+def _note_session(client: Any, method: str, args: tuple[Any, ...], options: dict[str, Any],
+                  result: Any) -> None:
+    """What `Client._note` and `AsyncClient._note` keep of a successful call: how to
+    initialize again, which graphs to subscribe to again, whether the session is over."""
+    if method == "initialize":
+        client._init = (args, options)
+        if isinstance(result, dict):
+            client.server_info = result
+    elif method in ("graph.subscribe", "graph.unsubscribe") and args \
+            and isinstance(args[0], str):
+        if method == "graph.subscribe":
+            client._subscriptions[args[0]] = None
+        else:
+            client._subscriptions.pop(args[0], None)
+    elif method == "shutdown":
+        client._final = (f"the session with {client.url} was shut down (shutdown): make a "
+                         "new client to talk to the server again")
 
 
 def _publisher(client: Any) -> Publisher:
