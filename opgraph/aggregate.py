@@ -33,6 +33,7 @@ and ``first`` (the smallest node id).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Sequence
@@ -85,12 +86,31 @@ class Aggregates:
 
     # --- reading ------------------------------------------------------------------------------
 
+    def revalued(self, graph: Any) -> Aggregates | None:
+        """These aggregates with ``graph``'s data and gradients read afresh, everything else
+        (keys, parts, lines and their periods) shared, when ``graph`` still has the structure,
+        labels and source lines they were read from (a new version that only changed values:
+        a training step published again, a leaf set); None otherwise."""
+        if structure(graph) is not self.structure:
+            return None
+        nodes = graph.nodes
+        if list(map(_label_of, nodes)) != self._labels or list(map(_loc_of, nodes)) != self._locs:
+            return None
+        new = copy.copy(self)
+        new.graph_name, new.version = graph.name, graph.version
+        new.data, new.grad = values(graph)
+        new.finite_data = np.isfinite(new.data)
+        new.finite_grad = np.isfinite(new.grad)
+        return new
+
     def _read_lines(self, nodes: list) -> None:
-        self.line_of, self.lines = intern(list(map(_loc_of, nodes)), None)
+        self._locs = list(map(_loc_of, nodes))
+        self.line_of, self.lines = intern(self._locs, None)
 
     def _read_parts(self, nodes: list) -> None:
         s = self.structure
-        label_of, paths = intern(list(map(_label_of, nodes)), "")
+        self._labels = list(map(_label_of, nodes))
+        label_of, paths = intern(self._labels, "")
         path_index = {p: i for i, p in enumerate(paths)}
 
         def add(path: str) -> int:
@@ -576,13 +596,16 @@ def aggregates(graph: Any) -> Aggregates:
     """`Aggregates.of(graph)`, cached on the graph for its current version and node count.
 
     A change through the `Graph` API bumps the version; writing a `Value`'s ``data`` or
-    ``grad`` directly does not, so call `Aggregates.of` after such writes.
+    ``grad`` directly does not, so call `Aggregates.of` after such writes. A new version that
+    changed only values reads only the values again (`Aggregates.revalued`).
     """
     key = (graph.version, len(graph.nodes))
     cached = graph.__dict__.get("_aggregates_cache")
     if cached is not None and cached[0] == key:
         return cached[1]
-    agg = Aggregates.of(graph)
+    agg = cached[1].revalued(graph) if cached is not None else None
+    if agg is None:
+        agg = Aggregates.of(graph)
     graph.__dict__["_aggregates_cache"] = (key, agg)
     return agg
 
