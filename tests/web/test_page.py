@@ -437,3 +437,98 @@ def test_a_long_chain_over_shared_leaves_is_laid_out_in_linear_space(page: Any,
     }""")
     assert counts["points"] <= 6 * counts["edges"], counts
     assert counts["chain"] == sorted(counts["chain"])  # still left to right
+
+
+ASKED = """() => {
+  // Every request the page sends from now on, with its parameters; with window.__slow set,
+  // graph.aggregate is sent that many ms late (a server slow to summarise).
+  if (window.__asked) { window.__asked = []; return; }
+  const rpc = window.opgraph.rpc;
+  const send = rpc._call.bind(rpc);
+  window.__asked = [];
+  rpc.addEventListener("notification", (ev) => window.__asked.push(["(notified)", ev.detail]));
+  rpc._call = (method, params) => {
+    window.__asked.push([method, params]);
+    if (method === "graph.aggregate" && window.__slow) {
+      return new Promise((resolve) => setTimeout(resolve, window.__slow))
+        .then(() => send(method, params));
+    }
+    return send(method, params);
+  };
+}"""
+
+
+def cards_text(page: Any) -> dict[str, str]:
+    return {c.get_attribute("data-group"): c.inner_text()
+            for c in page.locator(".cards .card").all()}
+
+
+@pytest.mark.slow
+def test_a_new_version_of_a_summary_asks_only_for_the_tab_shown(page: Any,
+                                                                  served: ServedViewer) -> None:
+    """A step published again (values only): the top level asks for the groups of its tab and
+    the totals (a drill-down by part, then by op), not the whole summary, and shows what a page
+    opened afresh shows; the chart writes versions out whole."""
+    with served.client() as client:
+        client.publish("mlp3", mlp_graph(60))
+        open_graph(page, served, "mlp3")
+        page.locator('.card[data-group="layer0"]').wait_for()
+        version = client.call("graph.info", "mlp3")["version"]
+        assert version >= 1000
+        assert page.locator(".history svg text").all_text_contents()[-1] == f"{version:,}"
+        for tab, by in (("model parts", "part"), ("ops", "op")):
+            if by == "op":
+                page.locator(".tabs button", has_text="ops").click()
+                page.locator('.card[data-group="relu"]').wait_for()
+            before = cards_text(page)
+            page.evaluate(ASKED)
+            client.publish("mlp3", mlp_graph(60))  # new weights, the same structure
+            new = client.call("graph.info", "mlp3")["version"]
+            page.wait_for_function("v => document.body.dataset.version === v", arg=str(new))
+            asked = [p for m, p in page.evaluate("window.__asked") if m == "graph.aggregate"]
+            assert asked == [["mlp3", {"by": by, "limit": 60, "members": 0}]], (tab, asked)
+            shown = cards_text(page)
+            assert shown != before and set(shown) == set(before)
+            totals = page.locator(".summary .totals").inner_text()
+            # What a page opened afresh (the whole summary) shows of the same version.
+            fresh = page.context.new_page()
+            open_graph(fresh, served, "mlp3")
+            if by == "op":
+                fresh.locator(".tabs button", has_text="ops").click()
+                fresh.locator('.card[data-group="relu"]').wait_for()
+            assert cards_text(fresh) == shown
+            assert fresh.locator(".summary .totals").inner_text() == totals
+            fresh.close()
+        axis = page.locator(".history svg text").all_text_contents()[-2:]
+        assert axis == [f"{version:,}", f"{new:,}"]
+        client.call("graph.drop", "mlp3")
+
+
+@pytest.mark.slow
+def test_a_summary_that_takes_a_while_says_so(page: Any, served: ServedViewer) -> None:
+    """Asked for and not there yet: the page says the server is summarising (not an empty
+    page). More top-level parts than the summary lists: the tab says how many it shows. One
+    node is '1 node'."""
+    with served.client() as client:
+        client.call("graph.create", "parts", {"replace": True})
+        x: object = client.call("node.leaf", "parts", 0.5, {"label": "a"})["id"]
+        steps = []
+        for k in range(1200):
+            steps.append({"op": "tanh", "inputs": [x], "label": f"p{k // 10}.t{k}"})
+            x = f"${k}"
+        client.call("graph.batch", "parts", steps)
+        page.goto(served.http)
+        page.wait_for_selector('body[data-ready="ListPage"]')
+        page.evaluate(ASKED)
+        page.evaluate("window.__slow = 1500; location.hash = '#/graph/parts'")
+        note = page.locator(".summary .working")
+        note.wait_for()
+        assert "summarising the 1,201 nodes of parts" in note.inner_text()
+        page.locator('.card[data-group="p0"]').wait_for()
+        assert note.count() == 0
+        tab = page.locator(".tabs button", has_text="model parts").inner_text()
+        assert tab == "model parts (first 60)"
+        assert page.locator(".summary .more").inner_text().startswith("The first 60 model parts")
+        assert page.locator('.card[data-group="a"] .n').inner_text() == "1 node, 1 leaf"
+        page.evaluate("window.__slow = 0")
+        client.call("graph.drop", "parts")

@@ -34,9 +34,10 @@ function axes(svg, s, w, h) {
     const t = el("text", { x: s.m.l - 4, y: y + 4, "text-anchor": "end" }, g);
     t.textContent = nice(v);
   }
-  for (const [v, anchor] of [[s.x0, "start"], [s.x1, "end"]]) {
+  const ends = s.only !== undefined ? [[s.only, "middle"]] : [[s.x0, "start"], [s.x1, "end"]];
+  for (const [v, anchor] of ends) {
     const t = el("text", { x: s.sx(v), y: h - 6, "text-anchor": anchor }, g);
-    t.textContent = nice(v);
+    t.textContent = s.integers ? v.toLocaleString("en") : nice(v);
   }
   if (s.y0 < 0 && s.y1 > 0) {
     el("line", { class: "zero", x1: s.m.l, x2: w - s.m.r, y1: s.sy(0), y2: s.sy(0) }, g);
@@ -71,6 +72,8 @@ export function drawHistory(container, points, { width = 320, height = 130, titl
   }
   const xs = finite.map((p) => p[0]), ys = finite.map((p) => p[1]);
   const s = scales(Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys), width, height);
+  s.integers = true; // versions: written out whole (65,818, not 6.58e+4)
+  if (xs.length && Math.min(...xs) === Math.max(...xs)) s.only = xs[0]; // one version: one label
   axes(svg, s, width, height);
   el("path", { class: "series", d: path(xs, ys, s, [-Infinity, Infinity]) }, svg);
   const last = finite[finite.length - 1];

@@ -9,6 +9,8 @@ import { RpcError } from "./rpc.js";
 
 export const DRAW_LIMIT = 1000; // values drawn at most (a bigger graph opens as its summary)
 const HISTORY = 1000; // versions kept in the chart
+const TOP_LIMIT = 60; // groups of each kind the summary lists
+const WORKING_MS = 300; // a summary not there by then is said to be in the works
 
 export function h(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -31,6 +33,11 @@ function full(v) {
   if (Number.isNaN(v)) return "nan";
   if (!Number.isFinite(v)) return v > 0 ? "inf" : "-inf";
   return String(v);
+}
+
+/** ``1 node``, ``2,000 nodes``. */
+export function plural(n, one, many = `${one}s`) {
+  return `${n.toLocaleString("en")} ${n === 1 ? one : many}`;
 }
 
 function basename(path) {
@@ -169,7 +176,7 @@ export class GraphPage {
     this.version = version;
     this.nodes = nodes;
     this.versionEl.textContent = `version ${version}`;
-    this.countEl.textContent = `${nodes.toLocaleString("en")} nodes`;
+    this.countEl.textContent = plural(nodes, "node");
   }
 
   async drawWhole(given = null) {
@@ -306,15 +313,15 @@ export class GraphPage {
       if (this.view.selected !== null) this.showDetails(this.view.selected);
       this.pushHistory(payload.version);
       return;
-    } else if (this.mode === "summary") {
-      await this.renderSummary(false);
     }
-    if (this.root !== null) {
-      const r = await this.rpc.request("node.get", this.name, [this.root]).catch(() => null);
-      if (r) {
-        this.rootValue = r.nodes[0].data;
-        this.rootLabel = r.nodes[0].label || `#${this.root}`;
-      }
+    // The summary and the root's value, asked at once.
+    const root = this.root === null ? Promise.resolve(null)
+      : this.rpc.request("node.get", this.name, [this.root]).catch(() => null);
+    if (this.mode === "summary") await this.renderSummary(false);
+    const r = await root;
+    if (r) {
+      this.rootValue = r.nodes[0].data;
+      this.rootLabel = r.nodes[0].label || `#${this.root}`;
     }
     this.pushHistory(payload.version);
   }
@@ -357,10 +364,17 @@ export class GraphPage {
     }
     const level = this.drill[this.drill.length - 1];
     const started = performance.now();
+    // The server summarises a version once (a second or more for a million nodes): say so when
+    // it takes a while, rather than show an empty page or stale cards.
+    const working = fresh ? setTimeout(() => this.working(level), WORKING_MS) : null;
     let answer;
     try {
-      answer = level ? await this.rpc.request("graph.aggregate", this.name, level.options)
-        : await this.rpc.request("graph.aggregate", this.name, { limit: 60 });
+      if (level) answer = await this.rpc.request("graph.aggregate", this.name, level.options);
+      else {
+        answer = (!fresh && await this.topValues())
+          || await this.rpc.request("graph.aggregate", this.name, { limit: TOP_LIMIT });
+        this.top = answer;
+      }
     } catch (err) {
       if (level && level.options.by === "call" && err.name === "invalid_params") {
         // A line that made no repeated calls: split it by op instead.
@@ -369,6 +383,9 @@ export class GraphPage {
       }
       this.summaryEl.replaceChildren(h("p", { class: "error" }, err.message));
       return;
+    } finally {
+      clearTimeout(working);
+      this.summaryEl.classList.remove("busy");
     }
     this.summaryMs = performance.now() - started;
     if (this.destroyed) return;
@@ -390,12 +407,60 @@ export class GraphPage {
     if (!fresh) this.summaryEl.scrollTop = scroll;
   }
 
+  /** The summary asked for is taking a while: a note over what is shown (or in its place). */
+  working(level) {
+    const what = level ? `the nodes of ${level.title}`
+      : `the ${plural(this.nodes, "node")} of ${this.name}`;
+    const note = h("p", { class: "working", role: "status" },
+                   `The server is summarising ${what} (by model part, op and source line)…`);
+    this.summaryEl.classList.add("busy");
+    const old = this.summaryEl.querySelector(".working");
+    if (old) old.replaceWith(note);
+    else this.summaryEl.prepend(note);
+  }
+
+  /**
+   * The top level again for a new version whose nodes are the ones the last summary (this.top)
+   * was made of: only what is shown is asked for, the groups of the tab shown and the totals
+   * (a drill-down by part, op or line, a third of the summary's work on the server); the
+   * rest (the tabs' counts, the lines' periods) is kept. Null, so the caller asks for the whole
+   * summary, when there is no such summary or the groups differ from its (keys or counts).
+   */
+  async topValues() {
+    const top = this.top;
+    if (!top || top.nodes !== this.nodes || top.graph !== this.name) return null;
+    const by = { parts: "part", ops: "op", lines: "line" }[this.tab];
+    const q = await this.rpc.request("graph.aggregate", this.name,
+                                     { by, limit: TOP_LIMIT, members: 0 });
+    let rows, old;
+    if (by === "part") {
+      old = top.parts.filter((p) => p.depth === 1);
+      rows = q.groups.filter((g) => g.key !== null)
+        .map((g) => ({ part: g.key, depth: 1, stats: g.stats }));
+    } else if (by === "op") {
+      old = top.ops;
+      rows = q.groups.map((g) => ({ op: g.key, stats: g.stats }));
+    } else {
+      old = top.lines;
+      const before = new Map(old.map((l) => [`${l.file}\n${l.line}`, l]));
+      rows = q.groups.map((g) => {
+        const was = before.get(`${g.key.file}\n${g.key.line}`) || {};
+        return { file: g.key.file, line: g.key.line, period: was.period, calls: was.calls,
+                 stats: g.stats };
+      });
+    }
+    const keyOf = (r) => (by === "part" ? r.part : by === "op" ? r.op : `${r.file}\n${r.line}`);
+    const shape = (list) => list.map((r) => `${keyOf(r)}\t${r.stats.count}`).sort().join("\n");
+    if (q.stats.count !== top.total.count || shape(rows) !== shape(old)) return null;
+    return { ...top, version: q.version, total: q.stats, [this.tab]: rows };
+  }
+
   statLine(s) {
     if (!s) return "";
     const ops = Object.entries(s.ops || {}).sort((a, b) => b[1] - a[1]).slice(0, 4)
       .map(([op, n]) => `${op} ×${n.toLocaleString("en")}`).join(", ");
     return h("span", { class: "stat-line" },
-      h("b", {}, `${s.count.toLocaleString("en")} nodes`), ` (${s.leaves.toLocaleString("en")} leaves${ops ? `; ${ops}` : ""})`,
+      h("b", {}, plural(s.count, "node")), ` (${plural(s.leaves, "leaf", "leaves")}${ops ? `; ${ops}` : ""})`,
       h("span", { class: "kv" }, " data ", h("span", { class: "num" }, range(s.data))),
       h("span", { class: "kv" }, " grad ", h("span", { class: "num" }, range(s.grad))),
       h("span", { class: "kv" }, " ‖grad‖ ", h("span", { class: "num" }, nice(s.grad_norm))),
@@ -409,7 +474,12 @@ export class GraphPage {
     const parts = answer.parts.filter((p) => p.depth === 1)
       .sort((a, b) => (a.stats.first ?? 0) - (b.stats.first ?? 0));
     if (!parts.length && this.tab === "parts") this.tab = "ops";
-    const tabs = [["parts", `model parts (${parts.length})`, parts.length],
+    // The summary lists TOP_LIMIT parts, shallow first: all of them at the top level unless
+    // there are more (then it says how many it shows).
+    const cut = answer.parts.length >= TOP_LIMIT && answer.parts.every((p) => p.depth === 1)
+      && answer.counts.parts > answer.parts.length;
+    const tabs = [["parts", `model parts (${cut ? `first ${parts.length}` : parts.length})`,
+                   parts.length],
                   ["ops", `ops (${answer.counts.ops})`, true],
                   ["lines", `source lines (${answer.counts.lines})`, answer.counts.lines]];
     const bar = h("div", { class: "tabs", role: "tablist" }, ...tabs.map(([key, label, enabled]) =>
@@ -426,7 +496,10 @@ export class GraphPage {
         { line: { file: l.file, line: l.line } }, `${basename(l.file)}:${l.line}`,
         l.period ? `${l.calls} calls of ${l.period} nodes` : "", l.file));
     }
-    return h("div", {}, bar, h("div", { class: "cards" }, ...cards));
+    const more = cut && this.tab === "parts"
+      ? h("p", { class: "more" }, `The first ${parts.length} model parts by name, of more: `
+          + "find another by name in the search box, or split the graph by op.") : "";
+    return h("div", {}, bar, h("div", { class: "cards" }, ...cards), more);
   }
 
   groups(answer, level) {
@@ -464,8 +537,8 @@ export class GraphPage {
     const c = h("article", { class: "card", tabindex: "0", title: fileTitle || title,
                              dataset: { group: title } },
       h("h3", {}, title),
-      h("div", { class: "n" }, `${stats.count.toLocaleString("en")} nodes`,
-        stats.leaves ? `, ${stats.leaves.toLocaleString("en")} leaves` : "", note ? ` · ${note}` : ""),
+      h("div", { class: "n" }, plural(stats.count, "node"),
+        stats.leaves ? `, ${plural(stats.leaves, "leaf", "leaves")}` : "", note ? ` · ${note}` : ""),
       ops ? h("div", { class: "ops" }, ops) : "",
       h("dl", {},
         h("dt", {}, "data"), h("dd", { class: "num" }, range(stats.data)),
