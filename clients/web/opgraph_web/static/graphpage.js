@@ -470,9 +470,10 @@ export class GraphPage {
   }
 
   topLevel(answer) {
-    // Model parts in the order the model made them (layer0 before layer1 before the loss).
-    const parts = answer.parts.filter((p) => p.depth === 1)
-      .sort((a, b) => (a.stats.first ?? 0) - (b.stats.first ?? 0));
+    // Model parts in the server's order: by name, numbers as numbers (layer2 before layer10).
+    // (Not by their first node id: a captured graph numbers its nodes depth first from the
+    // loss, so the last layer's weights come first.)
+    const parts = answer.parts.filter((p) => p.depth === 1);
     if (!parts.length && this.tab === "parts") this.tab = "ops";
     // The summary lists TOP_LIMIT parts, shallow first: all of them at the top level unless
     // there are more (then it says how many it shows).
