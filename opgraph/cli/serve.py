@@ -61,8 +61,8 @@ def serve(
     import logging
     import sys
 
+    from opgraph_server.address import parse_url
     from opgraph_server.limits import Limits, MiB
-    from opgraph_server.server import parse_url
     from opgraph_server.server import serve as run
 
     _warn_if_token_flag(ctx)

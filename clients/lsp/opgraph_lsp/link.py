@@ -32,10 +32,8 @@ SPAWN_READY_TIMEOUT = 20.0
 def check_url(url: str) -> str:
     """``url`` if it is a graph server address (``tcp://host:port``, ``unix:///path``);
     ValueError naming what is wrong otherwise."""
-    try:
-        from opgraph_server.address import parse_url
-    except ImportError:  # (an older layout of the server package)
-        from opgraph_server.server import parse_url
+    from opgraph_server.address import parse_url
+
     parse_url(url)
     return url
 
