@@ -60,6 +60,7 @@ bench: setup
 	$(PY) bench/server.py
 	$(PY) bench/store.py
 	$(PY) bench/publish.py
+	$(PY) bench/higher.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
