@@ -485,6 +485,7 @@ def test_a_new_version_of_a_summary_asks_only_for_the_tab_shown(page: Any,
             client.publish("mlp3", mlp_graph(60))  # new weights, the same structure
             new = client.call("graph.info", "mlp3")["version"]
             page.wait_for_function("v => document.body.dataset.version === v", arg=str(new))
+            assert page.locator(".toolbar .version").inner_text() == f"version {new:,}"
             asked = [p for m, p in page.evaluate("window.__asked") if m == "graph.aggregate"]
             assert asked == [["mlp3", {"by": by, "limit": 60, "members": 0}]], (tab, asked)
             shown = cards_text(page)

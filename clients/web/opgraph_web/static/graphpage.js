@@ -175,7 +175,7 @@ export class GraphPage {
   setVersion(version, nodes) {
     this.version = version;
     this.nodes = nodes;
-    this.versionEl.textContent = `version ${version}`;
+    this.versionEl.textContent = `version ${Number(version).toLocaleString("en")}`;
     this.countEl.textContent = plural(nodes, "node");
   }
 
