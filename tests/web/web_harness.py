@@ -47,6 +47,8 @@ class ServedViewer:
         self.extra = extra
         self.tcp_port = free_port()
         self.http_port = free_port()
+        while self.http_port == self.tcp_port:  # (a port just freed can be handed out again)
+            self.http_port = free_port()
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
 
