@@ -60,7 +60,8 @@ def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
     """
     order: list[Any] = []
     place = order.append
-    position: dict[Any, int] = {root: -1}  # placed nodes; -1 while a node's inputs are walked
+    position: dict[Any, int] = {}  # placed nodes (a node whose inputs are being walked cannot
+    # be met again: that would be a cycle)
     placed = position.get
     wiring: list[int] = []  # (a list takes ints quicker than an array; made one at the end)
     mark = wiring.append
@@ -78,7 +79,6 @@ def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
                     count += 1
                     place(child)
                     continue
-                position[child] = -1
                 push((node, pending))
                 node, pending = child, iter(child._inputs)
                 break
