@@ -305,16 +305,20 @@ class Durable:
                 if graph.version - w.version != count - w.count:  # values changed too
                     self._values(w, nodes, w.count)
                 if count > w.count:
-                    data, grad = _snapshot(nodes[w.count:])
-                    w.data.extend(data)
-                    w.grad.extend(grad)
-                    if count - w.count > TINY:
+                    rows = _rows(nodes, w.count, count) if count - w.count <= TINY else None
+                    if rows is not None:  # (the rows hold the values, read once)
+                        w.data.extend([r[7] for r in rows])
+                        w.grad.extend([r[8] for r in rows])
+                    else:
+                        data, grad = _snapshot(nodes[w.count:])
+                        w.data.extend(data)
+                        w.grad.extend(grad)
+                    if rows is None:
                         self._all_rows(w, nodes, w.count, count)
                         changes.append(("graph", w.gid, entry.name, graph.version, count))
                         w.count, w.version = count, graph.version
                         self._touch()
                         return
-                    rows = _rows(nodes, w.count, count)
                     if (len(changes) >= 2 and changes[-1][0] == "graph"
                             and changes[-1][1] == w.gid and changes[-2][0] == "rows"
                             and changes[-2][1] == w.gid):

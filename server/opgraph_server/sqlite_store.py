@@ -41,6 +41,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -395,11 +396,19 @@ def _row_bytes(row: tuple[Any, ...]) -> int:
             + len(file or ""))
 
 
+def _rows_bytes(rows: list[tuple[Any, ...]]) -> int:
+    """``sum(map(_row_bytes, rows))``, a column at a time (in C: this runs for every commit)."""
+    total = 32 * len(rows)
+    for k in (1, 2, 3, 4, 5):  # op, inputs, attrs, label, src_file
+        total += sum(map(len, filter(None, map(itemgetter(k), rows))))
+    return total
+
+
 def _count(sizes: dict[int, list[int]], change: Change) -> None:
     """Follow ``change`` in ``sizes`` (see `SqliteStore.graph_bytes`)."""
     kind, gid = change[0], change[1]
     if kind == "rows":
-        sizes.setdefault(gid, [0, 0])[0] += sum(map(_row_bytes, change[2]))
+        sizes.setdefault(gid, [0, 0])[0] += _rows_bytes(change[2])
     elif kind == "columns":
         sizes.setdefault(gid, [0, 0])[0] += len(change[3])
     elif kind == "values_blob":
