@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from itertools import chain
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -116,20 +116,51 @@ def structure(graph: Graph) -> Structure:
     return s
 
 
+CHUNK = 1 << 16
+"""How many items one C loop over a graph's nodes takes at most (`gather`, `listed`)."""
+
+
+def gather(func: Any, items: list, dtype: Any) -> np.ndarray:
+    """``np.fromiter(map(func, items), dtype)``, a `CHUNK` at a time. A loop in C holds the
+    interpreter lock to its end, whatever the switch interval: over a million nodes that would
+    stall a server's other threads (its event loop among them) for a tenth of a second;
+    between chunks they get their turn."""
+    n = len(items)
+    if n <= CHUNK:
+        return np.fromiter(map(func, items), dtype=dtype, count=n)
+    out = np.empty(n, dtype=dtype)
+    for start in range(0, n, CHUNK):
+        part = items[start:start + CHUNK]
+        out[start:start + len(part)] = np.fromiter(map(func, part), dtype=dtype, count=len(part))
+    return out
+
+
+def listed(func: Any, items: list) -> list:
+    """``list(map(func, items))``, a `CHUNK` at a time (see `gather`)."""
+    if len(items) <= CHUNK:
+        return list(map(func, items))
+    out: list = []
+    for start in range(0, len(items), CHUNK):
+        out.extend(map(func, items[start:start + CHUNK]))
+    return out
+
+
 def build_structure(nodes: list) -> Structure:
     """A `Structure` from a list of values whose ``_id`` is their position (a graph's)."""
     n = len(nodes)
-    ins = list(map(_inputs_of, nodes))
-    arity = np.fromiter(map(len, ins), dtype=np.int64, count=n)
+    ins = listed(_inputs_of, nodes)
+    arity = gather(len, ins, np.int64)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(arity, out=indptr[1:])
-    flat = list(chain.from_iterable(ins))
+    flat: list = []
+    for start in range(0, n, CHUNK):
+        flat.extend(chain.from_iterable(ins[start:start + CHUNK]))
     try:
-        inputs = np.fromiter(map(_id_of, flat), dtype=np.int64, count=len(flat))
+        inputs = gather(_id_of, flat, np.int64)
     except TypeError:
         bad = next(v for v in flat if not isinstance(v.id, int))
         raise ValueError(f"a node's input {bad!r} has no id: it is not in the graph") from None
-    op_code, ops = intern(list(map(_opdef_of, nodes)), None)
+    op_code, ops = intern(listed(_opdef_of, nodes), None)
     return Structure(indptr, inputs, op_code.astype(np.int32), tuple(op.name for op in ops))
 
 
@@ -139,20 +170,19 @@ def intern(items: list, none: object) -> tuple[np.ndarray, list]:
     keys = [k for k in dict.fromkeys(items) if k != none]
     index = {k: i for i, k in enumerate(keys)}
     index[none] = -1
-    return np.fromiter(map(index.__getitem__, items), dtype=np.int64, count=len(items)), keys
+    return gather(index.__getitem__, items, np.int64), keys
 
 
 def values(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
     """``(data, grad)`` of every node as float64 arrays, read now. An int too big for a float
     becomes an infinity of its sign."""
     nodes = graph.nodes
-    return _floats(map(_data_of, nodes), nodes, _data_of), _floats(map(_grad_of, nodes), nodes,
-                                                                   _grad_of)
+    return _floats(nodes, _data_of), _floats(nodes, _grad_of)
 
 
-def _floats(items, nodes: list, get) -> np.ndarray:
+def _floats(nodes: list, get: Any) -> np.ndarray:
     try:
-        return np.fromiter(items, dtype=np.float64, count=len(nodes))
+        return gather(get, nodes, np.float64)
     except OverflowError:
         return np.array([_as_float(get(v)) for v in nodes], dtype=np.float64)
 
