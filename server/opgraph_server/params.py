@@ -66,7 +66,13 @@ _OPDEF, _SOURCE = attrgetter("opdef"), attrgetter("source")
 
 def _plainly_sendable(nodes: list[Any]) -> bool:
     """True when `settle` has nothing to do for ``nodes``, found in C (the common case: double
-    values, ASCII labels and files, no op with attributes); False means: look node by node."""
+    values, ASCII labels and files, no op with attributes); False means: look node by node.
+    A chunk at a time: a loop in C holds the interpreter lock (other threads wait) to its end."""
+    step = 1 << 16
+    return all(_plain_chunk(nodes[start:start + step]) for start in range(0, len(nodes), step))
+
+
+def _plain_chunk(nodes: list[Any]) -> bool:
     if set(map(type, map(_DATA, nodes))) - {float} or set(map(type, map(_GRAD, nodes))) - {float}:
         return False
     if not all(map(str.isascii, map(_LABEL, nodes))):

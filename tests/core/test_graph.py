@@ -462,3 +462,20 @@ def test_failed_backward_leaves_every_gradient_of_the_graph():
     assert [v.grad for v in g] == before
     assert before[0] == 3.0 and before[2] == 1.0  # a, the constant 3.0, c = a * 3.0
     assert g.version == version
+
+
+def test_assign_sets_every_value_as_one_version_across_chunks() -> None:
+    from opgraph.errors import GraphMismatchError
+
+    g = Graph("big")
+    for i in range(70_000):  # more than one chunk of the assignment
+        g.leaf(float(i))
+    version = g.version
+    data = [float(-i) for i in range(70_000)]
+    grad = [0.5 * i for i in range(70_000)]
+    g.assign(data, grad)
+    assert [v.data for v in g.nodes] == data and [v.grad for v in g.nodes] == grad
+    assert g.version == version + 1
+    with pytest.raises(GraphMismatchError, match=r"graph 'big': assign: 3 grad values for 70000"):
+        g.assign(data, [1.0, 2.0, 3.0])
+    assert [v.grad for v in g.nodes] == grad and g.version == version + 1
