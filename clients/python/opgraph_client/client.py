@@ -451,12 +451,8 @@ class Client:
         """`_send` on a new connection, once: a second loss is the caller's `ConnectionLost`."""
         try:
             return self._send(method, args, options)
-        except _Unsent as unsent:
-            raise ConnectionLost(f"{method}: {unsent.reason} (again, after reconnecting; "
-                                 "it was not sent)") from None
-        except _Unanswered as lost:
-            raise _unanswered_error(method, options, lost.reason + " (again, after "
-                                    "reconnecting)", self._final) from None
+        except (_Unsent, _Unanswered) as exc:
+            raise _lost_again(method, options, exc, self._final) from None
 
     def _send(self, method: str, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         """Send one request on the current connection and wait for its answer.
@@ -1035,12 +1031,8 @@ class AsyncClient:
                              options: dict[str, Any]) -> Any:
         try:
             return await self._request(method, args, options)
-        except _Unsent as unsent:
-            raise ConnectionLost(f"{method}: {unsent.reason} (again, after reconnecting; "
-                                 "it was not sent)") from None
-        except _Unanswered as lost:
-            raise _unanswered_error(method, options, lost.reason + " (again, after "
-                                    "reconnecting)", self._final) from None
+        except (_Unsent, _Unanswered) as exc:
+            raise _lost_again(method, options, exc, self._final) from None
 
     def _note(self, method: str, args: tuple[Any, ...], options: dict[str, Any],
               result: Any) -> None:
@@ -1136,6 +1128,15 @@ class AsyncClient:
         result = await self.call("graph.publish", name, local_document(root))
         publisher.published(name, snapshot, result)
         return result
+
+
+def _lost_again(method: str, options: dict[str, Any], exc: _Unsent | _Unanswered,
+                final: str | None) -> ConnectionLost:
+    """The error of a request lost again on the connection made after a first loss."""
+    if isinstance(exc, _Unsent):
+        return ConnectionLost(f"{method}: {exc.reason} (again, after reconnecting; it was not "
+                              "sent)")
+    return _unanswered_error(method, options, f"{exc.reason} (again, after reconnecting)", final)
 
 
 def _note_session(client: Any, method: str, args: tuple[Any, ...], options: dict[str, Any],
