@@ -25,6 +25,7 @@ from opgraph.core.passes import (
     evaluate,
     free_values,
     recompute,
+    remember_walks,
     structure_order,
     topological_order,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "ops",
     "place",
     "recompute",
+    "remember_walks",
     "result_problem",
     "set_source",
     "set_source_tracking",

@@ -12,7 +12,11 @@ inlined, because a scalar engine's time goes to per-node overhead:
   `backward_over` is the same sweep over a given order: gradient rules of one or two inputs
   and no attributes are called unpacked (see `Sweep`), leaf gradients are type-checked as the
   sweep passes them, and the collector is paused only when the walk goes deep
-  (`opgraph.gcpolicy.DEEP`).
+  (`opgraph.gcpolicy.DEEP`). While `opgraph.core.passes.remember_walks` is on (a client that
+  publishes training steps turns it on), the walk also records where each input is, as
+  `structure_order` does, and the last pass keeps its order and that record for
+  `structure_order` of its root: publishing right after a backward pass walks the graph no
+  second time.
 
 The differential tests (tests/core/test_fast_path.py) hold both paths to identical results.
 """
@@ -24,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from opgraph import gcpolicy
-from opgraph.core import rules, source
+from opgraph.core import passes, rules, source
 from opgraph.core.passes import check_grads, restore
 from opgraph.opdef import OpDef
 
@@ -139,6 +143,9 @@ def backward(self: Any, create_graph: bool = False) -> None:
     if self._opdef is None:  # a leaf: d self / d self is 1, and nothing lies below it
         self.grad += 1.0
         return
+    if passes.remembering:
+        _backward_remembered(self)
+        return
     order: list[Any] = []
     saved = {self: self.grad}  # the nodes seen so far, each with its grad from before
     stack: list[tuple[Any, Iterator[Any]]] = []  # the nodes above `node`, with inputs to visit
@@ -169,6 +176,57 @@ def backward(self: Any, create_graph: bool = False) -> None:
     finally:
         if paused:
             gcpolicy.release()
+
+
+def _backward_remembered(self: Any) -> None:
+    """`backward`'s walk that also notes where each input is, as `structure_order` does (-1 a
+    new input, its position one placed before, -2 closing a computed node); kept in
+    `opgraph.core.passes` once the sweep is done (`keep_walk`)."""
+    passes.keep_walk(None, [], [])
+    order: list[Any] = []
+    saved = {self: self.grad}
+    position: dict[Any, int] = {}
+    marks: list[int] = []
+    mark = marks.append
+    stack: list[tuple[Any, Iterator[Any]]] = []
+    emit = order.append
+    deep = gcpolicy.DEEP
+    paused = False
+    count = 0
+    node, pending = self, iter(self._inputs)
+    try:
+        while True:
+            for child in pending:
+                at = position.get(child)
+                if at is None:
+                    mark(-1)
+                    saved[child] = child.grad
+                    if child._inputs:
+                        stack.append((node, pending))
+                        if len(stack) == deep and not paused:
+                            gcpolicy.pause()
+                            paused = True
+                        node, pending = child, iter(child._inputs)
+                        break
+                    position[child] = count
+                    count += 1
+                    emit(child)
+                    continue
+                mark(at)
+            else:
+                position[node] = count
+                count += 1
+                emit(node)
+                mark(-2)
+                node.grad = 0.0
+                if not stack:
+                    break
+                node, pending = stack.pop()
+        _sweep(order, saved, self)
+    finally:
+        if paused:
+            gcpolicy.release()
+    passes.keep_walk(self, order, marks)
 
 
 def backward_over(order: Sequence[Any], root: Any) -> None:

@@ -47,6 +47,41 @@ _OPDEF, _ATTRS = operator.attrgetter("_opdef"), operator.attrgetter("_attrs")
 _LABEL, _SOURCE = operator.attrgetter("label"), operator.attrgetter("_loc")
 
 
+remembering = False
+"""Whether `Value.backward` keeps its walk for `structure_order` (see `remember_walks`)."""
+
+_last_walk: tuple[Any, list[Any], list[int]] | None = None  # (root, order, marks), until taken
+
+
+def remember_walks(enabled: bool) -> bool:
+    """Switch on (or off) keeping the walk of the last backward pass for `structure_order` of
+    its root, which then walks the graph no second time; returns the old state. Process-wide
+    (a client that publishes training steps turns it on). While on, a backward pass notes
+    each input's position as it walks (a little more work), and keeps its graph alive until
+    the next pass or until `structure_order` takes it."""
+    global remembering, _last_walk
+    old, remembering = remembering, bool(enabled)
+    if not remembering:
+        _last_walk = None
+    return old
+
+
+def keep_walk(root: Any, order: list[Any], marks: list[int]) -> None:
+    """Keep a backward pass's walk of ``root`` (None: forget the last one); see
+    `remember_walks`. ``marks`` are `structure_order`'s."""
+    global _last_walk
+    _last_walk = None if root is None else (root, order, marks)
+
+
+def _taken_walk(root: Any) -> tuple[list[Any], list[int]] | None:
+    global _last_walk
+    walk = _last_walk
+    if walk is None or walk[0] is not root:
+        return None
+    _last_walk = None
+    return walk[1], walk[2]
+
+
 def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
     """`topological_order` of ``root``, and a key to what that graph is apart from its values:
     each node's op, attributes, label and source, and where its inputs are in the order.
@@ -56,8 +91,12 @@ def structure_order(root: Any) -> tuple[list[Any], tuple[Any, ...]]:
     holds no node, and compares in C (``==`` of lists and arrays). It costs one walk: each
     input, met in the walk, is recorded as ``-1`` when it is new (placed by the walk itself, so
     its position follows from the rest) or as its position when it was placed before; ``-2``
-    closes each computed node.
+    closes each computed node. Right after ``root.backward()`` with `remember_walks` on, that
+    pass's walk is used instead.
     """
+    walked = _taken_walk(root)
+    if walked is not None:  # the backward pass just walked it (see `remember_walks`)
+        return walked[0], _key(*walked)
     order: list[Any] = []
     place = order.append
     position: dict[Any, int] = {}  # placed nodes (a node whose inputs are being walked cannot

@@ -121,3 +121,19 @@ def test_publish_refuses_what_is_not_a_graph(server, bad) -> None:
     with Client(server.tcp) as client, pytest.raises((TypeError, ValueError)) as caught:
         client.publish("g", bad)
     assert "Graph or a Value" in str(caught.value)
+
+
+def test_a_publishing_client_has_backward_keep_its_walk_until_it_closes(server) -> None:
+    from opgraph.core import passes
+
+    model = MLP(2, [3, 1], seed=5)
+    assert not passes.remembering
+    with Client(server.tcp) as client:
+        client.publish("w", step(model, [(1.0, 2.0)]))
+        assert passes.remembering  # from the first publish on
+        loss = step(model, [(1.0, 2.0)])
+        assert passes._last_walk is not None and passes._last_walk[0] is loss
+        client.publish("w", loss)  # the walk is taken: the graph is not walked again
+        assert passes._last_walk is None
+        same(client, "w", loss)
+    assert not passes.remembering and passes._last_walk is None

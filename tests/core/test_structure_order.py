@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,3 +110,49 @@ def test_a_leaf_and_a_deep_chain() -> None:
     order, key = core.structure_order(v)
     assert len(order) == 200_001 and order[-1] is v
     assert len(key[0]) == 100_000 * 3  # each add: a -1 for the new input, then -1 and -2
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps, st.integers(1, 4))
+def test_a_remembered_backward_walk_is_the_walk_and_the_pass_the_pass(recipe, leaves) -> None:
+    numbers = [0.3 * i - 0.4 for i in range(leaves)]
+    plain, remembered = build(recipe, numbers), build(recipe, numbers)
+    old = core.remember_walks(False)
+    try:
+        plain.backward()
+        expected_order, expected_key = core.structure_order(plain)
+        core.remember_walks(True)
+        remembered.backward()
+        order, key = core.structure_order(remembered)  # the pass's walk, taken
+        assert key == expected_key
+        assert [v.grad for v in order] == [v.grad for v in expected_order]
+        assert [v.data for v in order] == [v.data for v in expected_order]
+        again_order, again_key = core.structure_order(remembered)  # walked afresh
+        assert again_order == order and again_key == key
+    finally:
+        core.remember_walks(old)
+
+
+def test_a_remembered_walk_is_for_its_root_only_and_not_kept_by_a_failed_pass() -> None:
+    from opgraph.core import passes
+
+    old = core.remember_walks(True)
+    try:
+        a, b = Value(2.0), Value(-1.0)
+        first = (a * b).tanh()
+        first.backward()
+        assert passes._last_walk is not None and passes._last_walk[0] is first
+        other = a + b
+        assert core.structure_order(other)[0] == [a, b, other]  # walked: not first's walk
+        x = Value(0.0)
+        y = x ** 0.5  # its gradient rule fails at 0 (0.0 ** -0.5)
+        x.grad = 7.0
+        with pytest.raises(opgraph.GradRuleError):
+            y.backward()
+        assert x.grad == 7.0  # restored
+        assert passes._last_walk is None  # a failed pass keeps no walk
+        core.remember_walks(False)
+        first.backward()
+        assert passes._last_walk is None  # off: nothing kept
+    finally:
+        core.remember_walks(old)

@@ -383,6 +383,7 @@ class Client:
         """Close the connection (or stop the spawned server). Calls after it raise
         `ClientError`."""
         self._closed = True
+        _close_publisher(self)
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
@@ -821,6 +822,7 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        _close_publisher(self)
         if self._reconnecting is not None:
             self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1156,6 +1158,12 @@ def _note_session(client: Any, method: str, args: tuple[Any, ...], options: dict
     elif method == "shutdown":
         client._final = (f"the session with {client.url} was shut down (shutdown): make a "
                          "new client to talk to the server again")
+
+
+def _close_publisher(client: Any) -> None:
+    publisher = client.__dict__.pop("_publisher", None)
+    if publisher is not None:
+        publisher.close()
 
 
 def _publisher(client: Any) -> Publisher:

@@ -62,8 +62,31 @@ class _Published:
 class Publisher:
     """What a client last published under each graph name (see the module's docstring)."""
 
+    _open = 0  # publishers not closed, in this process
+    _remembered = False  # what `remember_walks` was before the first of them
+
     def __init__(self) -> None:
         self._last: dict[str, _Published] = {}
+        self._closed = False
+        from opgraph import core
+
+        # While a client publishes, each backward pass keeps its walk for the next publish of
+        # its root (`opgraph.core.remember_walks`): the structure check walks nothing again.
+        if Publisher._open == 0:
+            Publisher._remembered = core.remember_walks(True)
+        Publisher._open += 1
+
+    def close(self) -> None:
+        """Forget what was published; the last publisher closed puts `remember_walks` back."""
+        if self._closed:
+            return
+        self._closed = True
+        self._last.clear()
+        Publisher._open -= 1
+        if Publisher._open == 0:
+            from opgraph import core
+
+            core.remember_walks(Publisher._remembered)
 
     def forget(self, name: str | None = None) -> None:
         """Publish graph ``name`` (every graph, for None) whole next time."""
