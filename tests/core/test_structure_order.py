@@ -156,3 +156,22 @@ def test_a_remembered_walk_is_for_its_root_only_and_not_kept_by_a_failed_pass() 
         assert passes._last_walk is None  # off: nothing kept
     finally:
         core.remember_walks(old)
+
+
+def test_a_remembered_walk_of_a_deep_chain() -> None:
+    from opgraph import gcpolicy
+
+    old = core.remember_walks(True)
+    try:
+        x = Value(0.5)
+        v = x
+        for _ in range(100_000):  # deeper than gcpolicy.DEEP: the pass pauses the collector
+            v = v * 1.0 + 0.0
+        v.backward()
+        assert gcpolicy.pauses() == 0  # the pause is given back
+        assert x.grad == 1.0
+        order, key = core.structure_order(v)
+        core.remember_walks(False)
+        assert (order, key) == core.structure_order(v)
+    finally:
+        core.remember_walks(old)
