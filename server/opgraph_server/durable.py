@@ -569,26 +569,18 @@ def _columns(nodes: list[Value]) -> bytes:
     inputs = list(map(_INPUTS, nodes))
     attrs = ([[i, dict(v.attrs)] for i, v in enumerate(nodes) if v.opdef and v.opdef.attrs]
              if any(op is not None and op.attrs for op in set(ops)) else [])
-    files: dict[str, int] = {}
     sources = list(map(_SOURCE, nodes))
+    files = {f: i for i, f in enumerate(dict.fromkeys(s[0] for s in sources if s is not None))}
     return _pack({
         "op": [None if op is None else op.name for op in ops],
         "arity": np.fromiter(map(len, inputs), "<i4", len(nodes)).tobytes(),
         "inputs": np.fromiter(map(_ID, chain.from_iterable(inputs)), "<i8").tobytes(),
         "attrs": attrs,
         "label": list(map(_LABEL, nodes)),
-        "files": files_list(files, sources),
+        "files": list(files),
         "file": np.array([-1 if s is None else files[s[0]] for s in sources], "<i4").tobytes(),
         "line": np.array([0 if s is None else s[1] for s in sources], "<i8").tobytes(),
     })
-
-
-def files_list(files: dict[str, int], sources: list[Any]) -> list[str]:
-    """The distinct files of ``sources``, numbered in ``files`` in order of first use."""
-    for s in sources:
-        if s is not None and s[0] not in files:
-            files[s[0]] = len(files)
-    return list(files)
 
 
 def _from_columns(count: int, blob: bytes, where: str) -> list[dict[str, Any]]:
