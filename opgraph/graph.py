@@ -12,6 +12,7 @@ the results to that graph, so ``x = g.leaf(2.0); y = x * x`` grows ``g``.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
@@ -27,6 +28,28 @@ from opgraph.errors import (
     NodeNotFoundError,
     NotALeafError,
 )
+
+
+def _doubles(name: str, what: str, values: Sequence[float], count: int) -> array[float]:
+    """``values`` as an array of ``count`` doubles, for `Graph.assign`."""
+    where = f"graph {name!r}: assign: {what}"
+    if not isinstance(values, array):
+        try:
+            kinds = set(map(type, values))
+        except TypeError:
+            raise InputTypeError(f"{where} must be a sequence of numbers, got "
+                                 f"{type(values).__name__}") from None
+        odd = kinds - {float, int}
+        if odd:
+            raise InputTypeError(f"{where} must be numbers, got "
+                                 f"{', '.join(sorted(t.__name__ for t in odd))}")
+    try:
+        doubles = array("d", values)
+    except (TypeError, OverflowError) as exc:
+        raise InputTypeError(f"{where}: {exc}") from None
+    if len(doubles) != count:
+        raise GraphMismatchError(f"{where}: {len(doubles)} values for {count} nodes")
+    return doubles
 
 
 class Graph:
@@ -206,12 +229,11 @@ class Graph:
     def assign(self, data: Sequence[float], grad: Sequence[float]) -> None:
         """Set every node's data and grad to the floats given in id order, as one new version,
         computing nothing: the values of a graph of the same structure computed elsewhere (a
-        training step published again). Both sequences must have one float per node."""
+        training step published again). Both sequences must have one number per node (ints are
+        taken as the doubles they stand for); anything else changes nothing and raises
+        `InputTypeError`, a wrong count `GraphMismatchError`."""
         n = len(self.nodes)
-        for what, values in (("data", data), ("grad", grad)):
-            if len(values) != n:
-                raise GraphMismatchError(f"graph {self.name!r}: assign: {len(values)} {what} "
-                                         f"values for {n} nodes")
+        data, grad = _doubles(self.name, "data", data, n), _doubles(self.name, "grad", grad, n)
         # map() runs the stores in C, a third of the time of a Python loop; a chunk at a time,
         # since a loop in C holds the interpreter lock (other threads wait) to its end.
         nodes, step = self.nodes, 1 << 16

@@ -476,6 +476,17 @@ def test_assign_sets_every_value_as_one_version_across_chunks() -> None:
     g.assign(data, grad)
     assert [v.data for v in g.nodes] == data and [v.grad for v in g.nodes] == grad
     assert g.version == version + 1
-    with pytest.raises(GraphMismatchError, match=r"graph 'big': assign: 3 grad values for 70000"):
+    with pytest.raises(GraphMismatchError, match=r"graph 'big': assign: grad: 3 values for 70000"):
         g.assign(data, [1.0, 2.0, 3.0])
+    from opgraph.errors import InputTypeError
+
+    for bad, says in ((["x"] * 70_000, "data must be numbers, got str"),
+                      ([True] * 70_000, "data must be numbers, got bool"),
+                      (5, "data must be a sequence of numbers, got int"),
+                      ([10**400] * 70_000, "data: int too large")):
+        with pytest.raises(InputTypeError, match=says):
+            g.assign(bad, grad)
     assert [v.grad for v in g.nodes] == grad and g.version == version + 1
+    assert [v.data for v in g.nodes] == data
+    g.assign(list(range(70_000)), grad)  # ints: the doubles they stand for
+    assert g.nodes[7].data == 7.0 and type(g.nodes[7].data) is float
