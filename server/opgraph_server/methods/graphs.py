@@ -51,11 +51,26 @@ async def graph_info(call: Call, graph: Any) -> dict[str, Any]:
     entry = call.entry(graph)
     async with entry.lock.read():
         g = entry.graph
-        info = {**graph_summary(entry), "leaves": [v.id for v in g.leaves],
-                "outputs": [v.id for v in g.outputs]}
+        summary = graph_summary(entry)
+        leaves, outputs = (_ends(g) if len(g.nodes) < 2_000
+                           else await call.in_thread(_ends, g))
+        info = {**summary, "leaves": leaves, "outputs": outputs}
     if call.host.durable is not None:  # where the graphs are kept, bytes on disk, limit
         info["store"] = call.host.durable.usage(entry)
     return info
+
+
+def _ends(graph: Graph) -> tuple[list[int], list[int]]:
+    """The ids of ``graph``'s leaves and of its outputs (nodes no node uses), in id order, from
+    its structure's arrays (kept while the structure is unchanged): a million nodes in
+    milliseconds once read, where a Python loop over them took a second."""
+    import numpy as np
+
+    from opgraph.structure import structure
+
+    s = structure(graph)
+    used = np.bincount(s.inputs, minlength=s.n) if len(s.inputs) else np.zeros(s.n, np.int64)
+    return np.flatnonzero(s.is_leaf).tolist(), np.flatnonzero(used == 0).tolist()
 
 
 @method("graph.drop", ("graph",))
