@@ -181,7 +181,9 @@ def backward(self: Any, create_graph: bool = False) -> None:
 def _backward_remembered(self: Any) -> None:
     """`backward`'s walk that also notes where each input is, as `structure_order` does (-1 a
     new input, its position one placed before, -2 closing a computed node); kept in
-    `opgraph.core.passes` once the sweep is done (`keep_walk`)."""
+    `opgraph.core.passes` once the sweep is done (`keep_walk`). A copy of `backward`'s walk
+    rather than a flag tested in it: the plain pass, the engine's hottest loop, pays nothing;
+    tests/core/test_structure_order.py holds the two, and `structure_order`, to one result."""
     passes.keep_walk(None, [], [])
     order: list[Any] = []
     saved = {self: self.grad}
